@@ -1,0 +1,53 @@
+# Two commands set up and run everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+MODEL := var/models/efficientnet-lite0/model.onnx
+
+.PHONY: run test lint typecheck unit integration e2e bench models services clean
+
+# The virtual environment, with the project and its development tools; redone when pyproject changes.
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The default encoder, converted offline from its PyPI package (no download, no torch).
+$(MODEL): $(INSTALLED)
+	$(BIN)/seavl models prepare
+
+models: $(MODEL)
+
+run: $(MODEL)
+	$(BIN)/seavl serve embedder
+
+# PostgreSQL and Redis on 127.0.0.1 for the integration tests (installed and started if absent).
+services:
+	bash scripts/ensure-services.sh
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy
+
+unit: $(INSTALLED)
+	$(BIN)/pytest tests/unit
+
+integration: $(INSTALLED) services
+	$(BIN)/pytest tests/integration
+
+e2e: $(INSTALLED)
+	$(BIN)/pytest tests/e2e
+
+test: $(INSTALLED) services lint typecheck
+	$(BIN)/pytest
+
+bench: $(MODEL)
+	$(BIN)/python bench/embedder.py
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
