@@ -1,0 +1,125 @@
+"""One error shape for every service: `{"error": {"code": ..., "message": ...}}`.
+
+Services raise `ServiceError` (or a subclass) and `install_error_handlers` turns it, FastAPI's
+validation errors and stray HTTP exceptions into that shape, so a client parses one format.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """What every 4xx and 5xx of seavl carries."""
+
+    error: ErrorBody
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status, a stable machine code and a message for people."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        retry_after_seconds: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details
+        self.retry_after_seconds = retry_after_seconds
+
+    def body(self) -> ErrorBody:
+        return ErrorBody(
+            code=self.code, message=self.message, field=self.field, details=self.details
+        )
+
+    def to_response(self) -> JSONResponse:
+        headers = {}
+        if self.retry_after_seconds is not None:
+            headers["Retry-After"] = str(self.retry_after_seconds)
+        content = ErrorResponse(error=self.body()).model_dump(exclude_none=True)
+        return JSONResponse(status_code=self.status_code, content=content, headers=headers)
+
+
+class OverloadedError(ServiceError):
+    """The service's bounded queue is full: the client should back off and retry."""
+
+    def __init__(self, message: str, retry_after_seconds: int = 1) -> None:
+        super().__init__(429, "overloaded", message, retry_after_seconds=retry_after_seconds)
+
+
+class UnavailableError(ServiceError):
+    """A dependency (model, store, peer service) cannot serve right now."""
+
+    def __init__(self, message: str, retry_after_seconds: int = 5) -> None:
+        super().__init__(503, "unavailable", message, retry_after_seconds=retry_after_seconds)
+
+
+def _validation_field(error: dict[str, Any]) -> str:
+    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "form")]
+    return ".".join(location)
+
+
+async def _handle_service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return exc.to_response()
+
+
+async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    first = errors[0] if errors else {"msg": "invalid request"}
+    field = _validation_field(first)
+    message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+    details = [{"field": _validation_field(e), "message": str(e.get("msg"))} for e in errors]
+    return ServiceError(
+        422, "invalid_request", message, field=field or None, details=details
+    ).to_response()
+
+
+async def _handle_http_exception(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {
+        400: "bad_request",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "request_too_large",
+    }.get(exc.status_code, "http_error")
+    return ServiceError(exc.status_code, code, str(exc.detail)).to_response()
+
+
+async def _handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return ServiceError(500, "internal_error", "an unexpected error occurred").to_response()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Makes every error of `app` answer in the common JSON shape."""
+    app.add_exception_handler(ServiceError, _handle_service_error)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
+    app.add_exception_handler(Exception, _handle_unexpected)

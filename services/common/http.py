@@ -1,0 +1,195 @@
+"""What every service's HTTP surface shares: metrics, health probes, body limits, disconnects.
+
+The middlewares are plain ASGI (not BaseHTTPMiddleware) so that a route can still hear the
+client's `http.disconnect` while it waits for work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.common.errors import ErrorBody, ErrorResponse
+
+T = TypeVar("T")
+
+
+class HttpMetrics:
+    """Request counts and latency per route, in the app's own registry (tests make many apps)."""
+
+    def __init__(self, service: str, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            f"seavl_{service}_http_requests",
+            "HTTP requests answered, by route, method and status",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            f"seavl_{service}_http_request_seconds",
+            "HTTP request latency in seconds, by route",
+            ["route", "method"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            route_path = getattr(route, "path", "unmatched")
+            method = str(scope.get("method", ""))
+            self.metrics.requests.labels(route_path, method, str(status)).inc()
+            self.metrics.latency.labels(route_path, method).observe(time.perf_counter() - started)
+
+
+class BodySizeLimitMiddleware:
+    """Answers 413 as soon as a request body passes `max_body_bytes`, while it streams in."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+        response_started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not response_started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = ErrorResponse(
+            error=ErrorBody(
+                code="request_too_large",
+                message=f"the request body is over the limit of {self.max_body_bytes} bytes",
+            )
+        ).model_dump_json(exclude_none=True)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body.encode()})
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def add_probe_routes(
+    app: FastAPI,
+    registry: CollectorRegistry,
+    readiness: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]],
+) -> None:
+    """`/healthz` (the process answers), `/readyz` (it can serve) and `/metrics` (Prometheus)."""
+
+    @app.get("/healthz", tags=["probes"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["probes"], summary="Ready to serve: models loaded, dependencies up")
+    async def readyz() -> Response:
+        ready, details = await readiness()
+        body = {"status": "ready" if ready else "not_ready", **details}
+        headers = {} if ready else {"Retry-After": "5"}
+        return Response(
+            json.dumps(body),
+            status_code=200 if ready else 503,
+            media_type="application/json",
+            headers=headers,
+        )
+
+    @app.get("/metrics", tags=["probes"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def wait_unless_disconnected(
+    request: Request, work: Iterable[asyncio.Future[T]]
+) -> list[T] | None:
+    """Awaits every future; if the client hangs up first, cancels them and returns None.
+
+    The request body must already be read, so the next `receive()` can only be a disconnect.
+    """
+    futures = list(work)
+    gathered: asyncio.Future[list[T]] = asyncio.gather(*futures)
+    watcher: asyncio.Future[Message] = asyncio.ensure_future(request.receive())
+    waiting: set[asyncio.Future[Any]] = {gathered, watcher}
+    try:
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if gathered in done:
+            return gathered.result()
+        message = watcher.result()
+        if message.get("type") == "http.disconnect":
+            for future in futures:
+                future.cancel()
+            gathered.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gathered
+            return None
+        return await gathered
+    finally:
+        if not watcher.done():
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher

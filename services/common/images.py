@@ -1,0 +1,198 @@
+"""Image intake shared by every service that takes images, and by the bulk uploader.
+
+One pass turns untrusted bytes into RGB pixels plus what dedup and storage need (sha256, pHash),
+or into an `ImageIntakeError` that names the problem. JPEGs are decoded in draft mode, so a 12-MP
+phone photo is decoded at 1/8 scale when the model needs only a 224-px crop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+from dataclasses import dataclass
+
+import imagehash
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import BaseModel, Field
+
+from services.common.errors import ServiceError
+
+# pHash and the embedder both work from an image whose short side is at least this, so the
+# uploader (which has no model) and the services compute the same hash from the same bytes.
+DEFAULT_DRAFT_SHORT_SIDE = 256
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+class ImageLimits(BaseModel):
+    """What an accepted image may be; shared by every service's settings."""
+
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0, description="largest upload in bytes")
+    max_pixels: int = Field(
+        default=Image.MAX_IMAGE_PIXELS or 89_478_485,
+        gt=0,
+        description="largest width*height; more is refused as a decompression bomb",
+    )
+
+
+class ImageIntakeError(ServiceError):
+    """An image that cannot be accepted, with the reason as a stable code."""
+
+
+def _error(status: int, code: str, message: str) -> ImageIntakeError:
+    return ImageIntakeError(status, code, message)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """RGB pixels (short side at least the draft size asked for) and the image's identity."""
+
+    pixels: Image.Image
+    width: int
+    height: int
+    format: str
+    sha256: str
+    phash: str
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The Pillow format name the magic bytes announce, among the accepted ones."""
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def declared_size(data: bytes, image_format: str) -> tuple[int, int] | None:
+    """Width and height as the PNG or GIF header states them (Pillow refuses a zero size)."""
+    if image_format == "PNG" and len(data) >= 24 and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width), int(height)
+    if image_format == "GIF" and len(data) >= 10:
+        width, height = struct.unpack("<HH", data[6:10])
+        return int(width), int(height)
+    return None
+
+
+def _open(data: bytes, image_format: str) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(data), formats=[image_format])
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _error(422, "decompression_bomb", f"image has too many pixels: {exc}") from exc
+    except (UnidentifiedImageError, SyntaxError, ValueError, OSError, EOFError) as exc:
+        if image_format == "WEBP" and len(data) < struct.unpack("<I", data[4:8])[0] + 8:
+            raise _error(
+                422, "truncated_image", "WEBP data is truncated: shorter than its RIFF header says"
+            ) from exc
+        size = declared_size(data, image_format)
+        if size is not None and 0 in size:
+            raise _error(
+                422, "zero_size_image", f"image has zero size ({size[0]}x{size[1]})"
+            ) from exc
+        raise _error(422, "corrupt_image", f"{image_format} data cannot be read: {exc}") from exc
+
+
+def _check_dimensions(image: Image.Image, limits: ImageLimits) -> None:
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise _error(422, "zero_size_image", f"image has zero size ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise _error(
+            422,
+            "decompression_bomb",
+            f"image is {width}x{height} = {width * height} pixels, over the limit of "
+            f"{limits.max_pixels}; refused as a possible decompression bomb",
+        )
+
+
+def _load(image: Image.Image, image_format: str) -> None:
+    try:
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _error(422, "decompression_bomb", f"image has too many pixels: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+        text = str(exc)
+        if "truncated" in text or isinstance(exc, EOFError):
+            raise _error(
+                422, "truncated_image", f"{image_format} data is truncated: {text}"
+            ) from exc
+        raise _error(422, "corrupt_image", f"{image_format} data is corrupt: {text}") from exc
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright); unreadable EXIF counts as upright."""
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _sixteen_bit_to_luminance(image: Image.Image) -> Image.Image:
+    """Scales 16-bit samples to 8 bits (Pillow's own conversion would clip them)."""
+    samples = np.asarray(image, dtype=np.float32)
+    eight_bit = np.clip(np.rint(samples / 257.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(eight_bit)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Palette, CMYK, 16-bit, grey and alpha images as plain RGB; transparency becomes white."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        image = _sixteen_bit_to_luminance(image)
+    if image.mode == "P" or (image.mode in ("RGB", "L") and "transparency" in image.info):
+        image = image.convert("RGBA")
+    if image.mode in ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def decode_image(
+    data: bytes,
+    limits: ImageLimits,
+    draft_short_side: int = DEFAULT_DRAFT_SHORT_SIDE,
+) -> DecodedImage:
+    """Validates and decodes untrusted bytes; raises `ImageIntakeError` with a 4xx status."""
+    if not data:
+        raise _error(400, "empty_image", "the image is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise _error(
+            413,
+            "image_too_large",
+            f"image is {len(data)} bytes, over the limit of {limits.max_bytes}",
+        )
+    image_format = sniff_format(data)
+    if image_format is None:
+        raise _error(
+            415,
+            "unsupported_image_type",
+            "unsupported image type: send JPEG, PNG, WebP or GIF",
+        )
+    image = _open(data, image_format)
+    _check_dimensions(image, limits)
+    orientation = _exif_orientation(image)
+    width, height = image.size
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    if image_format == "JPEG":
+        draft_side = max(draft_short_side, 1)
+        image.draft(None, (draft_side, draft_side))
+    _load(image, image_format)
+    oriented = ImageOps.exif_transpose(image) if orientation != 1 else image
+    rgb = to_rgb(oriented)
+    return DecodedImage(
+        pixels=rgb,
+        width=width,
+        height=height,
+        format=image_format,
+        sha256=hashlib.sha256(data).hexdigest(),
+        phash=str(imagehash.phash(rgb)),
+    )
