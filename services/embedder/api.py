@@ -1,0 +1,296 @@
+"""The embedder's HTTP layer: parse the request, hand images to the pool, shape the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import ValidationError
+from starlette.datastructures import FormData, UploadFile
+
+from services.common.errors import ErrorResponse, ServiceError
+from services.common.http import wait_unless_disconnected
+from services.common.schemas import (
+    EmbedJsonRequest,
+    EmbedOptions,
+    EmbedResponse,
+    ModelInfo,
+    ModelsResponse,
+    VectorEncoding,
+)
+from services.common.storage import ObjectStore, validate_key
+from services.embedder.config import EmbedderSettings
+from services.embedder.serving import (
+    ByteSource,
+    ModelOutput,
+    ModelPool,
+    PreparedImage,
+    ServingModel,
+    bytes_from_base64,
+    bytes_from_store,
+    bytes_from_upload,
+)
+
+router = APIRouter(prefix="/v1", tags=["embeddings"])
+
+# Answered when the client hung up before its images were embedded: nobody reads it (nginx's code).
+CLIENT_CLOSED_REQUEST = 499
+
+
+def get_settings(request: Request) -> EmbedderSettings:
+    settings: EmbedderSettings = request.app.state.settings
+    return settings
+
+
+def get_pool(request: Request) -> ModelPool:
+    pool: ModelPool = request.app.state.pool
+    return pool
+
+
+def get_store(request: Request) -> ObjectStore:
+    store: ObjectStore = request.app.state.store
+    return store
+
+
+SettingsDep = Annotated[EmbedderSettings, Depends(get_settings)]
+PoolDep = Annotated[ModelPool, Depends(get_pool)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
+
+
+def _invalid(message: str, field: str | None = None) -> ServiceError:
+    return ServiceError(422, "invalid_request", message, field=field)
+
+
+def _parse_options(fields: dict[str, Any]) -> EmbedOptions:
+    try:
+        return EmbedOptions.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise _invalid(f"{field}: {first['msg']}", field=field) from exc
+
+
+async def _parse_multipart(
+    form: FormData, settings: EmbedderSettings
+) -> tuple[EmbedOptions, list[ByteSource]]:
+    uploads = [v for v in form.getlist("images") if isinstance(v, UploadFile)]
+    if not uploads:
+        raise _invalid("send one or more files in the multipart field 'images'", field="images")
+    unknown = set(form.keys()) - {"images", "model", "encoding", "top_k"}
+    if unknown:
+        raise _invalid(f"unknown form fields: {sorted(unknown)}", field=sorted(unknown)[0])
+    options = _parse_options(
+        {k: v for k, v in form.items() if k != "images" and isinstance(v, str)}
+    )
+    limit = settings.images.max_bytes
+    return options, [bytes_from_upload(upload.file, limit) for upload in uploads]
+
+
+async def _parse_json(
+    request: Request, settings: EmbedderSettings, store: ObjectStore
+) -> tuple[EmbedOptions, list[ByteSource]]:
+    try:
+        payload = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ServiceError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+    try:
+        parsed = EmbedJsonRequest.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise _invalid(f"{field}: {first['msg']}" if field else str(first["msg"]), field) from exc
+    if len(parsed.images) > settings.max_images_per_request:
+        raise _invalid(
+            f"at most {settings.max_images_per_request} images per request", field="images"
+        )
+    sources: list[ByteSource] = []
+    for item in parsed.images:
+        if item.key is not None:
+            sources.append(bytes_from_store(store, validate_key(item.key)))
+        else:
+            assert item.data is not None
+            sources.append(bytes_from_base64(item.data))
+    return EmbedOptions.model_validate(
+        parsed.model_dump(include={"model", "encoding", "top_k"})
+    ), sources
+
+
+async def _prepare_all(
+    serving: ServingModel, sources: list[ByteSource], settings: EmbedderSettings, request: Request
+) -> list[PreparedImage | ServiceError]:
+    loop = asyncio.get_running_loop()
+    executor = request.app.state.decode_pool
+
+    async def prepare_one(source: ByteSource) -> PreparedImage | ServiceError:
+        try:
+            return await loop.run_in_executor(executor, serving.prepare, source, settings.images)
+        except ServiceError as exc:
+            return exc
+
+    return list(await asyncio.gather(*(prepare_one(s) for s in sources)))
+
+
+def _top_labels(
+    output: ModelOutput, serving: ServingModel, top_k: int
+) -> list[dict[str, Any]] | None:
+    labels = serving.loaded.labels
+    if top_k == 0 or output.logits is None or labels is None:
+        return None
+    logits = output.logits.astype(np.float64)
+    probabilities = np.exp(logits - logits.max())
+    probabilities /= probabilities.sum()
+    best = np.argsort(-probabilities)[:top_k]
+    return [{"index": int(i), "label": labels[i], "score": float(probabilities[i])} for i in best]
+
+
+def _encode_vector(vector: np.ndarray[Any, Any], encoding: VectorEncoding) -> Any:
+    if encoding is VectorEncoding.BASE64:
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector
+
+
+def _failure(index: int, error: ServiceError) -> dict[str, Any]:
+    return {"index": index, "error": error.body().model_dump(exclude_none=True)}
+
+
+@router.post(
+    "/embed",
+    summary="Embed one or many images",
+    response_model=EmbedResponse,
+    responses={
+        400: {"model": ErrorResponse},
+        413: {"model": ErrorResponse},
+        415: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+        429: {"model": ErrorResponse},
+        503: {"model": ErrorResponse},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["images"],
+                        "properties": {
+                            "images": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                            },
+                            "model": {"type": "string"},
+                            "encoding": {"type": "string", "enum": ["float", "base64"]},
+                            "top_k": {"type": "integer", "minimum": 0},
+                        },
+                    }
+                },
+                "application/json": {"schema": EmbedJsonRequest.model_json_schema()},
+            },
+        }
+    },
+)
+async def embed(
+    request: Request, settings: SettingsDep, pool: PoolDep, store: StoreDep
+) -> Response:
+    """Per image: embedding, dim, model, pHash, size. A bad image fails alone with its error;
+    if no image can be embedded the whole request answers with the first image's 4xx."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        # The uploads stay spooled (on disk past 1 MB) until the decode pool reads them.
+        form = await request.form(max_files=settings.max_images_per_request, max_fields=16)
+        try:
+            options, sources = await _parse_multipart(form, settings)
+            return await _embed_sources(request, options, sources, settings, pool)
+        finally:
+            await form.close()
+    if content_type.startswith("application/json"):
+        options, sources = await _parse_json(request, settings, store)
+        return await _embed_sources(request, options, sources, settings, pool)
+    raise ServiceError(
+        415, "unsupported_media_type", "send multipart/form-data (field 'images') or JSON"
+    )
+
+
+async def _embed_sources(
+    request: Request,
+    options: EmbedOptions,
+    sources: list[ByteSource],
+    settings: EmbedderSettings,
+    pool: ModelPool,
+) -> Response:
+    if options.top_k > settings.max_top_k:
+        raise _invalid(f"top_k is at most {settings.max_top_k}", field="top_k")
+    serving = await pool.get(options.model)
+    prepared = await _prepare_all(serving, sources, settings, request)
+    good = [(i, p) for i, p in enumerate(prepared) if isinstance(p, PreparedImage)]
+    failures = {i: p for i, p in enumerate(prepared) if isinstance(p, ServiceError)}
+    for error in failures.values():
+        pool.metrics.images.labels(serving.name, error.code).inc()
+    if not good:
+        first = failures[0]
+        raise ServiceError(
+            first.status_code,
+            first.code,
+            first.message,
+            field=first.field,
+            details=[_failure(i, e) for i, e in failures.items()] if len(failures) > 1 else None,
+        )
+    outputs = await wait_unless_disconnected(
+        request, serving.batcher.submit_many([p.tensor for _, p in good])
+    )
+    if outputs is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    pool.metrics.images.labels(serving.name, "ok").inc(len(good))
+    results: list[dict[str, Any]] = [_failure(i, e) for i, e in failures.items()]
+    manifest = serving.loaded.manifest
+    for (index, image), output in zip(good, outputs, strict=True):
+        decoded = image.decoded
+        result: dict[str, Any] = {
+            "index": index,
+            "model": serving.name,
+            "dim": manifest.embedding_dim,
+            "embedding": _encode_vector(output.embedding, options.encoding),
+            "sha256": decoded.sha256,
+            "phash": decoded.phash,
+            "width": decoded.width,
+            "height": decoded.height,
+            "format": decoded.format,
+        }
+        labels = _top_labels(output, serving, options.top_k)
+        if labels is not None:
+            result["labels"] = labels
+        results.append(result)
+    results.sort(key=lambda r: int(r["index"]))
+    body = {"model": serving.name, "encoding": options.encoding.value, "results": results}
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+    )
+
+
+@router.get("/models", summary="The models this embedder can serve", response_model=ModelsResponse)
+async def list_models(pool: PoolDep) -> ModelsResponse:
+    infos = []
+    for name, registered in sorted(pool.registered.items()):
+        serving = pool.serving.get(name)
+        manifest = registered.manifest
+        infos.append(
+            ModelInfo(
+                name=name,
+                description=manifest.description,
+                embedding_dim=manifest.embedding_dim,
+                input_size=manifest.input_size,
+                default=name == pool.settings.default_model,
+                loaded=serving is not None,
+                provider=serving.loaded.provider if serving else None,
+                has_labels=serving.loaded.has_labels
+                if serving
+                else manifest.labels_file is not None,
+                preset=manifest.preset,
+            )
+        )
+    return ModelsResponse(models=infos)

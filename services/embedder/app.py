@@ -1,0 +1,77 @@
+"""The embedder service: images in, vectors out (port 8001)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from services.common.errors import install_error_handlers
+from services.common.http import (
+    BodySizeLimitMiddleware,
+    HttpMetrics,
+    MetricsMiddleware,
+    add_probe_routes,
+)
+from services.common.storage import LocalFolderStore
+from services.embedder.api import router
+from services.embedder.config import EmbedderSettings
+from services.embedder.serving import EmbedderMetrics, ModelPool
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
+    settings = settings or EmbedderSettings()
+    registry = CollectorRegistry()
+    metrics = EmbedderMetrics(registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = ModelPool(settings, metrics)
+        decode_pool = ThreadPoolExecutor(
+            settings.runtime.decode_threads, thread_name_prefix="decode"
+        )
+        try:
+            default = await pool.load_default()
+            logger.info(
+                "embedder ready: model %s on %s, models %s",
+                default.name,
+                default.loaded.provider,
+                sorted(pool.registered),
+            )
+            app.state.pool = pool
+            app.state.decode_pool = decode_pool
+            yield
+        finally:
+            await pool.stop()
+            decode_pool.shutdown(wait=True)
+
+    app = FastAPI(
+        title="seavl embedder",
+        version="0.1.0",
+        summary="Turns images into embedding vectors with ONNX Runtime, in micro-batches.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = LocalFolderStore(settings.storage_dir)
+    install_error_handlers(app)
+    app.include_router(router)
+
+    async def readiness() -> tuple[bool, dict[str, Any]]:
+        pool: ModelPool | None = getattr(app.state, "pool", None)
+        default = pool.serving.get(settings.default_model) if pool else None
+        if default is None:
+            return False, {"reason": "the default model is not loaded"}
+        return True, {"model": default.name, "provider": default.loaded.provider}
+
+    add_probe_routes(app, registry, readiness)
+    # Added last = outermost: the metrics also count the 413s of the body limit.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics("embedder", registry))
+    return app

@@ -1,0 +1,62 @@
+"""The embedder's settings: `SEAVL_EMBEDDER_…` environment variables, nested with `__`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings
+
+from services.common.images import ImageLimits
+from services.common.settings import DEFAULT_DATA_DIR, ServerSettings, service_settings_config
+
+EMBEDDER_PORT = 8001
+DEFAULT_MODEL_NAME = "efficientnet-lite0"
+
+
+class BatchingSettings(BaseModel):
+    """Micro-batching: a batch closes when full or when its first item has waited long enough."""
+
+    max_batch_size: int = Field(default=16, ge=1, le=512)
+    max_wait_ms: float = Field(default=4.0, ge=0)
+    max_queue_images: int = Field(
+        default=128, ge=1, description="images waiting for inference before requests get 429"
+    )
+
+
+class RuntimeSettings(BaseModel):
+    """ONNX Runtime: execution providers in order of preference, and thread budgets."""
+
+    providers: list[str] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    require_gpu: bool = Field(
+        default=False, description="fail start-up instead of falling back to the CPU"
+    )
+    intra_op_threads: int = Field(default=0, ge=0, description="0 lets onnxruntime choose")
+    allow_spinning: bool = Field(
+        default=False, description="let idle onnxruntime threads spin (only on dedicated cores)"
+    )
+    decode_threads: int = Field(
+        default=2, ge=1, description="threads decoding images; bounds the memory uploads take"
+    )
+
+
+class EmbedderSettings(BaseSettings):
+    model_config = service_settings_config("embedder")
+
+    server: ServerSettings = ServerSettings(port=EMBEDDER_PORT)
+    models_dir: Path = DEFAULT_DATA_DIR / "models"
+    default_model: str = DEFAULT_MODEL_NAME
+    storage_dir: Path = Field(
+        default=DEFAULT_DATA_DIR / "objects",
+        description="local object store the embedder reads when a request names object keys",
+    )
+    images: ImageLimits = ImageLimits()
+    batching: BatchingSettings = BatchingSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    max_images_per_request: int = Field(default=64, ge=1)
+    max_request_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        gt=0,
+        description="a whole request body (all its images); refused with 413 while it streams in",
+    )
+    max_top_k: int = Field(default=20, ge=0)

@@ -1,0 +1,209 @@
+"""The embedder's working parts: models loaded on demand, their batchers, the decode pool.
+
+Blocking work never runs on the event loop: decoding and preprocessing go to a bounded decode
+pool (which also bounds how many uploads are held in memory at once), ONNX runs go to one
+inference thread per model, fed by that model's micro-batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.common.errors import ServiceError, UnavailableError
+from services.common.images import DEFAULT_DRAFT_SHORT_SIDE, DecodedImage, ImageLimits, decode_image
+from services.common.storage import ObjectStore
+from services.embedder.batching import MicroBatcher
+from services.embedder.config import EmbedderSettings
+from services.embedder.models import RegisteredModel, discover_models
+from services.embedder.preprocess import to_input_tensor
+from services.embedder.sessions import LoadedModel, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+Tensor = npt.NDArray[np.float32]
+ByteSource = Callable[[], bytes]
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """One image's row of the batch output."""
+
+    embedding: Tensor
+    logits: Tensor | None
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    decoded: DecodedImage
+    tensor: Tensor
+
+
+class EmbedderMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.images = Counter(
+            "seavl_embedder_images",
+            "Images handled, by model and outcome",
+            ["model", "outcome"],
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "seavl_embedder_batch_size",
+            "Images per ONNX run",
+            ["model"],
+            registry=registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+        )
+        self.inference_seconds = Histogram(
+            "seavl_embedder_inference_seconds",
+            "Seconds per ONNX batch run",
+            ["model"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "seavl_embedder_dropped_images",
+            "Queued images dropped before inference because their client had gone",
+            ["model"],
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "seavl_embedder_queue_depth", "Images waiting for inference", registry=registry
+        )
+
+
+class ServingModel:
+    """A loaded model with its inference thread and micro-batcher."""
+
+    def __init__(
+        self, loaded: LoadedModel, settings: EmbedderSettings, metrics: EmbedderMetrics
+    ) -> None:
+        self.loaded = loaded
+        self.name = loaded.manifest.name
+        self._inference_thread = ThreadPoolExecutor(1, thread_name_prefix=f"onnx-{self.name}")
+        batching = settings.batching
+        self.batcher: MicroBatcher[Tensor, ModelOutput] = MicroBatcher(
+            self._run_batch,
+            self._inference_thread,
+            max_batch_size=batching.max_batch_size,
+            max_wait_seconds=batching.max_wait_ms / 1000.0,
+            max_queue=batching.max_queue_images,
+            on_batch=self._observe_batch,
+            on_drop=lambda count: metrics.dropped.labels(self.name).inc(count),
+        )
+        self._metrics = metrics
+
+    def _run_batch(self, tensors: Sequence[Tensor]) -> list[ModelOutput]:
+        result = self.loaded.forward(np.stack(tensors))
+        logits = result.logits
+        return [
+            ModelOutput(result.embeddings[i], None if logits is None else logits[i])
+            for i in range(len(tensors))
+        ]
+
+    def _observe_batch(self, size: int, seconds: float) -> None:
+        self._metrics.batch_size.labels(self.name).observe(size)
+        self._metrics.inference_seconds.labels(self.name).observe(seconds)
+
+    def prepare(self, read_bytes: ByteSource, limits: ImageLimits) -> PreparedImage:
+        """Bytes to tensor: runs in the decode pool."""
+        manifest = self.loaded.manifest
+        decoded = decode_image(
+            read_bytes(),
+            limits,
+            draft_short_side=max(DEFAULT_DRAFT_SHORT_SIDE, manifest.resize_target),
+        )
+        return PreparedImage(decoded, to_input_tensor(decoded.pixels, manifest))
+
+    async def stop(self) -> None:
+        await self.batcher.stop()
+        self._inference_thread.shutdown(wait=True)
+
+
+class ModelPool:
+    """Models by name: the default loaded at start-up, others on first use under a lock."""
+
+    def __init__(self, settings: EmbedderSettings, metrics: EmbedderMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.registered: dict[str, RegisteredModel] = discover_models(settings.models_dir)
+        self.serving: dict[str, ServingModel] = {}
+        self._lock = asyncio.Lock()
+        metrics.queue_depth.set_function(
+            lambda: float(sum(m.batcher.queue_depth for m in self.serving.values()))
+        )
+
+    def resolve_name(self, name: str | None) -> str:
+        chosen = name or self.settings.default_model
+        if chosen not in self.registered:
+            raise ServiceError(
+                404,
+                "unknown_model",
+                f"no model named {chosen!r}; available: {sorted(self.registered)}",
+                field="model",
+            )
+        return chosen
+
+    async def get(self, name: str | None) -> ServingModel:
+        chosen = self.resolve_name(name)
+        serving = self.serving.get(chosen)
+        if serving is not None:
+            return serving
+        async with self._lock:
+            if chosen not in self.serving:
+                registered = self.registered[chosen]
+                try:
+                    loaded = await asyncio.to_thread(LoadedModel, registered, self.settings.runtime)
+                except ModelLoadError as exc:
+                    raise UnavailableError(f"model {chosen} cannot be loaded: {exc}") from exc
+                serving = ServingModel(loaded, self.settings, self.metrics)
+                serving.batcher.start()
+                self.serving[chosen] = serving
+        return self.serving[chosen]
+
+    async def load_default(self) -> ServingModel:
+        """Loads the default model or fails start-up loudly: a service without it cannot serve."""
+        name = self.settings.default_model
+        if name not in self.registered:
+            raise ModelLoadError(
+                f"default model {name!r} is not in {self.settings.models_dir} (found "
+                f"{sorted(self.registered)}); run `make models` to convert it"
+            )
+        loaded = await asyncio.to_thread(LoadedModel, self.registered[name], self.settings.runtime)
+        serving = ServingModel(loaded, self.settings, self.metrics)
+        serving.batcher.start()
+        self.serving[name] = serving
+        return serving
+
+    async def stop(self) -> None:
+        for serving in self.serving.values():
+            await serving.stop()
+        self.serving.clear()
+
+
+def bytes_from_upload(handle: IO[bytes], limit: int) -> ByteSource:
+    """Reads at most one byte past the limit, so an oversized upload is refused unread."""
+    return lambda: handle.read(limit + 1)
+
+
+def bytes_from_base64(data: str) -> ByteSource:
+    def read() -> bytes:
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ServiceError(422, "invalid_base64", f"'data' is not valid base64: {exc}") from exc
+
+    return read
+
+
+def bytes_from_store(store: ObjectStore, key: str) -> ByteSource:
+    return lambda: store.get(key)
