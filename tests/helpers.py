@@ -1,0 +1,90 @@
+"""Small real inputs built in code: image files of every kind, and live servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import io
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import skimage
+import uvicorn
+from fastapi import FastAPI
+from PIL import Image
+
+SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
+
+
+def photo(name: str) -> Image.Image:
+    """A real photograph shipped by scikit-image (chelsea.png, coffee.png, rocket.jpg, ...)."""
+    return Image.open(SKIMAGE_DATA / name).convert("RGB")
+
+
+def encode(image: Image.Image, image_format: str = "JPEG", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def photo_bytes(name: str, image_format: str = "JPEG") -> bytes:
+    return encode(photo(name), image_format)
+
+
+def solid(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Image.Image:
+    return Image.new("RGB", size, color)
+
+
+def noise_image(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def png_with_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims any size (zero, or billions of pixels), with one empty IDAT."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def live_server(app: FastAPI, startup_timeout: float = 60.0) -> Iterator[str]:
+    """Serves `app` with uvicorn on 127.0.0.1 in a thread; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="none")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the server stopped during start-up")
+        if time.monotonic() > deadline:
+            raise TimeoutError("the server did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
