@@ -97,17 +97,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "pooling": "none",
         "embedding_dim": 768,
     },
-    "siglip-base-384": {
-        "description": "SigLIP base patch16 384 vision tower (paper: dedup eps 0.85)",
-        "input_size": 384,
-        "resize_mode": "squash",
-        "interpolation": "bicubic",
-        "mean": HALF,
-        "std": HALF,
-        "embedding_output": "pooler_output",
-        "pooling": "none",
-        "embedding_dim": 768,
-    },
     "nomic-embed-vision-v1.5": {
         "description": "Nomic Embed Vision v1.5, CLS token of the last hidden state (eps 0.95)",
         "input_size": 224,
@@ -132,6 +121,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "logits_output": "logits",
         "labels_file": "labels.json",
     },
+}
+
+PRESETS["siglip-base-384"] = {
+    **PRESETS["siglip-base-224"],
+    "description": "SigLIP base patch16 384 vision tower (paper: dedup eps 0.85)",
+    "input_size": 384,
 }
 
 
