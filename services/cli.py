@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from services.common.logging import configure_logging
+from services.common.settings import ServerSettings
+
+
+def _serve(app: FastAPI, server: ServerSettings) -> None:
+    configure_logging(server.log_level)
+    uvicorn.run(
+        app,
+        host=server.host,
+        port=server.port,
+        log_level=server.log_level,
+        ws="none",
+        timeout_graceful_shutdown=10,
+    )
 
 
 def _serve_embedder() -> None:
@@ -16,17 +30,30 @@ def _serve_embedder() -> None:
     from services.embedder.config import EmbedderSettings
 
     settings = EmbedderSettings()
-    configure_logging(settings.server.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level=settings.server.log_level,
-        timeout_graceful_shutdown=10,
-    )
+    _serve(create_app(settings), settings.server)
 
 
-SERVICES = {"embedder": _serve_embedder}
+def _serve_filter() -> None:
+    from services.filter.app import create_app
+    from services.filter.config import FilterSettings
+
+    settings = FilterSettings()
+    _serve(create_app(settings), settings.server)
+
+
+def _serve_dedup() -> None:
+    from services.dedup.app import create_app
+    from services.dedup.config import DedupSettings
+
+    settings = DedupSettings()
+    _serve(create_app(settings), settings.server)
+
+
+SERVICES: dict[str, Callable[[], None]] = {
+    "embedder": _serve_embedder,
+    "filter": _serve_filter,
+    "dedup": _serve_dedup,
+}
 
 
 def _prepare_models(models_dir: Path | None, force: bool) -> None:

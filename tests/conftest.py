@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlmodel import SQLModel
 
+import services.filter.tables  # noqa: F401  (registers the tables the reset drops)
+from services.common.database import make_engine
+from services.embedder.app import create_app as create_embedder_app
 from services.embedder.config import EmbedderSettings
 from services.embedder.prepare import prepare_default_model
+from tests.helpers import live_server
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +37,36 @@ def embedder_settings(models_dir: Path, tmp_path: Path) -> Callable[..., Embedde
         return EmbedderSettings(**fields)
 
     return make
+
+
+POSTGRES_URL = os.environ.get(
+    "SEAVL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _reset_postgres(url: str) -> None:
+    """Drops every seavl table in the test database, so each test starts empty."""
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        for table in reversed(SQLModel.metadata.sorted_tables):
+            connection.execute(text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on the embedded default (SQLite) and on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'seavl.db'}"
+    _reset_postgres(POSTGRES_URL)
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def live_embedder(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real embedder with the real default model, over HTTP on 127.0.0.1."""
+    settings = EmbedderSettings(
+        models_dir=models_dir, storage_dir=tmp_path_factory.mktemp("objects")
+    )
+    with live_server(create_embedder_app(settings)) as url:
+        yield url

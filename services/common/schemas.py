@@ -7,6 +7,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field, model_validator
 
 from services.common.errors import ErrorBody
+from services.common.vectors import WireVector
 
 
 class VectorEncoding(StrEnum):
@@ -83,3 +84,28 @@ class ModelInfo(BaseModel):
 
 class ModelsResponse(BaseModel):
     models: list[ModelInfo]
+
+
+class ScoreRequest(BaseModel):
+    """Vectors to score against a reference set (POST /v1/score on the filter)."""
+
+    set: str = Field(description="reference set name")
+    vectors: list[WireVector] = Field(min_length=1)
+    model: str | None = Field(
+        default=None, description="model of the vectors, checked against the set"
+    )
+
+
+class ScoreResult(BaseModel):
+    score: float = Field(description="mean cosine similarity to the set's references")
+    tier: str
+    accepted: bool
+    country_scores: dict[str, float] | None = None
+    best_country: str | None = None
+
+
+class ScoreResponse(BaseModel):
+    set: str
+    model: str
+    rho: float
+    results: list[ScoreResult]

@@ -1,0 +1,124 @@
+"""Typed HTTP clients for calling one seavl service from another, with timeouts and retries.
+
+A peer that is down or overloaded after the retries becomes `UnavailableError` (503 with
+Retry-After for the caller's client); a 4xx from the peer is the caller's input at fault and is
+passed on with its own status and code.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, Field
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from services.common.errors import ServiceError, UnavailableError
+from services.common.schemas import EmbeddedImage, EmbedResponse, ImageFailure
+
+RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+
+
+class ServiceClientSettings(BaseModel):
+    url: str
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    attempts: int = Field(default=3, ge=1, description="tries per call, with exponential backoff")
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, response: httpx.Response | None = None) -> None:
+        super().__init__(message)
+        self.response = response
+
+
+class ServiceClient:
+    """JSON over HTTP to one peer service."""
+
+    def __init__(self, name: str, settings: ServiceClientSettings) -> None:
+        self.name = name
+        self.settings = settings
+        timeout = httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds)
+        self._http = httpx.Client(base_url=settings.url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send_once(self, method: str, path: str, body: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise _Retryable(f"{self.name} unreachable at {self.settings.url}: {exc}") from exc
+        if response.status_code in RETRYABLE_STATUS:
+            raise _Retryable(f"{self.name} answered {response.status_code}", response)
+        return response
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        retrying = Retrying(
+            stop=stop_after_attempt(self.settings.attempts),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            retry=retry_if_exception_type(_Retryable),
+            reraise=False,
+        )
+        try:
+            response = retrying(self._send_once, method, path, body)
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            raise UnavailableError(str(cause)) from cause
+        if response.status_code >= 500:
+            raise UnavailableError(f"{self.name} failed with {response.status_code}")
+        if response.status_code >= 400:
+            raise _peer_error(response)
+        return response.json()
+
+
+def _peer_error(response: httpx.Response) -> ServiceError:
+    try:
+        error = response.json()["error"]
+        return ServiceError(
+            response.status_code,
+            str(error["code"]),
+            str(error["message"]),
+            field=error.get("field"),
+        )
+    except (ValueError, KeyError, TypeError):
+        return ServiceError(response.status_code, "peer_error", response.text[:500])
+
+
+class ImageReference(BaseModel):
+    """Bytes the caller holds, or the key of an object already in the store."""
+
+    data: bytes | None = None
+    key: str | None = None
+
+
+class EmbedderClient(ServiceClient):
+    def __init__(self, settings: ServiceClientSettings) -> None:
+        super().__init__("embedder", settings)
+
+    def embed(
+        self, images: list[ImageReference], model: str | None = None
+    ) -> list[EmbeddedImage | ImageFailure]:
+        """One result per image, in order; base64 vectors on the wire."""
+        payload_images = [
+            {"key": image.key}
+            if image.key is not None
+            else {"data": base64.b64encode(image.data or b"").decode("ascii")}
+            for image in images
+        ]
+        body = {"images": payload_images, "model": model, "encoding": "base64"}
+        parsed = EmbedResponse.model_validate(self.request("POST", "/v1/embed", body))
+        return sorted(parsed.results, key=lambda result: result.index)
+
+    def readiness(self) -> bool:
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False

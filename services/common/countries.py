@@ -1,0 +1,19 @@
+"""The 11 Southeast Asian countries of SEA-VL, by ISO 3166-1 alpha-2 code."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SeaCountry(StrEnum):
+    BN = "BN"  # Brunei
+    KH = "KH"  # Cambodia
+    ID = "ID"  # Indonesia
+    LA = "LA"  # Laos
+    MY = "MY"  # Malaysia
+    MM = "MM"  # Myanmar
+    PH = "PH"  # Philippines
+    SG = "SG"  # Singapore
+    TH = "TH"  # Thailand
+    TL = "TL"  # Timor-Leste
+    VN = "VN"  # Vietnam

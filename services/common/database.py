@@ -1,0 +1,91 @@
+"""SQL through SQLModel: PostgreSQL when a URL says so, a SQLite file by default.
+
+Services use sync sessions from sync routes (FastAPI runs those in its thread pool), which keeps
+transactions and row locks plain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session, SQLModel, create_engine
+
+from services.common.errors import UnavailableError
+
+DEFAULT_DATABASE_URL = "sqlite:///var/seavl.db"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def normalise_url(url: str) -> str:
+    """`postgresql://` means psycopg 3 here (SQLAlchemy alone would look for psycopg2)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def make_engine(url: str, connect_timeout_seconds: float = 5.0) -> Engine:
+    """An engine with the tables of every imported SQLModel created."""
+    url = normalise_url(url)
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            connect_args={"connect_timeout": max(1, int(connect_timeout_seconds))},
+        )
+    return engine
+
+
+def create_tables(engine: Engine, tables: list[Any]) -> None:
+    """Creates the service's own tables (concurrent start-ups may race: losing is harmless)."""
+    try:
+        SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in tables])
+    except OperationalError as exc:
+        raise UnavailableError(f"the database cannot be reached: {exc.orig}") from exc
+
+
+def database_reachable(engine: Engine) -> bool:
+    """For /readyz: can a connection run a trivial query right now?"""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        return False
+    return True
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session whose transaction commits on success and rolls back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            raise UnavailableError(f"the database cannot be reached: {exc.orig}") from exc
+        except BaseException:
+            session.rollback()
+            raise

@@ -1,0 +1,325 @@
+"""The filter's HTTP layer: reference sets, scoring, calibration."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Annotated
+
+import numpy as np
+import numpy.typing as npt
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from services.common.clients import EmbedderClient, ImageReference
+from services.common.errors import ErrorResponse, ServiceError
+from services.common.schemas import (
+    ImageFailure,
+    ScoreRequest,
+    ScoreResponse,
+    ScoreResult,
+)
+from services.common.storage import validate_key
+from services.common.vectors import parse_vectors
+from services.filter.config import FilterSettings
+from services.filter.relevance import calibrate, relevance_scores, tier_bounds, tier_of
+from services.filter.schemas import (
+    AddReferencesRequest,
+    AddReferencesResponse,
+    CalibrationList,
+    CalibrationOut,
+    CalibrationRequest,
+    CreateSetRequest,
+    ImageOrVector,
+    ReferenceSetInfo,
+    ReferenceSetList,
+    TierRowOut,
+)
+from services.filter.store import ReferenceStore, calibration_table, model_mismatch
+from services.filter.tables import CalibrationRow, ReferenceSetRow
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse} for code in (404, 409, 422, 503)
+}
+router = APIRouter(prefix="/v1", tags=["relevance"], responses=ERRORS)
+
+
+def get_settings(request: Request) -> FilterSettings:
+    settings: FilterSettings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> ReferenceStore:
+    store: ReferenceStore = request.app.state.store
+    return store
+
+
+def get_embedder(request: Request) -> EmbedderClient:
+    embedder: EmbedderClient = request.app.state.embedder
+    return embedder
+
+
+SettingsDep = Annotated[FilterSettings, Depends(get_settings)]
+StoreDep = Annotated[ReferenceStore, Depends(get_store)]
+EmbedderDep = Annotated[EmbedderClient, Depends(get_embedder)]
+
+
+def _rho(row: ReferenceSetRow, settings: FilterSettings) -> float:
+    return row.rho if row.rho is not None else settings.tiers_for(row.model).rho
+
+
+def _set_info(
+    row: ReferenceSetRow, counts: dict[str, int], settings: FilterSettings
+) -> ReferenceSetInfo:
+    return ReferenceSetInfo(
+        name=row.name,
+        model=row.model,
+        dim=row.dim,
+        description=row.description,
+        rho=_rho(row, settings),
+        rho_source="calibration" if row.rho is not None else "model default",
+        references=counts.get("", 0),
+        countries={k: v for k, v in sorted(counts.items()) if k},
+        created_at=row.created_at,
+    )
+
+
+def resolve_vectors(
+    items: list[ImageOrVector], row: ReferenceSetRow, embedder: EmbedderClient, field: str
+) -> npt.NDArray[np.float32]:
+    """Unit vectors for every item, in order; images are embedded with the set's model.
+
+    One bad item fails the request and nothing is stored.
+    """
+    images = [
+        (index, ImageReference(data=_base64_image(item.image, f"{field}[{index}].image")))
+        if item.image is not None
+        else (index, ImageReference(key=validate_key(item.key or "")))
+        for index, item in enumerate(items)
+        if item.vector is None
+    ]
+    embedded: dict[int, list[float] | str] = {}
+    if images:
+        results = embedder.embed([reference for _, reference in images], model=row.model)
+        for (index, _), result in zip(images, results, strict=True):
+            if isinstance(result, ImageFailure):
+                raise ServiceError(
+                    422,
+                    result.error.code,
+                    f"{field}[{index}]: {result.error.message}",
+                    field=f"{field}[{index}]",
+                )
+            embedded[index] = result.embedding
+    wire = [item.vector if item.vector is not None else embedded[i] for i, item in enumerate(items)]
+    return parse_vectors(wire, field=field, dim=row.dim)
+
+
+def _base64_image(data: str, field: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError as exc:
+        raise ServiceError(
+            422, "invalid_base64", f"{field} is not valid base64", field=field
+        ) from exc
+
+
+@router.post(
+    "/reference-sets", status_code=status.HTTP_201_CREATED, response_model=ReferenceSetInfo
+)
+def create_set(body: CreateSetRequest, store: StoreDep, settings: SettingsDep) -> ReferenceSetInfo:
+    row = store.create_set(body.name, body.model, body.description, body.dim)
+    return _set_info(row, {}, settings)
+
+
+@router.get("/reference-sets", response_model=ReferenceSetList)
+def list_sets(store: StoreDep, settings: SettingsDep) -> ReferenceSetList:
+    return ReferenceSetList(
+        sets=[_set_info(row, counts, settings) for row, counts in store.list_sets()]
+    )
+
+
+@router.get("/reference-sets/{name}", response_model=ReferenceSetInfo)
+def get_set(name: str, store: StoreDep, settings: SettingsDep) -> ReferenceSetInfo:
+    row, counts = store.get_set(name)
+    return _set_info(row, counts, settings)
+
+
+@router.delete("/reference-sets/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_set(name: str, store: StoreDep) -> Response:
+    store.delete_set(name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/reference-sets/{name}/references",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AddReferencesResponse,
+    summary="Add reference vectors or images (embedded with the set's model); all or none",
+)
+def add_references(
+    name: str,
+    body: AddReferencesRequest,
+    store: StoreDep,
+    embedder: EmbedderDep,
+    settings: SettingsDep,
+) -> AddReferencesResponse:
+    if len(body.references) > settings.max_references_per_request:
+        raise ServiceError(
+            422,
+            "too_many_references",
+            f"at most {settings.max_references_per_request} references per request",
+            field="references",
+        )
+    row, _ = store.get_set(name)
+    if body.model is not None and body.model != row.model:
+        raise model_mismatch(row, body.model)
+    vectors = resolve_vectors(list(body.references), row, embedder, "references")
+    ids, _ = store.add_references(
+        name,
+        vectors,
+        countries=[r.country.value if r.country else None for r in body.references],
+        sha256s=[r.sha256 for r in body.references],
+    )
+    return AddReferencesResponse(ids=ids, references=store.reference_count(name))
+
+
+@router.delete("/reference-sets/{name}/references/{reference_id}", status_code=204)
+def delete_reference(name: str, reference_id: int, store: StoreDep) -> Response:
+    store.delete_reference(name, reference_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/score",
+    response_model=ScoreResponse,
+    summary="Relevance of vectors to a reference set: score, tier, accepted, per-country scores",
+)
+def score(body: ScoreRequest, store: StoreDep, settings: SettingsDep) -> ScoreResponse:
+    if len(body.vectors) > settings.max_vectors_per_request:
+        raise ServiceError(
+            422,
+            "too_many_vectors",
+            f"at most {settings.max_vectors_per_request} vectors",
+            field="vectors",
+        )
+    centroids = store.centroids(body.set)
+    row = centroids.reference_set
+    if body.model is not None and body.model != row.model:
+        raise model_mismatch(row, body.model)
+    if centroids.whole is None:
+        raise ServiceError(409, "empty_set", f"set {row.name!r} has no references yet", field="set")
+    vectors = parse_vectors(list(body.vectors), dim=row.dim)
+    thresholds = settings.tiers_for(row.model)
+    rho = _rho(row, settings)
+    scores = relevance_scores(vectors, centroids.whole)
+    countries = sorted(centroids.by_country)
+    by_country = (
+        np.stack([relevance_scores(vectors, centroids.by_country[c]) for c in countries], axis=1)
+        if countries
+        else None
+    )
+    results = []
+    for index, value in enumerate(scores):
+        result = ScoreResult(
+            score=float(value),
+            tier=tier_of(float(value), thresholds).value,
+            accepted=bool(value >= rho - 1e-9),
+        )
+        if by_country is not None:
+            per_country = {c: float(by_country[index, j]) for j, c in enumerate(countries)}
+            result.country_scores = per_country
+            result.best_country = max(per_country, key=lambda c: per_country[c])
+        results.append(result)
+    return ScoreResponse(set=row.name, model=row.model, rho=rho, results=results)
+
+
+def _calibration_out(name: str, calibration: CalibrationRow) -> CalibrationOut:
+    return CalibrationOut(
+        id=calibration.id or 0,
+        set=name,
+        created_at=calibration.created_at,
+        samples=calibration.samples,
+        target_precision=calibration.target_precision,
+        tiers=[TierRowOut.model_validate(row) for row in calibration_table(calibration)],
+        recommended_rho=calibration.recommended_rho,
+        precision_at_rho=calibration.precision_at_rho,
+        accepted_at_rho=calibration.accepted_at_rho,
+        applied=calibration.applied,
+    )
+
+
+@router.post(
+    "/reference-sets/{name}/calibrations",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CalibrationOut,
+    summary="Relevance per tier from labelled samples, and the lowest rho reaching a precision",
+)
+def create_calibration(
+    name: str,
+    body: CalibrationRequest,
+    store: StoreDep,
+    embedder: EmbedderDep,
+    settings: SettingsDep,
+) -> CalibrationOut:
+    if len(body.samples) > settings.max_calibration_samples:
+        raise ServiceError(
+            422,
+            "too_many_samples",
+            f"at most {settings.max_calibration_samples} samples",
+            field="samples",
+        )
+    centroids = store.centroids(name)
+    row = centroids.reference_set
+    if body.model is not None and body.model != row.model:
+        raise model_mismatch(row, body.model)
+    if centroids.whole is None:
+        raise ServiceError(409, "empty_set", f"set {name!r} has no references yet", field="set")
+    vectors = resolve_vectors(list(body.samples), row, embedder, "samples")
+    thresholds = settings.tiers_for(row.model)
+    result = calibrate(
+        relevance_scores(vectors, centroids.whole),
+        [sample.label for sample in body.samples],
+        thresholds,
+        body.target_precision,
+    )
+    table = [
+        {
+            "tier": r.tier.value,
+            "lower": None if r.lower == float("-inf") else r.lower,
+            "upper": r.upper,
+            "count": r.count,
+            "yes": r.yes,
+            "no": r.no,
+            "not_sure": r.not_sure,
+            "relevance": r.relevance,
+        }
+        for r in result.rows
+    ]
+    assert len(table) == len(tier_bounds(thresholds))
+    calibration = CalibrationRow(
+        set_id=row.id or 0,
+        target_precision=body.target_precision,
+        recommended_rho=result.recommended_rho,
+        precision_at_rho=result.precision_at_rho,
+        accepted_at_rho=result.accepted_at_rho,
+        samples=len(body.samples),
+        table_json=json.dumps(table),
+    )
+    return _calibration_out(name, store.save_calibration(name, calibration, body.apply))
+
+
+@router.get("/reference-sets/{name}/calibrations", response_model=CalibrationList)
+def list_calibrations(name: str, store: StoreDep) -> CalibrationList:
+    return CalibrationList(
+        calibrations=[_calibration_out(name, c) for c in store.list_calibrations(name)]
+    )
+
+
+@router.post(
+    "/reference-sets/{name}/calibrations/{calibration_id}/apply", response_model=ReferenceSetInfo
+)
+def apply_calibration(
+    name: str, calibration_id: int, store: StoreDep, settings: SettingsDep
+) -> ReferenceSetInfo:
+    store.apply_calibration(name, calibration_id)
+    row, counts = store.get_set(name)
+    return _set_info(row, counts, settings)
