@@ -109,3 +109,98 @@ class ScoreResponse(BaseModel):
     model: str
     rho: float
     results: list[ScoreResult]
+
+
+NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+PHASH_PATTERN = r"^[0-9a-f]{16}$"
+
+
+class DedupCheckRequest(BaseModel):
+    """Near-duplicates of vectors (in a model's collection) and/or of pHashes (in a namespace)."""
+
+    namespace: str = Field(default="default", pattern=NAMESPACE_PATTERN)
+    model: str | None = Field(
+        default=None, pattern=MODEL_PATTERN, description="needed with vectors"
+    )
+    vectors: list[WireVector] = Field(default_factory=list)
+    phashes: list[str] = Field(default_factory=list, description="16 hex digits each")
+    threshold: float | None = Field(default=None, gt=0, le=1, description="ε; the model's default")
+    max_hamming: int | None = Field(default=None, ge=0, le=64)
+    limit: int | None = Field(default=None, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> DedupCheckRequest:
+        if not self.vectors and not self.phashes:
+            raise ValueError("send 'vectors' (with 'model') or 'phashes', or both")
+        if self.vectors and self.model is None:
+            raise ValueError(
+                "'model' is needed to check vectors: each model has its own collection"
+            )
+        return self
+
+
+class Neighbour(BaseModel):
+    id: str = Field(description="sha256 of the stored image")
+    score: float = Field(description="cosine similarity")
+
+
+class PHashMatch(BaseModel):
+    id: str
+    distance: int = Field(description="Hamming distance between the 64-bit pHashes")
+
+
+class VectorCheck(BaseModel):
+    neighbours: list[Neighbour]
+
+
+class PHashCheck(BaseModel):
+    phash: str
+    matches: list[PHashMatch]
+
+
+class DedupCheckResponse(BaseModel):
+    namespace: str
+    model: str | None
+    threshold: float | None
+    max_hamming: int
+    vectors: list[VectorCheck]
+    phashes: list[PHashCheck]
+
+
+class DedupInsertRequest(BaseModel):
+    """Insert an image's vector (and pHash) unless a near-duplicate is already stored."""
+
+    id: str = Field(pattern=SHA256_PATTERN, description="sha256 of the image")
+    namespace: str = Field(default="default", pattern=NAMESPACE_PATTERN)
+    model: str | None = Field(default=None, pattern=MODEL_PATTERN)
+    vector: WireVector | None = None
+    phash: str | None = Field(default=None, pattern=PHASH_PATTERN)
+    threshold: float | None = Field(default=None, gt=0, le=1)
+    max_hamming: int | None = Field(default=None, ge=0, le=64)
+    match_phash: bool = Field(
+        default=False,
+        description="also call it a duplicate when the pHash matches (always, with no vector)",
+    )
+
+    @model_validator(mode="after")
+    def _vector_or_phash(self) -> DedupInsertRequest:
+        if self.vector is None and self.phash is None:
+            raise ValueError("send 'vector' (with 'model') or 'phash'")
+        if self.vector is not None and self.model is None:
+            raise ValueError("'model' is needed with 'vector'")
+        return self
+
+
+class DuplicateOf(BaseModel):
+    id: str
+    by: str = Field(description="'embedding' or 'phash'")
+    score: float | None = None
+    distance: int | None = None
+
+
+class DedupInsertResponse(BaseModel):
+    status: str = Field(description="'inserted' or 'duplicate'")
+    id: str
+    duplicate_of: DuplicateOf | None = None

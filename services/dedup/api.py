@@ -1,0 +1,248 @@
+"""The dedup service's HTTP layer."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from pydantic import BaseModel, Field
+
+from services.common.errors import ErrorResponse, ServiceError
+from services.common.schemas import (
+    MODEL_PATTERN,
+    NAMESPACE_PATTERN,
+    SHA256_PATTERN,
+    DedupCheckRequest,
+    DedupCheckResponse,
+    DedupInsertRequest,
+    DedupInsertResponse,
+    Neighbour,
+    PHashCheck,
+    VectorCheck,
+)
+from services.common.vectors import parse_vectors
+from services.dedup.batch import BatchJobs
+from services.dedup.config import DedupSettings
+from services.dedup.dedup import Deduplicator, collection_name, unknown_collection
+from services.dedup.phash_index import phash_to_int
+from services.dedup.tables import JobRow
+
+ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in (404, 422, 503)}
+router = APIRouter(prefix="/v1/dedup", tags=["dedup"], responses=ERRORS)
+
+
+def get_settings(request: Request) -> DedupSettings:
+    settings: DedupSettings = request.app.state.settings
+    return settings
+
+
+def get_deduplicator(request: Request) -> Deduplicator:
+    deduplicator: Deduplicator = request.app.state.deduplicator
+    return deduplicator
+
+
+def get_jobs(request: Request) -> BatchJobs:
+    jobs: BatchJobs = request.app.state.jobs
+    return jobs
+
+
+SettingsDep = Annotated[DedupSettings, Depends(get_settings)]
+DeduplicatorDep = Annotated[Deduplicator, Depends(get_deduplicator)]
+JobsDep = Annotated[BatchJobs, Depends(get_jobs)]
+NamespaceQuery = Annotated[str, Query(pattern=NAMESPACE_PATTERN)]
+ModelQuery = Annotated[str, Query(pattern=MODEL_PATTERN)]
+
+
+def _valid_phash(value: str, field: str) -> str:
+    try:
+        phash_to_int(value)
+    except ValueError as exc:
+        raise ServiceError(
+            422, "invalid_phash", f"{field}: a pHash is 16 hex digits", field=field
+        ) from exc
+    return value.lower()
+
+
+@router.post("/check", response_model=DedupCheckResponse, summary="Near-duplicates already stored")
+def check(
+    body: DedupCheckRequest, deduplicator: DeduplicatorDep, settings: SettingsDep
+) -> DedupCheckResponse:
+    if len(body.vectors) + len(body.phashes) > settings.max_vectors_per_request:
+        raise ServiceError(
+            422, "too_many_items", f"at most {settings.max_vectors_per_request} per request"
+        )
+    threshold = body.threshold or (settings.threshold_for(body.model) if body.model else None)
+    max_hamming = settings.max_hamming if body.max_hamming is None else body.max_hamming
+    vector_checks: list[VectorCheck] = []
+    if body.vectors:
+        assert body.model is not None and threshold is not None
+        vectors = parse_vectors(list(body.vectors))
+        found = deduplicator.check_vectors(
+            body.namespace, body.model, vectors, threshold, body.limit or settings.max_neighbours
+        )
+        vector_checks = [
+            VectorCheck(neighbours=[Neighbour(id=i, score=s) for i, s in matches])
+            for matches in found
+        ]
+    phashes = [_valid_phash(p, f"phashes[{i}]") for i, p in enumerate(body.phashes)]
+    phash_checks = (
+        [
+            PHashCheck(phash=p, matches=m[: body.limit or settings.max_neighbours])
+            for p, m in zip(
+                phashes,
+                deduplicator.check_phashes(body.namespace, phashes, max_hamming),
+                strict=True,
+            )
+        ]
+        if phashes
+        else []
+    )
+    return DedupCheckResponse(
+        namespace=body.namespace,
+        model=body.model,
+        threshold=threshold,
+        max_hamming=max_hamming,
+        vectors=vector_checks,
+        phashes=phash_checks,
+    )
+
+
+@router.post(
+    "/insert",
+    response_model=DedupInsertResponse,
+    summary="Insert unless a near-duplicate is stored",
+)
+def insert(
+    body: DedupInsertRequest, deduplicator: DeduplicatorDep, settings: SettingsDep
+) -> DedupInsertResponse:
+    vector = parse_vectors([body.vector], field="vector") if body.vector is not None else None
+    threshold = body.threshold or (settings.threshold_for(body.model) if body.model else 1.0)
+    duplicate = deduplicator.insert_if_unique(
+        namespace=body.namespace,
+        sha256=body.id,
+        model=body.model,
+        vector=vector[0] if vector is not None else None,
+        phash=_valid_phash(body.phash, "phash") if body.phash is not None else None,
+        threshold=threshold,
+        max_hamming=settings.max_hamming if body.max_hamming is None else body.max_hamming,
+        match_phash=body.match_phash,
+    )
+    if duplicate is None:
+        return DedupInsertResponse(status="inserted", id=body.id)
+    return DedupInsertResponse(status="duplicate", id=body.id, duplicate_of=duplicate)
+
+
+@router.delete(
+    "/points/{sha256}", status_code=status.HTTP_204_NO_CONTENT, summary="Forget an image"
+)
+def delete_point(
+    deduplicator: DeduplicatorDep,
+    sha256: Annotated[str, Path(pattern=SHA256_PATTERN)],
+    model: ModelQuery,
+    namespace: NamespaceQuery = "default",
+) -> Response:
+    deduplicator.delete(namespace, model, sha256)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class CollectionStats(BaseModel):
+    namespace: str
+    model: str
+    points: int
+    dim: int
+    threshold: float
+    phashes: int = Field(description="pHashes stored in the namespace (all models)")
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionStats]
+
+
+def _stats(
+    deduplicator: Deduplicator, settings: DedupSettings, namespace: str, model: str
+) -> CollectionStats:
+    name = collection_name(namespace, model)
+    dim = deduplicator.vectors.dim(name)
+    if dim is None:
+        raise unknown_collection(namespace, model)
+    return CollectionStats(
+        namespace=namespace,
+        model=model,
+        points=deduplicator.vectors.count(name),
+        dim=dim,
+        threshold=settings.threshold_for(model),
+        phashes=deduplicator.phash_count(namespace),
+    )
+
+
+@router.get("/collections", response_model=CollectionList)
+def list_collections(deduplicator: DeduplicatorDep, settings: SettingsDep) -> CollectionList:
+    stats = []
+    for name in deduplicator.vectors.collections():
+        namespace, _, model = name.partition("__")
+        if model:
+            stats.append(_stats(deduplicator, settings, namespace, model))
+    return CollectionList(collections=stats)
+
+
+@router.get("/collections/{namespace}/{model}", response_model=CollectionStats)
+def collection_stats(
+    namespace: str, model: str, deduplicator: DeduplicatorDep, settings: SettingsDep
+) -> CollectionStats:
+    return _stats(deduplicator, settings, namespace, model)
+
+
+class BatchRequest(BaseModel):
+    namespace: str = Field(default="default", pattern=NAMESPACE_PATTERN)
+    model: str = Field(pattern=MODEL_PATTERN)
+    threshold: float | None = Field(default=None, gt=0, le=1)
+
+
+class BatchJob(BaseModel):
+    id: str
+    namespace: str
+    model: str
+    threshold: float
+    status: str = Field(description="queued, running, done, failed or interrupted")
+    processed: int
+    total: int
+    groups: int
+    kept: list[str] | None = None
+    duplicate_groups: list[dict[str, Any]] | None = None
+    error: str | None = None
+
+
+def _job_out(job: JobRow) -> BatchJob:
+    result = json.loads(job.result_json) if job.result_json else {}
+    return BatchJob(
+        id=job.id,
+        namespace=job.namespace,
+        model=job.model,
+        threshold=job.threshold,
+        status=job.status,
+        processed=job.processed,
+        total=job.total,
+        groups=job.groups,
+        kept=result.get("kept"),
+        duplicate_groups=result.get("groups"),
+        error=job.error,
+    )
+
+
+@router.post(
+    "/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchJob,
+    summary="Group the stored near-duplicates of a collection, in the background",
+)
+def start_batch(body: BatchRequest, jobs: JobsDep, settings: SettingsDep) -> BatchJob:
+    threshold = body.threshold or settings.threshold_for(body.model)
+    return _job_out(jobs.start(body.namespace, body.model, threshold))
+
+
+@router.get(
+    "/batch/{job_id}", response_model=BatchJob, summary="Progress, and the kept list when done"
+)
+def get_batch(job_id: str, jobs: JobsDep) -> BatchJob:
+    return _job_out(jobs.get(job_id))

@@ -1,0 +1,57 @@
+"""The dedup service's SQL tables: insert locks, pHashes (with a change log order), batch jobs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Column, Text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class InsertLockRow(SQLModel, table=True):
+    """One row per namespace; updating it serialises insert-if-unique across all replicas."""
+
+    __tablename__ = "dedup_insert_locks"
+
+    key: str = Field(primary_key=True, max_length=200)
+    version: int = 0
+
+
+class PHashRow(SQLModel, table=True):
+    """Append-only: the latest row of an image says whether its pHash is live or deleted.
+
+    Replicas catch up on rows past the last `seq` they saw, so every replica answers from the
+    same hashes without rescanning.
+    """
+
+    __tablename__ = "dedup_phashes"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    namespace: str = Field(index=True, max_length=64)
+    sha256: str = Field(max_length=64)
+    phash: int = Field(sa_column=Column(BigInteger, nullable=False))  # the 64 bits, signed
+    deleted: bool = False
+
+
+class JobRow(SQLModel, table=True):
+    __tablename__ = "dedup_jobs"
+
+    id: str = Field(primary_key=True, max_length=36)
+    namespace: str
+    model: str
+    threshold: float
+    status: str = "queued"
+    processed: int = 0
+    total: int = 0
+    groups: int = 0
+    result_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+DEDUP_TABLES = [InsertLockRow, PHashRow, JobRow]

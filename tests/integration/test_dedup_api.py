@@ -1,0 +1,277 @@
+"""The dedup service over HTTP: Qdrant's local mode, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from services.dedup.app import create_app
+from services.dedup.config import DedupSettings
+from services.dedup.vectors import VectorStore
+from tests.helpers import free_port, live_server
+
+DIM = 64
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def unit(vector: np.ndarray) -> list[float]:
+    return (vector / np.linalg.norm(vector)).tolist()
+
+
+def settings_for(database_url: str, tmp_path: Path, **extra: Any) -> DedupSettings:
+    return DedupSettings(
+        database_url=database_url, qdrant_path=tmp_path / "qdrant", thresholds={"m": 0.95}, **extra
+    )
+
+
+@pytest.fixture
+def dedup(database_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
+    with (
+        live_server(create_app(settings_for(database_url, tmp_path))) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        yield client
+
+
+def insert(
+    client: httpx.Client, name: str, vector: list[float] | None = None, **extra: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": sha(name), **extra}
+    if vector is not None:
+        body.update(model="m", vector=vector)
+    response = client.post("/v1/dedup/insert", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_insert_if_unique_and_check(dedup: httpx.Client) -> None:
+    rng = np.random.default_rng(0)
+    original = rng.normal(size=DIM)
+    assert insert(dedup, "a", unit(original))["status"] == "inserted"
+    near = unit(original + rng.normal(size=DIM) * 0.05)
+    outcome = insert(dedup, "b", near)
+    assert outcome["status"] == "duplicate"
+    assert (
+        outcome["duplicate_of"]["id"] == sha("a") and outcome["duplicate_of"]["by"] == "embedding"
+    )
+    assert insert(dedup, "c", unit(rng.normal(size=DIM)))["status"] == "inserted"
+    assert (
+        insert(dedup, "a", unit(original))["status"] == "inserted"
+    )  # a retry rewrites, no duplicate
+    checked = dedup.post("/v1/dedup/check", json={"model": "m", "vectors": [near]}).json()
+    assert checked["threshold"] == 0.95
+    assert [n["id"] for n in checked["vectors"][0]["neighbours"]] == [sha("a")]
+    stats = dedup.get("/v1/dedup/collections/default/m").json()
+    assert (stats["points"], stats["dim"]) == (2, DIM)
+    assert dedup.get("/v1/dedup/collections").json()["collections"][0]["model"] == "m"
+
+
+def test_a_looser_threshold_and_namespaces(dedup: httpx.Client) -> None:
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=DIM)
+    insert(dedup, "a", unit(base))
+    farther = unit(base + rng.normal(size=DIM) * 0.5)  # cosine around 0.9
+    assert insert(dedup, "b", farther)["status"] == "inserted"
+    loose = dedup.post(
+        "/v1/dedup/check", json={"model": "m", "vectors": [farther], "threshold": 0.5}
+    )
+    assert {n["id"] for n in loose.json()["vectors"][0]["neighbours"]} == {sha("a"), sha("b")}
+    other = dedup.post(
+        "/v1/dedup/check", json={"model": "m", "namespace": "crawl", "vectors": [farther]}
+    )
+    assert other.json()["vectors"][0]["neighbours"] == []  # another namespace, nothing stored
+
+
+def test_phash_duplicates(dedup: httpx.Client) -> None:
+    insert(dedup, "a", phash="00000000ffffffff")
+    outcome = insert(dedup, "b", phash="00000000fffffff0")
+    assert outcome["status"] == "duplicate"
+    assert outcome["duplicate_of"] == {"id": sha("a"), "by": "phash", "score": None, "distance": 4}
+    assert insert(dedup, "c", phash="ffffffff00000000")["status"] == "inserted"
+    checked = dedup.post(
+        "/v1/dedup/check", json={"phashes": ["00000000ffff0000", "0f0f0f0f0f0f0f0f"]}
+    ).json()
+    assert checked["phashes"][0]["matches"] == [{"id": sha("a"), "distance": 16}]
+    assert [m["distance"] for m in checked["phashes"][1]["matches"]] == []
+    # with a vector, the pHash decides only when asked to
+    rng = np.random.default_rng(2)
+    assert (
+        insert(dedup, "d", unit(rng.normal(size=DIM)), phash="00000000ffffffff")["status"]
+        == "inserted"
+    )
+    outcome = insert(
+        dedup, "e", unit(rng.normal(size=DIM)), phash="00000000ffffffff", match_phash=True
+    )
+    assert outcome["duplicate_of"]["by"] == "phash"
+
+
+def test_delete_forgets_vector_and_phash(dedup: httpx.Client) -> None:
+    vector = unit(np.ones(DIM))
+    insert(dedup, "a", vector, phash="1234123412341234")
+    assert dedup.delete(f"/v1/dedup/points/{sha('a')}", params={"model": "m"}).status_code == 204
+    assert insert(dedup, "b", vector, phash="1234123412341234")["status"] == "inserted"
+    gone = dedup.delete(f"/v1/dedup/points/{sha('zzz')}", params={"model": "m"})
+    assert (gone.status_code, gone.json()["error"]["code"]) == (404, "unknown_point")
+    unknown = dedup.delete(f"/v1/dedup/points/{sha('a')}", params={"model": "nope"})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown_collection")
+
+
+@pytest.mark.parametrize(
+    "body, status, code",
+    [
+        ({"model": "m", "vectors": [[1.0] * (DIM + 1)]}, 422, "dimension_mismatch"),
+        ({"model": "m", "vectors": [[float("nan")] * DIM]}, 422, "invalid_vector"),
+        ({"model": "m", "vectors": [[float("inf")] + [0.0] * (DIM - 1)]}, 422, "invalid_vector"),
+        ({"model": "m", "vectors": []}, 422, "invalid_request"),
+        ({"vectors": [[1.0] * DIM]}, 422, "invalid_request"),
+        ({"phashes": ["xyz"]}, 422, "invalid_phash"),
+        ({"model": "m", "vectors": [[1.0] * DIM], "namespace": "../etc"}, 422, "invalid_request"),
+    ],
+)
+def test_bad_checks(dedup: httpx.Client, body: dict[str, Any], status: int, code: str) -> None:
+    insert(dedup, "a", unit(np.ones(DIM)))
+    response = dedup.post(
+        "/v1/dedup/check", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code), response.text
+
+
+def test_bad_inserts_store_nothing(dedup: httpx.Client) -> None:
+    insert(dedup, "a", unit(np.ones(DIM)))
+    for body in (
+        {"id": sha("b"), "model": "m", "vector": [1.0] * (DIM - 1)},
+        {"id": "not-a-sha", "model": "m", "vector": [1.0] * DIM},
+        {"id": sha("b"), "vector": [1.0] * DIM},
+        {"id": sha("b")},
+    ):
+        assert dedup.post("/v1/dedup/insert", json=body).status_code == 422
+    assert dedup.get("/v1/dedup/collections/default/m").json()["points"] == 1
+    missing = dedup.get("/v1/dedup/collections/default/other")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "unknown_collection")
+
+
+def test_concurrent_near_duplicates_keep_exactly_one(dedup: httpx.Client) -> None:
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=DIM)
+    copies = [unit(base + rng.normal(size=DIM) * 0.03) for _ in range(24)]
+    with ThreadPoolExecutor(12) as threads:
+        outcomes = list(threads.map(lambda i: insert(dedup, f"copy{i}", copies[i]), range(24)))
+    kept = [o for o in outcomes if o["status"] == "inserted"]
+    assert len(kept) == 1
+    assert {o["duplicate_of"]["id"] for o in outcomes if o["status"] == "duplicate"} == {
+        kept[0]["id"]
+    }
+    assert dedup.get("/v1/dedup/collections/default/m").json()["points"] == 1
+
+
+def test_replicas_keep_exactly_one(database_url: str, tmp_path: Path) -> None:
+    """Two replicas, each its own app and database connections; Qdrant shared as in production."""
+    settings = settings_for(database_url, tmp_path)
+    shared = VectorStore(settings)
+    rng = np.random.default_rng(4)
+    try:
+        with (
+            live_server(create_app(settings, shared)) as first,
+            live_server(create_app(settings, shared)) as second,
+            httpx.Client(base_url=first) as a,
+            httpx.Client(base_url=second) as b,
+        ):
+            for round_ in range(3):
+                base = rng.normal(size=DIM)
+                copies = [unit(base + rng.normal(size=DIM) * 0.03) for _ in range(16)]
+                jobs = [(a if i % 2 else b, f"r{round_}-{i}", copies[i]) for i in range(16)]
+                with ThreadPoolExecutor(16) as threads:
+                    outcomes = list(threads.map(lambda job: insert(*job), jobs))
+                assert sum(o["status"] == "inserted" for o in outcomes) == 1
+            assert a.get("/v1/dedup/collections/default/m").json()["points"] == 3
+    finally:
+        shared.close()
+
+
+def test_phashes_written_by_one_replica_are_seen_by_another(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(database_url, tmp_path)
+    shared = VectorStore(settings)
+    try:
+        with (
+            live_server(create_app(settings, shared)) as first,
+            live_server(create_app(settings, shared)) as second,
+            httpx.Client(base_url=first) as a,
+            httpx.Client(base_url=second) as b,
+        ):
+            b.post("/v1/dedup/check", json={"phashes": ["0000000000000000"]})  # b has caught up
+            insert(a, "x", phash="0000000000000003")
+            matches = b.post("/v1/dedup/check", json={"phashes": ["0000000000000000"]}).json()
+            assert matches["phashes"][0]["matches"] == [{"id": sha("x"), "distance": 2}]
+    finally:
+        shared.close()
+
+
+def test_batch_dedup_finds_the_known_groups(dedup: httpx.Client) -> None:
+    rng = np.random.default_rng(5)
+    expected_groups = {}
+    singles = []
+    for group in range(6):
+        base = rng.normal(size=DIM)
+        members = [f"g{group}-{k}" for k in range(1 + group % 3 + 1)]
+        for k, name in enumerate(members):
+            # stored directly (insert would refuse the copies), oldest first
+            vector = unit(base + (rng.normal(size=DIM) * 0.03 if k else 0))
+            _store_raw(dedup, name, vector)
+        expected_groups[sha(members[0])] = sorted(sha(m) for m in members[1:])
+    for i in range(20):
+        singles.append(sha(f"single{i}"))
+        _store_raw(dedup, f"single{i}", unit(rng.normal(size=DIM)))
+    job = dedup.post("/v1/dedup/batch", json={"model": "m"})
+    assert job.status_code == 202
+    job_id = job.json()["id"]
+    deadline = time.monotonic() + 60
+    while (state := dedup.get(f"/v1/dedup/batch/{job_id}").json())["status"] not in (
+        "done",
+        "failed",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert state["status"] == "done", state
+    assert (
+        state["processed"]
+        == state["total"]
+        == 20 + sum(1 + len(v) for v in expected_groups.values())
+    )
+    groups = {g["keep"]: sorted(g["duplicates"]) for g in state["duplicate_groups"]}
+    assert groups == expected_groups
+    assert set(state["kept"]) == set(expected_groups) | set(singles)
+    unknown = dedup.post("/v1/dedup/batch", json={"model": "nope"})
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown_collection")
+    assert dedup.get("/v1/dedup/batch/no-such-job").status_code == 404
+
+
+def _store_raw(client: httpx.Client, name: str, vector: list[float]) -> None:
+    """Insert with a threshold of 1.0, which nothing but the image itself reaches."""
+    outcome = client.post(
+        "/v1/dedup/insert", json={"id": sha(name), "model": "m", "vector": vector, "threshold": 1.0}
+    ).json()
+    assert outcome["status"] == "inserted", outcome
+    time.sleep(0.002)  # distinct insertion times decide which member is kept
+
+
+def test_qdrant_unreachable_gives_503(database_url: str, tmp_path: Path) -> None:
+    settings = settings_for(database_url, tmp_path, qdrant_url=f"http://127.0.0.1:{free_port()}")
+    with live_server(create_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        response = client.post("/v1/dedup/check", json={"model": "m", "vectors": [[1.0] * DIM]})
+        assert (response.status_code, response.json()["error"]["code"]) == (503, "unavailable")
+        assert response.headers["retry-after"]
+        assert client.get("/readyz").status_code == 503
