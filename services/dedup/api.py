@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
 from services.common.errors import ErrorResponse, ServiceError
@@ -21,6 +21,7 @@ from services.common.schemas import (
     PHashCheck,
     VectorCheck,
 )
+from services.common.service import from_app_state
 from services.common.vectors import parse_vectors
 from services.dedup.batch import BatchJobs
 from services.dedup.config import DedupSettings
@@ -32,24 +33,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in 
 router = APIRouter(prefix="/v1/dedup", tags=["dedup"], responses=ERRORS)
 
 
-def get_settings(request: Request) -> DedupSettings:
-    settings: DedupSettings = request.app.state.settings
-    return settings
-
-
-def get_deduplicator(request: Request) -> Deduplicator:
-    deduplicator: Deduplicator = request.app.state.deduplicator
-    return deduplicator
-
-
-def get_jobs(request: Request) -> BatchJobs:
-    jobs: BatchJobs = request.app.state.jobs
-    return jobs
-
-
-SettingsDep = Annotated[DedupSettings, Depends(get_settings)]
-DeduplicatorDep = Annotated[Deduplicator, Depends(get_deduplicator)]
-JobsDep = Annotated[BatchJobs, Depends(get_jobs)]
+SettingsDep = Annotated[DedupSettings, Depends(from_app_state("settings", DedupSettings))]
+DeduplicatorDep = Annotated[Deduplicator, Depends(from_app_state("deduplicator", Deduplicator))]
+JobsDep = Annotated[BatchJobs, Depends(from_app_state("jobs", BatchJobs))]
 NamespaceQuery = Annotated[str, Query(pattern=NAMESPACE_PATTERN)]
 ModelQuery = Annotated[str, Query(pattern=MODEL_PATTERN)]
 

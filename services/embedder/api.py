@@ -23,7 +23,8 @@ from services.common.schemas import (
     ModelsResponse,
     VectorEncoding,
 )
-from services.common.storage import ObjectStore, validate_key
+from services.common.service import from_app_state
+from services.common.storage import LocalFolderStore, ObjectStore, validate_key
 from services.embedder.config import EmbedderSettings
 from services.embedder.serving import (
     ByteSource,
@@ -42,24 +43,9 @@ router = APIRouter(prefix="/v1", tags=["embeddings"])
 CLIENT_CLOSED_REQUEST = 499
 
 
-def get_settings(request: Request) -> EmbedderSettings:
-    settings: EmbedderSettings = request.app.state.settings
-    return settings
-
-
-def get_pool(request: Request) -> ModelPool:
-    pool: ModelPool = request.app.state.pool
-    return pool
-
-
-def get_store(request: Request) -> ObjectStore:
-    store: ObjectStore = request.app.state.store
-    return store
-
-
-SettingsDep = Annotated[EmbedderSettings, Depends(get_settings)]
-PoolDep = Annotated[ModelPool, Depends(get_pool)]
-StoreDep = Annotated[ObjectStore, Depends(get_store)]
+SettingsDep = Annotated[EmbedderSettings, Depends(from_app_state("settings", EmbedderSettings))]
+PoolDep = Annotated[ModelPool, Depends(from_app_state("pool", ModelPool))]
+StoreDep = Annotated[ObjectStore, Depends(from_app_state("store", LocalFolderStore))]
 
 
 def _invalid(message: str, field: str | None = None) -> ServiceError:

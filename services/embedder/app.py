@@ -11,13 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.common.errors import install_error_handlers
-from services.common.http import (
-    BodySizeLimitMiddleware,
-    HttpMetrics,
-    MetricsMiddleware,
-    add_probe_routes,
-)
+from services.common.service import Readiness, build_service_app
 from services.common.storage import LocalFolderStore
 from services.embedder.api import router
 from services.embedder.config import EmbedderSettings
@@ -52,26 +46,25 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
             await pool.stop()
             decode_pool.shutdown(wait=True)
 
-    app = FastAPI(
-        title="seavl embedder",
-        version="0.1.0",
-        summary="Turns images into embedding vectors with ONNX Runtime, in micro-batches.",
-        lifespan=lifespan,
+    def readiness(app: FastAPI) -> Readiness:
+        async def check() -> tuple[bool, dict[str, Any]]:
+            pool: ModelPool | None = getattr(app.state, "pool", None)
+            default = pool.serving.get(settings.default_model) if pool else None
+            if default is None:
+                return False, {"reason": "the default model is not loaded"}
+            return True, {"model": default.name, "provider": default.loaded.provider}
+
+        return check
+
+    app = build_service_app(
+        "embedder",
+        "Turns images into embedding vectors with ONNX Runtime, in micro-batches.",
+        router,
+        settings,
+        registry,
+        lifespan,
+        readiness,
+        max_body_bytes=settings.max_request_bytes,
     )
-    app.state.settings = settings
     app.state.store = LocalFolderStore(settings.storage_dir)
-    install_error_handlers(app)
-    app.include_router(router)
-
-    async def readiness() -> tuple[bool, dict[str, Any]]:
-        pool: ModelPool | None = getattr(app.state, "pool", None)
-        default = pool.serving.get(settings.default_model) if pool else None
-        if default is None:
-            return False, {"reason": "the default model is not loaded"}
-        return True, {"model": default.name, "provider": default.loaded.provider}
-
-    add_probe_routes(app, registry, readiness)
-    # Added last = outermost: the metrics also count the 413s of the body limit.
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_request_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics("embedder", registry))
     return app

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import numpy as np
 import numpy.typing as npt
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
 from services.common.clients import EmbedderClient, ImageReference
 from services.common.errors import ErrorResponse, ServiceError
@@ -18,6 +18,7 @@ from services.common.schemas import (
     ScoreResponse,
     ScoreResult,
 )
+from services.common.service import from_app_state
 from services.common.storage import validate_key
 from services.common.vectors import parse_vectors
 from services.filter.config import FilterSettings
@@ -34,7 +35,12 @@ from services.filter.schemas import (
     ReferenceSetList,
     TierRowOut,
 )
-from services.filter.store import ReferenceStore, calibration_table, model_mismatch
+from services.filter.store import (
+    Centroids,
+    ReferenceStore,
+    calibration_table,
+    model_mismatch,
+)
 from services.filter.tables import CalibrationRow, ReferenceSetRow
 
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -43,24 +49,9 @@ ERRORS: dict[int | str, dict[str, object]] = {
 router = APIRouter(prefix="/v1", tags=["relevance"], responses=ERRORS)
 
 
-def get_settings(request: Request) -> FilterSettings:
-    settings: FilterSettings = request.app.state.settings
-    return settings
-
-
-def get_store(request: Request) -> ReferenceStore:
-    store: ReferenceStore = request.app.state.store
-    return store
-
-
-def get_embedder(request: Request) -> EmbedderClient:
-    embedder: EmbedderClient = request.app.state.embedder
-    return embedder
-
-
-SettingsDep = Annotated[FilterSettings, Depends(get_settings)]
-StoreDep = Annotated[ReferenceStore, Depends(get_store)]
-EmbedderDep = Annotated[EmbedderClient, Depends(get_embedder)]
+SettingsDep = Annotated[FilterSettings, Depends(from_app_state("settings", FilterSettings))]
+StoreDep = Annotated[ReferenceStore, Depends(from_app_state("store", ReferenceStore))]
+EmbedderDep = Annotated[EmbedderClient, Depends(from_app_state("embedder", EmbedderClient))]
 
 
 def _rho(row: ReferenceSetRow, settings: FilterSettings) -> float:
@@ -111,6 +102,19 @@ def resolve_vectors(
             embedded[index] = result.embedding
     wire = [item.vector if item.vector is not None else embedded[i] for i, item in enumerate(items)]
     return parse_vectors(wire, field=field, dim=row.dim)
+
+
+def _scoring_target(
+    store: ReferenceStore, name: str, model: str | None
+) -> tuple[Centroids, npt.NDArray[np.float64]]:
+    """The set's centroids, refusing vectors of another model and sets with no references."""
+    centroids = store.centroids(name)
+    row = centroids.reference_set
+    if model is not None and model != row.model:
+        raise model_mismatch(row, model)
+    if centroids.whole is None:
+        raise ServiceError(409, "empty_set", f"set {name!r} has no references yet", field="set")
+    return centroids, centroids.whole
 
 
 def _base64_image(data: str, field: str) -> bytes:
@@ -201,16 +205,12 @@ def score(body: ScoreRequest, store: StoreDep, settings: SettingsDep) -> ScoreRe
             f"at most {settings.max_vectors_per_request} vectors",
             field="vectors",
         )
-    centroids = store.centroids(body.set)
+    centroids, whole = _scoring_target(store, body.set, body.model)
     row = centroids.reference_set
-    if body.model is not None and body.model != row.model:
-        raise model_mismatch(row, body.model)
-    if centroids.whole is None:
-        raise ServiceError(409, "empty_set", f"set {row.name!r} has no references yet", field="set")
     vectors = parse_vectors(list(body.vectors), dim=row.dim)
     thresholds = settings.tiers_for(row.model)
     rho = _rho(row, settings)
-    scores = relevance_scores(vectors, centroids.whole)
+    scores = relevance_scores(vectors, whole)
     countries = sorted(centroids.by_country)
     by_country = (
         np.stack([relevance_scores(vectors, centroids.by_country[c]) for c in countries], axis=1)
@@ -267,16 +267,12 @@ def create_calibration(
             f"at most {settings.max_calibration_samples} samples",
             field="samples",
         )
-    centroids = store.centroids(name)
+    centroids, whole = _scoring_target(store, name, body.model)
     row = centroids.reference_set
-    if body.model is not None and body.model != row.model:
-        raise model_mismatch(row, body.model)
-    if centroids.whole is None:
-        raise ServiceError(409, "empty_set", f"set {name!r} has no references yet", field="set")
     vectors = resolve_vectors(list(body.samples), row, embedder, "samples")
     thresholds = settings.tiers_for(row.model)
     result = calibrate(
-        relevance_scores(vectors, centroids.whole),
+        relevance_scores(vectors, whole),
         [sample.label for sample in body.samples],
         thresholds,
         body.target_precision,

@@ -12,8 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.clients import EmbedderClient
 from services.common.database import create_tables, database_reachable, make_engine
-from services.common.errors import install_error_handlers
-from services.common.http import HttpMetrics, MetricsMiddleware, add_probe_routes
+from services.common.service import Readiness, build_service_app
 from services.filter.api import router
 from services.filter.config import FilterSettings
 from services.filter.store import ReferenceStore
@@ -22,7 +21,6 @@ from services.filter.tables import FILTER_TABLES
 
 def create_app(settings: FilterSettings | None = None) -> FastAPI:
     settings = settings or FilterSettings()
-    registry = CollectorRegistry()
     engine = make_engine(settings.database_url)
 
     @asynccontextmanager
@@ -35,23 +33,22 @@ def create_app(settings: FilterSettings | None = None) -> FastAPI:
             app.state.embedder.close()
             engine.dispose()
 
-    app = FastAPI(
-        title="seavl filter",
-        version="0.1.0",
-        summary="Cultural relevance of image embeddings against reference sets (SEA-VL eq. 1).",
-        lifespan=lifespan,
+    def readiness(_: FastAPI) -> Readiness:
+        async def check() -> tuple[bool, dict[str, Any]]:
+            if not await asyncio.to_thread(database_reachable, engine):
+                return False, {"database": "unreachable"}
+            return True, {"database": engine.dialect.name}
+
+        return check
+
+    app = build_service_app(
+        "filter",
+        "Cultural relevance of image embeddings against reference sets (SEA-VL eq. 1).",
+        router,
+        settings,
+        CollectorRegistry(),
+        lifespan,
+        readiness,
     )
-    app.state.settings = settings
     app.state.store = ReferenceStore(engine)
-    install_error_handlers(app)
-    app.include_router(router)
-
-    async def readiness() -> tuple[bool, dict[str, Any]]:
-        reachable = await asyncio.to_thread(database_reachable, engine)
-        if not reachable:
-            return False, {"database": "unreachable"}
-        return True, {"database": engine.dialect.name}
-
-    add_probe_routes(app, registry, readiness)
-    app.add_middleware(MetricsMiddleware, metrics=HttpMetrics("filter", registry))
     return app
