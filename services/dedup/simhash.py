@@ -4,8 +4,8 @@ Random-hyperplane hashing (SimHash): each vector gets `bits` sign bits of random
 vectors at angle θ differ in each bit with probability θ/π. A query takes as candidates the
 vectors whose codes differ in at most the cutoff for which a true neighbour (cosine ≥ ε) is
 missed with probability below `miss_probability` (binomial tail), then checks the candidates'
-exact cosine. Codes are 64 bytes per vector at 512 bits, so the prefilter reads 6.4 MB for
-100k vectors instead of 512 MB.
+exact cosine. Codes are 64 bytes per vector at 512 bits, and a first pass over two 64-bit words
+per vector (1.6 MB for 100k vectors, instead of 512 MB of floats) drops nearly all of them.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy.typing as npt
 from scipy.stats import binom
 
 Matrix = npt.NDArray[np.float32]
+FIRST_PASS_BITS = 128
 
 
 @lru_cache(maxsize=64)
@@ -33,12 +34,13 @@ class SimHashIndex:
     """Unit vectors by id, searchable by cosine threshold; exact answers with high probability."""
 
     def __init__(self, dim: int, bits: int = 512, miss_probability: float = 1e-9, seed: int = 0):
-        if bits % 64:
-            raise ValueError("bits must be a multiple of 64")
+        if bits % 64 or bits < FIRST_PASS_BITS:
+            raise ValueError(f"bits must be a multiple of 64, at least {FIRST_PASS_BITS}")
         self.dim, self.bits, self.miss_probability = dim, bits, miss_probability
         self._planes = np.random.default_rng(seed).standard_normal((dim, bits)).astype(np.float32)
         self._lock = threading.Lock()
-        self._codes = np.zeros((0, bits // 64), dtype=np.uint64)
+        # word-major: row w holds every vector's w-th 64-bit word, contiguous for the first pass
+        self._codes = np.zeros((bits // 64, 0), dtype=np.uint64)
         self._vectors = np.zeros((0, dim), dtype=np.float32)
         self._ids: list[str] = []
         self._row_of: dict[str, int] = {}
@@ -52,13 +54,13 @@ class SimHashIndex:
         return np.packbits(signs, axis=1).view(np.uint64)
 
     def _grow(self, needed: int) -> None:
-        capacity = len(self._codes)
+        capacity = self._codes.shape[1]
         if needed <= capacity:
             return
         new_capacity = max(needed, capacity * 2, 1024)
-        codes = np.zeros((new_capacity, self.bits // 64), dtype=np.uint64)
+        codes = np.zeros((self.bits // 64, new_capacity), dtype=np.uint64)
         vectors = np.zeros((new_capacity, self.dim), dtype=np.float32)
-        codes[:capacity], vectors[:capacity] = self._codes, self._vectors
+        codes[:, :capacity], vectors[:capacity] = self._codes, self._vectors
         self._codes, self._vectors = codes, vectors
 
     def upsert(self, ids: list[str], vectors: Matrix) -> None:
@@ -72,7 +74,7 @@ class SimHashIndex:
                     self._size += 1
                     self._ids.append(point_id)
                     self._row_of[point_id] = row
-                self._codes[row], self._vectors[row] = code, vector
+                self._codes[:, row], self._vectors[row] = code, vector
 
     def remove(self, point_id: str) -> None:
         """Moves the last row into the removed one, so the arrays stay dense."""
@@ -85,7 +87,7 @@ class SimHashIndex:
                 moved = self._ids[last]
                 self._ids[row] = moved
                 self._row_of[moved] = row
-                self._codes[row], self._vectors[row] = self._codes[last], self._vectors[last]
+                self._codes[:, row], self._vectors[row] = self._codes[:, last], self._vectors[last]
             self._ids.pop()
             self._size -= 1
 
@@ -94,21 +96,25 @@ class SimHashIndex:
     ) -> list[list[tuple[str, float]]]:
         """Per query, up to `limit` (id, cosine) with cosine ≥ threshold, most similar first."""
         cutoff = candidate_cutoff(self.bits, threshold, self.miss_probability)
+        first_cutoff = candidate_cutoff(FIRST_PASS_BITS, threshold, self.miss_probability)
         query_codes = self._encode(queries)
         answers: list[list[tuple[str, float]]] = []
         with self._lock:
-            codes, vectors, size = (
-                self._codes[: self._size],
-                self._vectors[: self._size],
-                self._size,
-            )
-            ids = self._ids
+            size = self._size
+            codes, vectors, ids = self._codes[:, :size], self._vectors[:size], self._ids
             for query, code in zip(queries, query_codes, strict=True):
                 if size == 0:
                     answers.append([])
                     continue
-                distances = np.bitwise_count(codes ^ code).sum(axis=1, dtype=np.int32)
-                candidates = np.flatnonzero(distances <= cutoff)
+                # Pass 1 reads the first 128 bits of every vector and drops nearly all; pass 2
+                # checks all bits of the survivors. Each pass misses a true neighbour with
+                # probability below miss_probability.
+                first = np.bitwise_count(codes[0] ^ code[0]) + np.bitwise_count(codes[1] ^ code[1])
+                survivors = np.flatnonzero(first <= first_cutoff)
+                distances = np.bitwise_count(codes[:, survivors] ^ code[:, None]).sum(
+                    axis=0, dtype=np.int32
+                )
+                candidates = survivors[distances <= cutoff]
                 scores = vectors[candidates] @ query
                 hits = scores >= threshold
                 rows, hit_scores = candidates[hits], scores[hits]

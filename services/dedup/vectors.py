@@ -142,6 +142,13 @@ class VectorStore:
             self._accelerators[name] = accelerator
         return accelerator
 
+    def warm_up(self) -> None:
+        """Local mode: builds every collection's index now, not in the first caller's request."""
+        if self.local:
+            for name in self.collections():
+                with self._access():
+                    self._accelerator(name)
+
     def search(
         self, name: str, vectors: Matrix, threshold: float, limit: int
     ) -> list[list[tuple[str, float]]]:
