@@ -20,8 +20,9 @@ $(MODEL): $(INSTALLED)
 
 models: $(MODEL)
 
+# Every service on 127.0.0.1 with embedded defaults: SQLite, local folders, Qdrant's local mode.
 run: $(MODEL)
-	$(BIN)/seavl serve embedder
+	$(BIN)/seavl run
 
 # PostgreSQL and Redis on 127.0.0.1 for the integration tests (installed and started if absent).
 services:
@@ -48,6 +49,9 @@ test: $(INSTALLED) services lint typecheck
 
 bench: $(MODEL)
 	$(BIN)/python bench/embedder.py
+	$(BIN)/python bench/filter.py
+	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/dedup_threshold.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

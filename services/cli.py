@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -56,6 +60,34 @@ SERVICES: dict[str, Callable[[], None]] = {
 }
 
 
+def _run_all(names: list[str]) -> int:
+    """Starts each service as its own process (as in production) and stops them all together."""
+    processes = {
+        name: subprocess.Popen([sys.executable, "-m", f"services.{name}"]) for name in names
+    }
+    print(f"started {', '.join(names)} on 127.0.0.1; Ctrl-C stops them", flush=True)
+    try:
+        while True:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(
+                        f"{name} exited with {process.returncode}; stopping the others", flush=True
+                    )
+                    return process.returncode or 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 def _prepare_models(models_dir: Path | None, force: bool) -> None:
     from services.embedder.config import EmbedderSettings
     from services.embedder.prepare import prepare_default_model
@@ -69,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run one service in the foreground")
     serve.add_argument("service", choices=sorted(SERVICES))
+    run = commands.add_parser("run", help="run several services, each in its own process")
+    run.add_argument(
+        "services", nargs="*", metavar="SERVICE", help=f"any of {sorted(SERVICES)}; all if none"
+    )
     models = commands.add_parser("models", help="manage the models folder")
     models_commands = models.add_subparsers(dest="models_command", required=True)
     prepare = models_commands.add_parser(
@@ -80,5 +116,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging()
     if args.command == "serve":
         SERVICES[args.service]()
+    elif args.command == "run":
+        unknown = set(args.services) - set(SERVICES)
+        if unknown:
+            parser.error(f"unknown services {sorted(unknown)}; choose from {sorted(SERVICES)}")
+        raise SystemExit(_run_all(args.services or list(SERVICES)))
     elif args.command == "models":
         _prepare_models(args.models_dir, args.force)
+
+
+if __name__ == "__main__":
+    main()

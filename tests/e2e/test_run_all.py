@@ -1,0 +1,102 @@
+"""`seavl run` (what `make run` calls): every service as a process, used as the README shows."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.conftest import ROOT
+from tests.helpers import free_port, photo_bytes
+
+
+def wait_ready(urls: list[str], process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 90
+    pending = list(urls)
+    while pending:
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"not ready: {pending}\n{log.read_text()}"
+        try:
+            if httpx.get(f"{pending[0]}/readyz", timeout=2).status_code == 200:
+                pending.pop(0)
+                continue
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+
+
+def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("embedder", "filter", "dedup")}
+    embedder = f"http://127.0.0.1:{ports['embedder']}"
+    env = {
+        **os.environ,
+        "SEAVL_EMBEDDER_SERVER__PORT": str(ports["embedder"]),
+        "SEAVL_FILTER_SERVER__PORT": str(ports["filter"]),
+        "SEAVL_DEDUP_SERVER__PORT": str(ports["dedup"]),
+        "SEAVL_EMBEDDER_MODELS_DIR": str(models_dir),
+        "SEAVL_EMBEDDER_STORAGE_DIR": str(tmp_path / "objects"),
+        "SEAVL_FILTER_EMBEDDER__URL": embedder,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'seavl.db'}",
+        "SEAVL_DEDUP_QDRANT_PATH": str(tmp_path / "qdrant"),
+    }
+    env.pop("QDRANT_URL", None)
+    log = tmp_path / "run.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "run"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=output,
+        )
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    try:
+        wait_ready(list(urls.values()), process, log)
+        cat = photo_bytes("chelsea.png")
+        embedded = httpx.post(
+            f"{urls['embedder']}/v1/embed",
+            files={"images": ("cat.jpg", cat)},
+            data={"encoding": "base64"},
+        ).json()["results"][0]
+        with httpx.Client(base_url=urls["filter"], timeout=60) as filter_service:
+            filter_service.post(
+                "/v1/reference-sets", json={"name": "cats", "model": "efficientnet-lite0"}
+            )
+            added = filter_service.post(
+                "/v1/reference-sets/cats/references",
+                json={"references": [{"image": base64.b64encode(cat).decode(), "country": "TH"}]},
+            )
+            assert added.status_code == 201, added.text
+            score = filter_service.post(
+                "/v1/score", json={"set": "cats", "vectors": [embedded["embedding"]]}
+            ).json()["results"][0]
+        assert abs(score["score"] - 1.0) < 1e-4
+        assert (score["tier"], score["accepted"], score["best_country"]) == ("Diamond", True, "TH")
+        with httpx.Client(base_url=urls["dedup"]) as dedup:
+            first = {
+                "id": hashlib.sha256(cat).hexdigest(),
+                "model": "efficientnet-lite0",
+                "vector": embedded["embedding"],
+                "phash": embedded["phash"],
+            }
+            assert dedup.post("/v1/dedup/insert", json=first).json()["status"] == "inserted"
+            copy = {**first, "id": hashlib.sha256(b"copy").hexdigest()}
+            outcome = dedup.post("/v1/dedup/insert", json=copy).json()
+            assert outcome["status"] == "duplicate"
+            assert outcome["duplicate_of"]["id"] == first["id"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0, log.read_text()
+    for url in urls.values():
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+            raise AssertionError(f"{url} still answers after Ctrl-C")
+        except httpx.TransportError:
+            pass
