@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,13 +22,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._images import crawl_size_jpegs, phone_size_jpegs  # noqa: E402
+from bench._service import running_service  # noqa: E402
 from services.common.images import DEFAULT_DRAFT_SHORT_SIDE, ImageLimits, decode_image  # noqa: E402
 from services.embedder.config import EmbedderSettings, RuntimeSettings  # noqa: E402
 from services.embedder.models import discover_models  # noqa: E402
 from services.embedder.preprocess import to_input_tensor  # noqa: E402
 from services.embedder.sessions import LoadedModel  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def raw_pipeline(images: list[bytes], model: LoadedModel, batch_size: int) -> float:
@@ -46,33 +42,6 @@ def raw_pipeline(images: list[bytes], model: LoadedModel, batch_size: int) -> fl
         ]
         model.forward(np.stack(tensors))
     return len(images) / (time.perf_counter() - started)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_service(port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SEAVL_EMBEDDER_SERVER__PORT": str(port)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.embedder"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the embedder did not become ready in 60 s")
 
 
 async def service_throughput(url: str, images: list[bytes], concurrency: int) -> float:
@@ -113,9 +82,7 @@ def main() -> None:
         "crawl-size ~512px": crawl_size_jpegs(args.crawl_images),
         "phone-size 12MP": phone_size_jpegs(args.phone_images),
     }
-    port = free_port()
-    service = start_service(port)
-    try:
+    with running_service("embedder", {}) as url:
         for label, images in sets.items():
             mean_kb = sum(map(len, images)) / len(images) / 1024
             raw_pipeline(images[:16], model, 16)  # warm-up
@@ -127,7 +94,6 @@ def main() -> None:
                 f"  (a) raw pipeline, batch {best_batch}: {raw:7.1f} images/s  "
                 f"(by batch: {', '.join(f'{b}: {v:.1f}' for b, v in raw_by_batch.items())})"
             )
-            url = f"http://127.0.0.1:{port}"
             asyncio.run(service_throughput(url, images[:32], 16))  # warm-up
             for concurrency in (1, 16):
                 served = asyncio.run(service_throughput(url, images, concurrency))
@@ -135,9 +101,6 @@ def main() -> None:
                     f"  (b) service, concurrency {concurrency:2d}:  {served:7.1f} images/s  "
                     f"ratio (b)/(a) = {served / raw:.2f}"
                 )
-    finally:
-        service.terminate()
-        service.wait(timeout=30)
 
 
 if __name__ == "__main__":
