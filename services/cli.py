@@ -6,7 +6,7 @@ import argparse
 import signal
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -61,31 +61,35 @@ SERVICES: dict[str, Callable[[], None]] = {
 
 
 def _run_all(names: list[str]) -> int:
-    """Starts each service as its own process (as in production) and stops them all together."""
+    """Starts each service as its own process (as in production) and stops them all together,
+    on Ctrl-C or SIGTERM, or as soon as one of them exits."""
+    stop = threading.Event()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        # set explicitly: a shell starting us in the background would have SIGINT ignored
+        signal.signal(stop_signal, lambda *_: stop.set())
     processes = {
         name: subprocess.Popen([sys.executable, "-m", f"services.{name}"]) for name in names
     }
     print(f"started {', '.join(names)} on 127.0.0.1; Ctrl-C stops them", flush=True)
+    status = 0
     try:
-        while True:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    print(
-                        f"{name} exited with {process.returncode}; stopping the others", flush=True
-                    )
-                    return process.returncode or 1
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        return 0
+        while not stop.wait(0.5):
+            exited = [(n, p.returncode) for n, p in processes.items() if p.poll() is not None]
+            if exited:
+                name, code = exited[0]
+                print(f"{name} exited with {code}; stopping the others", flush=True)
+                status = code or 1
+                break
     finally:
         for process in processes.values():
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+                process.terminate()
         for process in processes.values():
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+    return status
 
 
 def _prepare_models(models_dir: Path | None, force: bool) -> None:
