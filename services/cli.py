@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from services.common.logging import configure_logging
 from services.common.settings import ServerSettings
+from services.uploader import add_upload_arguments, run_upload
 
 
 def _serve(app: FastAPI, server: ServerSettings) -> None:
@@ -53,11 +54,31 @@ def _serve_dedup() -> None:
     _serve(create_app(settings), settings.server)
 
 
+def _serve_gateway() -> None:
+    from services.gateway.app import create_app
+    from services.gateway.config import GatewaySettings
+
+    settings = GatewaySettings()
+    _serve(create_app(settings), settings.server)
+
+
 SERVICES: dict[str, Callable[[], None]] = {
     "embedder": _serve_embedder,
     "filter": _serve_filter,
     "dedup": _serve_dedup,
+    "gateway": _serve_gateway,
 }
+
+
+def _create_key(role: str, name: str) -> None:
+    from services.common.database import create_tables, make_engine
+    from services.gateway.auth import Role, create_key
+    from services.gateway.config import GatewaySettings
+    from services.gateway.tables import GATEWAY_TABLES
+
+    engine = make_engine(GatewaySettings().database_url)
+    create_tables(engine, GATEWAY_TABLES)
+    print(create_key(engine, Role(role), name))
 
 
 def _run_all(names: list[str]) -> int:
@@ -116,6 +137,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     prepare.add_argument("--models-dir", type=Path, default=None)
     prepare.add_argument("--force", action="store_true", help="convert again even if up to date")
+    keys = commands.add_parser("keys", help="API keys of the gateway")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_commands.add_parser(
+        "create", help="make a key; it is printed once, only its hash is kept"
+    )
+    create.add_argument("--role", choices=["contributor", "validator", "admin"], required=True)
+    create.add_argument("--name", default="", help="who or what the key is for")
+    upload = commands.add_parser("upload", help="send a folder of images to the gateway")
+    add_upload_arguments(upload)
     args = parser.parse_args(argv)
     configure_logging()
     if args.command == "serve":
@@ -127,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(_run_all(args.services or list(SERVICES)))
     elif args.command == "models":
         _prepare_models(args.models_dir, args.force)
+    elif args.command == "keys":
+        _create_key(args.role, args.name)
+    elif args.command == "upload":
+        raise SystemExit(run_upload(args))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from sqlmodel import SQLModel
 
 import services.dedup.tables  # noqa: F401  (registers the tables the reset drops)
 import services.filter.tables  # noqa: F401
+import services.gateway.tables  # noqa: F401
 from services.common.database import make_engine
 from services.embedder.app import create_app as create_embedder_app
 from services.embedder.config import EmbedderSettings

@@ -21,7 +21,16 @@ from tenacity import (
 )
 
 from services.common.errors import ServiceError, UnavailableError
-from services.common.schemas import EmbeddedImage, EmbedResponse, ImageFailure
+from services.common.schemas import (
+    DedupCheckRequest,
+    DedupCheckResponse,
+    DedupInsertRequest,
+    DedupInsertResponse,
+    EmbeddedImage,
+    EmbedResponse,
+    ImageFailure,
+    ScoreResponse,
+)
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 
@@ -122,3 +131,27 @@ class EmbedderClient(ServiceClient):
             return self._http.get("/readyz").status_code == 200
         except httpx.TransportError:
             return False
+
+
+class FilterClient(ServiceClient):
+    def __init__(self, settings: ServiceClientSettings) -> None:
+        super().__init__("filter", settings)
+
+    def score(
+        self, reference_set: str, vectors: list[list[float] | str], model: str
+    ) -> ScoreResponse:
+        body = {"set": reference_set, "vectors": vectors, "model": model}
+        return ScoreResponse.model_validate(self.request("POST", "/v1/score", body))
+
+
+class DedupClient(ServiceClient):
+    def __init__(self, settings: ServiceClientSettings) -> None:
+        super().__init__("dedup", settings)
+
+    def check(self, request: DedupCheckRequest) -> DedupCheckResponse:
+        body = request.model_dump(exclude_none=True)
+        return DedupCheckResponse.model_validate(self.request("POST", "/v1/dedup/check", body))
+
+    def insert(self, request: DedupInsertRequest) -> DedupInsertResponse:
+        body = request.model_dump(exclude_none=True)
+        return DedupInsertResponse.model_validate(self.request("POST", "/v1/dedup/insert", body))

@@ -51,6 +51,7 @@ class ServiceError(Exception):
         self.field = field
         self.details = details
         self.retry_after_seconds = retry_after_seconds
+        self.headers: dict[str, str] = {}
 
     def body(self) -> ErrorBody:
         return ErrorBody(
@@ -58,7 +59,7 @@ class ServiceError(Exception):
         )
 
     def to_response(self) -> JSONResponse:
-        headers = {}
+        headers = dict(self.headers)
         if self.retry_after_seconds is not None:
             headers["Retry-After"] = str(self.retry_after_seconds)
         content = ErrorResponse(error=self.body()).model_dump(exclude_none=True)

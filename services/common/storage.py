@@ -1,17 +1,24 @@
 """Content-addressed object storage: an image's sha256 is its key.
 
-The embedded default is a local folder; the S3 / MinIO store joins it behind the same interface.
+MinIO (or any S3-protocol server) when configured, a local folder otherwise; both behind
+`ObjectStore`. Writing a key that exists is a no-op: the same bytes always have the same key.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from services.common.errors import ServiceError
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+from pydantic import BaseModel, Field, SecretStr
+
+from services.common.errors import ServiceError, UnavailableError
 
 SHA256_KEY = re.compile(r"^[0-9a-f]{64}$")
 
@@ -54,6 +61,8 @@ class LocalFolderStore:
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
+        if path.is_file():
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
             handle.write(data)
@@ -62,3 +71,97 @@ class LocalFolderStore:
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+
+class S3Settings(BaseModel):
+    """An S3-protocol server (MinIO in compose and k8s). The secret has no default."""
+
+    endpoint: str = Field(description="host:port, without scheme")
+    access_key: str
+    secret_key: SecretStr
+    bucket: str = "seavl-images"
+    secure: bool = False
+    region: str | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class S3Store:
+    """Objects in one bucket, named by their sha256, through the MinIO client."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        timeout = urllib3.Timeout(connect=settings.timeout_seconds, read=settings.timeout_seconds)
+        http = urllib3.PoolManager(
+            timeout=timeout, retries=urllib3.Retry(total=2, backoff_factor=0.2), maxsize=16
+        )
+        self.client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key.get_secret_value(),
+            secure=settings.secure,
+            region=settings.region,
+            http_client=http,
+        )
+
+    def _unavailable(self, exc: Exception) -> UnavailableError:
+        return UnavailableError(f"the object store at {self.settings.endpoint} failed: {exc}")
+
+    def ensure_bucket(self) -> None:
+        try:
+            if not self.client.bucket_exists(self.settings.bucket):
+                self.client.make_bucket(self.settings.bucket)
+        except S3Error as exc:
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise self._unavailable(exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def get(self, key: str) -> bytes:
+        validate_key(key)
+        try:
+            response = self.client.get_object(self.settings.bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":
+                raise ObjectNotFoundError(key) from exc
+            raise self._unavailable(exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def put(self, key: str, data: bytes) -> None:
+        validate_key(key)
+        if self.exists(key):
+            return
+        try:
+            self.client.put_object(self.settings.bucket, key, io.BytesIO(data), length=len(data))
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def exists(self, key: str) -> bool:
+        validate_key(key)
+        try:
+            self.client.stat_object(self.settings.bucket, key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                return False
+            raise self._unavailable(exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return True
+
+    def count(self) -> int:
+        """Objects in the bucket (for tests and the admin's stats)."""
+        return sum(1 for _ in self.client.list_objects(self.settings.bucket, recursive=True))
+
+
+def make_store(s3: S3Settings | None, folder: Path) -> ObjectStore:
+    """MinIO / S3 when configured, else the local folder."""
+    if s3 is None:
+        return LocalFolderStore(folder)
+    store = S3Store(s3)
+    store.ensure_bucket()
+    return store

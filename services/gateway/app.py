@@ -1,0 +1,85 @@
+"""The gateway: the public API (port 8000); storage, records, and the upload pipeline's queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from sqlmodel import col, select
+
+from services.common.database import create_tables, database_reachable, make_engine, session_scope
+from services.common.service import Readiness, build_service_app
+from services.gateway.api import router
+from services.gateway.config import GatewaySettings
+from services.gateway.pipeline import Pipeline
+from services.gateway.queue import ArqQueue, InProcessQueue, JobQueue
+from services.gateway.tables import GATEWAY_TABLES, ImageRow
+
+
+def _unfinished(app: FastAPI) -> list[str]:
+    with session_scope(app.state.engine) as session:
+        rows = session.exec(
+            select(ImageRow.id).where(col(ImageRow.status).in_(["queued", "processing"]))
+        ).all()
+    return list(rows)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        create_tables(engine, GATEWAY_TABLES)
+        pipeline = await asyncio.to_thread(Pipeline.create, settings, engine)
+        queue: JobQueue
+        if settings.redis_url is None:
+            queue = InProcessQueue(pipeline, settings.pipeline)
+        else:
+            queue = await ArqQueue.connect(settings.redis_url)
+        app.state.store = pipeline.store
+        app.state.embedder, app.state.filter, app.state.dedup = (
+            pipeline.embedder,
+            pipeline.filter,
+            pipeline.dedup,
+        )
+        app.state.queue = queue
+        if settings.redis_url is None:
+            # in-process jobs die with the process: the ones it left unfinished start again
+            for image_id in await asyncio.to_thread(_unfinished, app):
+                await queue.enqueue(image_id)
+        try:
+            yield
+        finally:
+            await queue.close()
+            pipeline.close()
+            engine.dispose()
+
+    def readiness(app: FastAPI) -> Readiness:
+        async def check() -> tuple[bool, dict[str, Any]]:
+            details = {
+                "queue": "arq" if settings.redis_url else "in-process",
+                "storage": "s3" if settings.s3 else "folder",
+            }
+            if not await asyncio.to_thread(database_reachable, engine):
+                return False, {**details, "database": "unreachable"}
+            return True, {**details, "database": engine.dialect.name}
+
+        return check
+
+    app = build_service_app(
+        "gateway",
+        "The public API of seavl: uploads, their relevance and duplicates, and the pipeline.",
+        router,
+        settings,
+        CollectorRegistry(),
+        lifespan,
+        readiness,
+        max_body_bytes=settings.images.max_bytes + settings.metadata_allowance_bytes,
+    )
+    app.state.engine = engine
+    return app

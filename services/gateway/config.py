@@ -1,0 +1,59 @@
+"""The gateway's settings: `SEAVL_GATEWAY_…`, and the usual `DATABASE_URL` and `REDIS_URL`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings
+
+from services.common.clients import ServiceClientSettings
+from services.common.database import DEFAULT_DATABASE_URL
+from services.common.images import ImageLimits
+from services.common.settings import DEFAULT_DATA_DIR, ServerSettings, service_settings_config
+from services.common.storage import S3Settings
+
+GATEWAY_PORT = 8000
+
+
+class PipelineSettings(BaseModel):
+    """How each upload is processed: which reference set scores it, where dedup keeps it."""
+
+    reference_set: str = Field(
+        default="default", description="filter set every upload is scored on"
+    )
+    dedup_namespace: str = "default"
+    max_tries: int = Field(
+        default=5, ge=1, description="attempts of a job whose dependency is down"
+    )
+    job_timeout_seconds: int = Field(default=300, ge=1)
+    retry_delay_seconds: float = Field(default=2.0, ge=0, description="doubles with each attempt")
+    in_process_concurrency: int = Field(default=4, ge=1, description="jobs at once without Redis")
+
+
+class GatewaySettings(BaseSettings):
+    model_config = service_settings_config("gateway")
+
+    server: ServerSettings = ServerSettings(port=GATEWAY_PORT)
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices("SEAVL_GATEWAY_DATABASE_URL", "DATABASE_URL"),
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SEAVL_GATEWAY_REDIS_URL", "REDIS_URL"),
+        description="arq queue; jobs run in the gateway's own process when absent",
+    )
+    s3: S3Settings | None = Field(
+        default=None, description="MinIO / S3; a local folder when absent"
+    )
+    storage_dir: Path = DEFAULT_DATA_DIR / "objects"
+    embedder: ServiceClientSettings = ServiceClientSettings(url="http://127.0.0.1:8001")
+    filter: ServiceClientSettings = ServiceClientSettings(url="http://127.0.0.1:8002")
+    dedup: ServiceClientSettings = ServiceClientSettings(url="http://127.0.0.1:8003")
+    images: ImageLimits = ImageLimits()
+    pipeline: PipelineSettings = PipelineSettings()
+    max_page_size: int = Field(default=100, ge=1)
+    metadata_allowance_bytes: int = Field(
+        default=256 * 1024, ge=0, description="room for form fields beside the image in an upload"
+    )

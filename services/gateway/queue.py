@@ -1,0 +1,100 @@
+"""Where upload jobs go: arq on Redis when `REDIS_URL` is set, the gateway's own process if not.
+
+Both run `Pipeline.process` and retry it, with a doubling delay, while a dependency is down.
+A job is keyed by the image's sha256, so enqueueing the same image twice runs it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from redis.exceptions import RedisError
+
+from services.common.errors import UnavailableError
+from services.gateway.config import PipelineSettings
+from services.gateway.pipeline import ImageGone, Pipeline
+
+logger = logging.getLogger(__name__)
+
+PROCESS_IMAGE = "process_image"
+
+
+def job_id(image_id: str) -> str:
+    return f"process:{image_id}"
+
+
+def retry_delay(settings: PipelineSettings, attempt: int) -> float:
+    return float(settings.retry_delay_seconds * 2 ** (attempt - 1))
+
+
+class JobQueue(Protocol):
+    async def enqueue(self, image_id: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ArqQueue:
+    def __init__(self, pool: ArqRedis) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, redis_url: str) -> ArqQueue:
+        settings = RedisSettings.from_dsn(redis_url)
+        settings.conn_timeout = 2
+        settings.conn_retries = 1
+        return cls(await create_pool(settings))
+
+    async def enqueue(self, image_id: str) -> None:
+        try:
+            await self.pool.enqueue_job(PROCESS_IMAGE, image_id, _job_id=job_id(image_id))
+        except (RedisError, OSError) as exc:
+            raise UnavailableError(f"the job queue (Redis) is unreachable: {exc}") from exc
+
+    async def close(self) -> None:
+        await self.pool.aclose()
+
+
+class InProcessQueue:
+    """Jobs as asyncio tasks of this process, a bounded number at once (embedded mode)."""
+
+    def __init__(self, pipeline: Pipeline, settings: PipelineSettings) -> None:
+        self.pipeline = pipeline
+        self.settings = settings
+        self._slots = asyncio.Semaphore(settings.in_process_concurrency)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def enqueue(self, image_id: str) -> None:
+        if image_id in self._tasks:
+            return
+        task = asyncio.get_running_loop().create_task(self._run(image_id), name=job_id(image_id))
+        self._tasks[image_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(image_id, None))
+
+    async def _run(self, image_id: str) -> None:
+        attempts = self.settings.max_tries
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self._slots:
+                    await asyncio.to_thread(
+                        self.pipeline.process, image_id, attempt, attempt == attempts
+                    )
+                return
+            except UnavailableError as exc:
+                logger.warning("job %s: %s; retrying", image_id, exc.message)
+                await asyncio.sleep(retry_delay(self.settings, attempt))
+            except ImageGone:
+                return
+            except Exception:  # a bug must not kill the queue; the record says "processing"
+                logger.exception("job %s failed unexpectedly", image_id)
+                return
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,99 @@
+"""Bodies of the gateway's public API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from services.common.countries import SeaCountry
+from services.common.schemas import Neighbour, PHashMatch
+
+
+class NativeLanguage(StrEnum):
+    """The SEA-VL form's native-language choices (ISO 639-3)."""
+
+    MYA = "mya"
+    FIL = "fil"
+    IND = "ind"
+    KHM = "khm"
+    LAO = "lao"
+    ZLM = "zlm"
+    TDT = "tdt"
+    THA = "tha"
+    VIE = "vie"
+    OTHER = "other"
+
+
+class UploadMetadata(BaseModel):
+    countries: list[SeaCountry] = Field(
+        default_factory=list, description="countries it is relevant to"
+    )
+    location: str | None = Field(
+        default=None, max_length=200, description="where taken: 'City, Country'"
+    )
+    native_language: NativeLanguage | None = None
+    caption_native: str | None = Field(default=None, max_length=5000)
+    caption_en: str | None = Field(default=None, max_length=5000)
+    caption: bool = Field(default=False, description="ask for a VLM caption when one is configured")
+
+
+class ImageOut(BaseModel):
+    id: str = Field(description="sha256 of the stored image (location data removed)")
+    status: str = Field(description="queued, processing, done or failed")
+    format: str
+    size_bytes: int
+    width: int
+    height: int
+    phash: str
+    countries: list[str]
+    location: str | None
+    native_language: str | None
+    caption_native: str | None
+    caption_en: str | None
+    model: str | None
+    score: float | None
+    tier: str | None
+    accepted: bool | None
+    best_country: str | None
+    duplicate_of: str | None
+    is_duplicate: bool | None = Field(description="None until dedup has run")
+    notes: str | None
+    error: str | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ImagePage(BaseModel):
+    items: list[ImageOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class RelevanceOut(BaseModel):
+    set: str
+    model: str
+    score: float
+    tier: str
+    accepted: bool
+    best_country: str | None
+    country_scores: dict[str, float] | None
+    phash: str
+    sha256: str
+
+
+class DedupQuery(BaseModel):
+    """What the bulk uploader already computed: a pHash, or an embedding with its model."""
+
+    phash: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
+    embedding: list[float] | str | None = None
+    model: str | None = None
+
+
+class DuplicatesOut(BaseModel):
+    by_embedding: list[Neighbour]
+    by_phash: list[PHashMatch]
+    is_duplicate: bool

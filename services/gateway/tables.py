@@ -1,0 +1,59 @@
+"""The gateway's SQL tables: API keys (hashed) and images with every result of their pipeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Text
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ApiKeyRow(SQLModel, table=True):
+    __tablename__ = "gateway_api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    prefix: str = Field(index=True, unique=True, max_length=16)
+    key_hash: str = Field(max_length=64)  # sha256 of the whole key: keys are random, not passwords
+    role: str = Field(max_length=16)
+    name: str = ""
+    revoked: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ImageRow(SQLModel, table=True):
+    """An uploaded image, named by the sha256 of the stored (location-free) bytes."""
+
+    __tablename__ = "gateway_images"
+
+    id: str = Field(primary_key=True, max_length=64)
+    status: str = Field(default="queued", index=True, max_length=16)
+    format: str = Field(max_length=8)
+    size_bytes: int
+    width: int
+    height: int
+    phash: str = Field(max_length=16)
+    countries: str = Field(default="", index=True, description="',TH,VN,' for LIKE filters")
+    location: str | None = None
+    native_language: str | None = Field(default=None, max_length=8)
+    caption_native: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    caption_en: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    want_caption: bool = False
+    model: str | None = None
+    score: float | None = None
+    tier: str | None = Field(default=None, index=True, max_length=16)
+    accepted: bool | None = None
+    best_country: str | None = Field(default=None, max_length=2)
+    duplicate_of: str | None = Field(default=None, index=True, max_length=64)
+    notes: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    attempts: int = 0
+    uploaded_by: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+GATEWAY_TABLES = [ApiKeyRow, ImageRow]

@@ -1,0 +1,101 @@
+"""arq workers for the upload pipeline.
+
+arq services.gateway.worker.WorkerSettings          # run a worker (settings from the env)
+arq services.gateway.worker.WorkerSettings --check  # health check: exit 0 when healthy
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from arq import Retry, func
+from arq.connections import RedisSettings
+from arq.typing import StartupShutdown
+from arq.worker import Function, Worker
+
+from services.common.database import create_tables, make_engine
+from services.common.errors import UnavailableError
+from services.common.logging import configure_logging
+from services.gateway.config import GatewaySettings
+from services.gateway.pipeline import ImageGone, Pipeline
+from services.gateway.queue import PROCESS_IMAGE, retry_delay
+from services.gateway.tables import GATEWAY_TABLES
+
+HEALTH_CHECK_SECONDS = 10
+
+
+def _on_startup(settings: GatewaySettings) -> StartupShutdown:
+    async def startup(ctx: dict[str, Any]) -> None:
+        configure_logging(settings.server.log_level)
+        engine = make_engine(settings.database_url)
+        create_tables(engine, GATEWAY_TABLES)
+        ctx["settings"] = settings
+        ctx["pipeline"] = await asyncio.to_thread(Pipeline.create, settings, engine)
+
+    return startup
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    pipeline: Pipeline = ctx["pipeline"]
+    pipeline.close()
+    pipeline.engine.dispose()
+
+
+async def process_image(ctx: dict[str, Any], image_id: str) -> str:
+    """The arq job: the pipeline for one image, retried later while a dependency is down."""
+    pipeline: Pipeline = ctx["pipeline"]
+    settings: GatewaySettings = ctx["settings"]
+    attempt = int(ctx.get("job_try", 1))
+    final = attempt >= settings.pipeline.max_tries
+    try:
+        return await asyncio.to_thread(pipeline.process, image_id, attempt, final)
+    except UnavailableError as exc:
+        raise Retry(defer=retry_delay(settings.pipeline, attempt)) from exc
+    except ImageGone:
+        return "gone"
+
+
+def _functions(settings: GatewaySettings) -> list[Function]:
+    return [
+        func(
+            process_image,
+            name=PROCESS_IMAGE,
+            max_tries=settings.pipeline.max_tries,
+            timeout=settings.pipeline.job_timeout_seconds,
+        )
+    ]
+
+
+def redis_settings(settings: GatewaySettings) -> RedisSettings:
+    return RedisSettings.from_dsn(settings.redis_url or "redis://127.0.0.1:6379")
+
+
+def make_worker(settings: GatewaySettings, burst: bool = False) -> Worker:
+    """A worker in this process (tests run one in burst mode: until the queue is empty)."""
+    return Worker(
+        functions=_functions(settings),
+        redis_settings=redis_settings(settings),
+        on_startup=_on_startup(settings),
+        on_shutdown=shutdown,
+        max_tries=settings.pipeline.max_tries,
+        job_timeout=settings.pipeline.job_timeout_seconds,
+        health_check_interval=HEALTH_CHECK_SECONDS,
+        burst=burst,
+        handle_signals=False,
+    )
+
+
+_settings = GatewaySettings()
+
+
+class WorkerSettings:
+    """What the `arq` command reads."""
+
+    functions = _functions(_settings)
+    on_startup = _on_startup(_settings)
+    on_shutdown = shutdown
+    redis_settings = redis_settings(_settings)
+    max_tries = _settings.pipeline.max_tries
+    job_timeout = _settings.pipeline.job_timeout_seconds
+    health_check_interval = HEALTH_CHECK_SECONDS

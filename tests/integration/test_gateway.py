@@ -1,0 +1,251 @@
+"""The gateway end to end on embedded defaults (in-process jobs, a local folder, SQLite or
+PostgreSQL), with the real embedder, filter and dedup services behind it."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from sqlmodel import Session, func, select
+
+from services.common.database import make_engine
+from services.common.location import GPS_IFD
+from services.gateway.app import create_app
+from services.gateway.auth import Role, create_key
+from services.gateway.tables import ImageRow
+from tests.helpers import encode, free_port, live_server, noise_image, photo, photo_bytes, solid
+from tests.integration.gateway_stack import Stack, running_stack, settings_for
+
+
+@pytest.fixture
+def stack(database_url: str, tmp_path: Path, live_embedder: str) -> Iterator[Stack]:
+    with running_stack(database_url, tmp_path, live_embedder) as running:
+        yield running
+
+
+def records(stack: Stack) -> int:
+    with Session(stack.engine) as session:
+        return int(session.exec(select(func.count()).select_from(ImageRow)).one())
+
+
+def objects(stack: Stack) -> int:
+    return sum(1 for p in (stack.settings.storage_dir).rglob("*") if p.is_file())
+
+
+def test_upload_is_scored_and_deduplicated(stack: Stack) -> None:
+    cat = photo_bytes("chelsea.png")
+    response = stack.upload(
+        cat,
+        countries="TH,VN",
+        location="Bangkok, Thailand",
+        native_language="tha",
+        caption_en="A cat on a mat.",
+    )
+    assert response.status_code == 202, response.text
+    first = response.json()
+    assert first["status"] in ("queued", "processing", "done")
+    done = stack.wait_done(first["id"])
+    assert done["status"] == "done", done
+    direct = stack.gateway.post(
+        "/v1/relevance", files={"image": ("cat.jpg", cat)}, headers=stack.as_role(Role.CONTRIBUTOR)
+    ).json()
+    assert done["score"] == pytest.approx(direct["score"], abs=1e-5) and done["score"] > 0.5
+    assert (done["tier"], done["accepted"]) == (direct["tier"], direct["accepted"])
+    assert done["best_country"] == "TH"  # the cat among the references is Thai
+    assert (done["duplicate_of"], done["is_duplicate"]) == (None, False)
+    assert (done["countries"], done["location"], done["native_language"]) == (
+        ["TH", "VN"],
+        "Bangkok, Thailand",
+        "tha",
+    )
+    copy = encode(photo("chelsea.png"), "JPEG", quality=80)  # other bytes, same picture
+    second = stack.wait_done(stack.upload(copy).json()["id"])
+    assert second["duplicate_of"] == first["id"] and second["is_duplicate"] is True
+
+
+def test_the_same_bytes_twice_make_one_object_and_one_record(stack: Stack) -> None:
+    data = photo_bytes("coffee.png")
+    first = stack.upload(data)
+    again = stack.upload(data)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert first.json()["id"] == again.json()["id"]
+    stack.wait_done(first.json()["id"])
+    assert (records(stack), objects(stack)) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "data, fields, status, code",
+    [
+        (b"", {}, 400, "empty_image"),
+        (b"just some text", {}, 415, "unsupported_image_type"),
+        (b"\xff\xd8\xff\xe0" + b"junk" * 40, {}, 422, "corrupt_image"),
+        (encode(noise_image((256, 256)), "JPEG")[:3000], {}, 422, "truncated_image"),
+        (photo_bytes("coffee.png"), {"countries": "FR"}, 422, "invalid_request"),
+        (photo_bytes("coffee.png"), {"native_language": "klingon"}, 422, "invalid_request"),
+        (photo_bytes("coffee.png"), {"gps": "13.7,100.5"}, 422, "invalid_request"),
+    ],
+)
+def test_bad_uploads_leave_no_record_and_no_object(
+    stack: Stack, data: bytes, fields: dict[str, str], status: int, code: str
+) -> None:
+    response = stack.upload(data, **fields)
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+    assert (records(stack), objects(stack)) == (0, 0)
+
+
+def test_oversized_upload_is_refused_while_streaming(stack: Stack) -> None:
+    def body() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n\r\n'
+        for _ in range(12):  # 12 MB in 1-MB chunks; the 413 comes before the end
+            yield b"\xff" * (1024 * 1024)
+        yield b"\r\n--b--\r\n"
+
+    response = stack.gateway.post(
+        "/v1/images",
+        content=body(),
+        headers={
+            **stack.as_role(Role.CONTRIBUTOR),
+            "content-type": "multipart/form-data; boundary=b",
+        },
+    )
+    assert (response.status_code, response.json()["error"]["code"]) == (413, "request_too_large")
+    assert (records(stack), objects(stack)) == (0, 0)
+
+
+def test_an_image_part_over_the_limit(
+    stack: Stack, database_url: str, tmp_path: Path, live_embedder: str
+) -> None:
+    big = encode(noise_image((600, 600)), "PNG")  # ~1 MB
+    with running_stack(
+        database_url,
+        tmp_path / "small",
+        live_embedder,
+        with_references=False,
+        images={"max_bytes": 500_000},
+    ) as small:
+        response = small.upload(big)
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] in ("image_too_large", "request_too_large")
+
+
+def test_location_data_is_never_served(stack: Stack) -> None:
+    exif = Image.Exif()
+    exif[GPS_IFD] = {1: "N", 2: (13.0, 45.0, 0.0), 3: "E", 4: (100.0, 30.0, 0.0)}
+    data = encode(photo("rocket.jpg"), "JPEG", exif=exif)
+    image_id = stack.upload(data).json()["id"]
+    served = stack.gateway.get(
+        f"/v1/images/{image_id}/content", headers=stack.as_role(Role.VALIDATOR)
+    )
+    assert served.status_code == 200 and served.headers["content-type"] == "image/jpeg"
+    assert GPS_IFD not in Image.open(io.BytesIO(served.content)).getexif()
+    assert served.content != data
+    stack.wait_done(image_id)
+
+
+def test_listing_filters_and_pages(stack: Stack) -> None:
+    cat = stack.upload(photo_bytes("chelsea.png"), countries="TH").json()["id"]
+    coffee = stack.upload(photo_bytes("coffee.png"), countries="VN").json()["id"]
+    copy = stack.upload(encode(photo("chelsea.png"), "JPEG", quality=70), countries="TH").json()[
+        "id"
+    ]
+    for image_id in (cat, coffee, copy):
+        stack.wait_done(image_id)
+    headers = stack.as_role(Role.VALIDATOR)
+
+    def ids(**params: object) -> set[str]:
+        page = stack.gateway.get("/v1/images", params=params, headers=headers)
+        assert page.status_code == 200, page.text
+        return {item["id"] for item in page.json()["items"]}
+
+    assert ids() == {cat, coffee, copy}
+    assert ids(country="TH") == {cat, copy}
+    assert ids(duplicate="true") == {copy} and ids(duplicate="false") == {cat, coffee}
+    assert ids(status="done") == {cat, coffee, copy} and ids(status="failed") == set()
+    cat_tier = stack.image(cat)["tier"]
+    assert cat in ids(tier=cat_tier) and cat not in ids(
+        tier="Rejected" if cat_tier != "Rejected" else "Bronze"
+    )
+    first = stack.gateway.get("/v1/images", params={"limit": 2}, headers=headers).json()
+    rest = stack.gateway.get("/v1/images", params={"limit": 2, "offset": 2}, headers=headers).json()
+    assert first["total"] == 3 and len(first["items"]) == 2 and len(rest["items"]) == 1
+    bad = stack.gateway.get("/v1/images", params={"tier": "Mythic"}, headers=headers)
+    assert bad.status_code == 422
+
+
+def test_authentication_and_roles(stack: Stack) -> None:
+    missing = stack.gateway.get("/v1/images/abc")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (401, "unauthorized")
+    assert missing.headers["www-authenticate"] == "Bearer"
+    forged = stack.gateway.get("/v1/images/abc", headers={"Authorization": "Bearer seavl_0000_x"})
+    assert forged.status_code == 401
+    tampered = stack.keys[Role.ADMIN][:-2] + "xx"
+    assert (
+        stack.gateway.get("/v1/images", headers={"Authorization": f"Bearer {tampered}"}).status_code
+        == 401
+    )
+    forbidden = stack.gateway.get("/v1/images", headers=stack.as_role(Role.CONTRIBUTOR))
+    assert (forbidden.status_code, forbidden.json()["error"]["code"]) == (403, "forbidden")
+    assert stack.gateway.get("/v1/images", headers=stack.as_role(Role.VALIDATOR)).status_code == 200
+    assert stack.gateway.get("/v1/images", headers=stack.as_role(Role.ADMIN)).status_code == 200
+    assert stack.upload(photo_bytes("coffee.png"), role=Role.VALIDATOR).status_code == 202
+    assert records(stack) == 1
+
+
+def test_synchronous_relevance_and_dedup(stack: Stack) -> None:
+    headers = stack.as_role(Role.CONTRIBUTOR)
+    cat = photo_bytes("chelsea.png")
+    relevance = stack.gateway.post(
+        "/v1/relevance", files={"image": ("cat.jpg", cat)}, headers=headers
+    )
+    assert relevance.status_code == 200, relevance.text
+    body = relevance.json()
+    assert body["score"] > 0.5 and body["best_country"] == "TH"
+    assert body["country_scores"]["TH"] > body["country_scores"]["VN"]
+    assert body["accepted"] == (body["score"] >= 0.545)
+    nothing = stack.gateway.post(
+        "/v1/dedup", files={"image": ("cat.jpg", cat)}, headers=headers
+    ).json()
+    assert nothing == {"by_embedding": [], "by_phash": [], "is_duplicate": False}
+    stored = stack.wait_done(stack.upload(cat).json()["id"])
+    by_image = stack.gateway.post(
+        "/v1/dedup", files={"image": ("c.jpg", cat)}, headers=headers
+    ).json()
+    assert by_image["is_duplicate"] and by_image["by_embedding"][0]["id"] == stored["id"]
+    by_phash = stack.gateway.post(
+        "/v1/dedup", json={"phash": stored["phash"]}, headers=headers
+    ).json()
+    assert by_phash["is_duplicate"] and by_phash["by_phash"] == [
+        {"id": stored["id"], "distance": 0}
+    ]
+    assert records(stack) == 1  # the synchronous endpoints store nothing
+    bad = stack.gateway.post("/v1/dedup", json={"phash": "zz"}, headers=headers)
+    assert bad.status_code == 422
+
+
+def test_without_a_reference_set_images_are_kept_unscored(
+    database_url: str, tmp_path: Path, live_embedder: str
+) -> None:
+    with running_stack(database_url, tmp_path, live_embedder, with_references=False) as bare:
+        done = bare.wait_done(bare.upload(photo_bytes("coffee.png")).json()["id"])
+        assert done["status"] == "done" and done["score"] is None
+        assert "unknown_set" in done["notes"]
+
+
+def test_dependencies_down_give_503_on_synchronous_calls(database_url: str, tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = settings_for(database_url, tmp_path, dead, dead, dead)
+    with live_server(create_app(settings)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        engine = make_engine(database_url)
+        key = create_key(engine, Role.CONTRIBUTOR)
+        engine.dispose()
+        image = encode(solid((1, 2, 3)), "PNG")
+        for path in ("/v1/relevance", "/v1/dedup"):
+            response = client.post(
+                path, files={"image": ("a.png", image)}, headers={"Authorization": f"Bearer {key}"}
+            )
+            assert (response.status_code, response.json()["error"]["code"]) == (503, "unavailable")
+            assert int(response.headers["retry-after"]) > 0
