@@ -172,7 +172,8 @@ def _summary(console: Console, outcomes: list[Outcome], skipped_before: int) -> 
     console.print(
         f"sent {counts['sent']}, skipped as duplicate {counts['duplicate']}, rejected "
         f"{counts['rejected']}, failed {counts['failed']}; "
-        f"settled in an earlier run {skipped_before}"
+        f"settled in an earlier run {skipped_before}",
+        soft_wrap=True,
     )
     for status, title in (
         ("duplicate", "Skipped as duplicates"),

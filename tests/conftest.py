@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+from moto.server import ThreadedMotoServer
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
@@ -18,7 +20,7 @@ from services.common.database import make_engine
 from services.embedder.app import create_app as create_embedder_app
 from services.embedder.config import EmbedderSettings
 from services.embedder.prepare import prepare_default_model
-from tests.helpers import live_server
+from tests.helpers import free_port, live_server
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +74,25 @@ def live_embedder(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     )
     with live_server(create_embedder_app(settings)) as url:
         yield url
+
+
+REDIS_URL = os.environ.get("SEAVL_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The real Redis, in a database of the tests' own, emptied first."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    client.close()
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """An S3-protocol server (moto) on 127.0.0.1, driven through the MinIO client."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"{host}:{port}"
+    server.stop()

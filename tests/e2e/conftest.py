@@ -67,3 +67,41 @@ def embedder_process(models_dir: Path, tmp_path: Path) -> Iterator[RunningServic
             process.kill()
             process.wait()
         log.close()
+
+
+def start(
+    args: list[str], env: dict[str, str], log: Path, ready_url: str | None = None
+) -> subprocess.Popen[bytes]:
+    """A seavl process with `env` added to ours; waits for `ready_url`/readyz when given."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=output,
+            stderr=output,
+        )
+    if ready_url is not None:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{args} exited: {log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{ready_url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{args} not ready: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
