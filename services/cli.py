@@ -70,6 +70,17 @@ SERVICES: dict[str, Callable[[], None]] = {
 }
 
 
+def _worker(check: bool) -> int:
+    from arq.worker import check_health, run_worker
+
+    from services.gateway.worker import WorkerSettings
+
+    if check:
+        return int(check_health(WorkerSettings))  # type: ignore[arg-type]
+    run_worker(WorkerSettings)  # type: ignore[arg-type]
+    return 0
+
+
 def _create_key(role: str, name: str) -> None:
     from services.common.database import create_tables, make_engine
     from services.gateway.auth import Role, create_key
@@ -144,6 +155,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     create.add_argument("--role", choices=["contributor", "validator", "admin"], required=True)
     create.add_argument("--name", default="", help="who or what the key is for")
+    worker = commands.add_parser(
+        "worker", help="an arq worker of the upload pipeline (needs REDIS_URL)"
+    )
+    worker.add_argument(
+        "--check", action="store_true", help="health check: exit 0 when a worker is healthy"
+    )
     upload = commands.add_parser("upload", help="send a folder of images to the gateway")
     add_upload_arguments(upload)
     args = parser.parse_args(argv)
@@ -159,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _prepare_models(args.models_dir, args.force)
     elif args.command == "keys":
         _create_key(args.role, args.name)
+    elif args.command == "worker":
+        raise SystemExit(_worker(args.check))
     elif args.command == "upload":
         raise SystemExit(run_upload(args))
 

