@@ -22,9 +22,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+PIDS: dict[str, int] = {}
+
+
 @contextmanager
 def running_service(name: str, env: dict[str, str], startup_timeout: float = 600) -> Iterator[str]:
-    """`python -m services.<name>` with `env` added; yields its URL once /readyz answers 200."""
+    """`python -m services.<name>` with `env` added; yields its URL once /readyz answers 200
+    (`PIDS[url]` is its process id, for CPU accounting)."""
     port = free_port()
     prefix = f"SEAVL_{name.upper()}_"
     environment = {**os.environ, **env, f"{prefix}SERVER__PORT": str(port)}
@@ -49,6 +59,7 @@ def running_service(name: str, env: dict[str, str], startup_timeout: float = 600
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{name} was not ready within {startup_timeout} s")
             time.sleep(0.2)
+        PIDS[url] = process.pid
         yield url
     finally:
         process.terminate()
