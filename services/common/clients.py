@@ -24,6 +24,8 @@ from services.common.errors import ServiceError, UnavailableError
 from services.common.schemas import (
     DedupCheckRequest,
     DedupCheckResponse,
+    DedupInsertBatch,
+    DedupInsertBatchResponse,
     DedupInsertRequest,
     DedupInsertResponse,
     EmbeddedImage,
@@ -155,3 +157,9 @@ class DedupClient(ServiceClient):
     def insert(self, request: DedupInsertRequest) -> DedupInsertResponse:
         body = request.model_dump(exclude_none=True)
         return DedupInsertResponse.model_validate(self.request("POST", "/v1/dedup/insert", body))
+
+    def insert_batch(self, batch: DedupInsertBatch) -> DedupInsertBatchResponse:
+        body = batch.model_dump(exclude_none=True)
+        return DedupInsertBatchResponse.model_validate(
+            self.request("POST", "/v1/dedup/insert-batch", body)
+        )

@@ -204,3 +204,19 @@ class DedupInsertResponse(BaseModel):
     status: str = Field(description="'inserted' or 'duplicate'")
     id: str
     duplicate_of: DuplicateOf | None = None
+
+
+class DedupInsertBatch(BaseModel):
+    """Several inserts in order, under one lock: later items see the ones kept before them."""
+
+    items: list[DedupInsertRequest] = Field(min_length=1, max_length=1024)
+
+    @model_validator(mode="after")
+    def _one_namespace(self) -> DedupInsertBatch:
+        if len({item.namespace for item in self.items}) != 1:
+            raise ValueError("all items of a batch share one namespace")
+        return self
+
+
+class DedupInsertBatchResponse(BaseModel):
+    results: list[DedupInsertResponse]

@@ -15,8 +15,11 @@ from services.common.schemas import (
     SHA256_PATTERN,
     DedupCheckRequest,
     DedupCheckResponse,
+    DedupInsertBatch,
+    DedupInsertBatchResponse,
     DedupInsertRequest,
     DedupInsertResponse,
+    DuplicateOf,
     Neighbour,
     PHashCheck,
     VectorCheck,
@@ -25,7 +28,7 @@ from services.common.service import from_app_state
 from services.common.vectors import parse_vectors
 from services.dedup.batch import BatchJobs
 from services.dedup.config import DedupSettings
-from services.dedup.dedup import Deduplicator, collection_name, unknown_collection
+from services.dedup.dedup import Deduplicator, InsertItem, collection_name, unknown_collection
 from services.dedup.phash_index import phash_to_int
 from services.dedup.tables import JobRow
 
@@ -94,6 +97,25 @@ def check(
     )
 
 
+def _insert_item(body: DedupInsertRequest, settings: DedupSettings, field: str) -> InsertItem:
+    vector = parse_vectors([body.vector], field=field)[0] if body.vector is not None else None
+    return InsertItem(
+        sha256=body.id,
+        model=body.model,
+        vector=vector,
+        phash=_valid_phash(body.phash, f"{field}.phash") if body.phash is not None else None,
+        threshold=body.threshold or (settings.threshold_for(body.model) if body.model else 1.0),
+        max_hamming=settings.max_hamming if body.max_hamming is None else body.max_hamming,
+        match_phash=body.match_phash,
+    )
+
+
+def _insert_response(sha256: str, duplicate: DuplicateOf | None) -> DedupInsertResponse:
+    if duplicate is None:
+        return DedupInsertResponse(status="inserted", id=sha256)
+    return DedupInsertResponse(status="duplicate", id=sha256, duplicate_of=duplicate)
+
+
 @router.post(
     "/insert",
     response_model=DedupInsertResponse,
@@ -102,21 +124,25 @@ def check(
 def insert(
     body: DedupInsertRequest, deduplicator: DeduplicatorDep, settings: SettingsDep
 ) -> DedupInsertResponse:
-    vector = parse_vectors([body.vector], field="vector") if body.vector is not None else None
-    threshold = body.threshold or (settings.threshold_for(body.model) if body.model else 1.0)
-    duplicate = deduplicator.insert_if_unique(
-        namespace=body.namespace,
-        sha256=body.id,
-        model=body.model,
-        vector=vector[0] if vector is not None else None,
-        phash=_valid_phash(body.phash, "phash") if body.phash is not None else None,
-        threshold=threshold,
-        max_hamming=settings.max_hamming if body.max_hamming is None else body.max_hamming,
-        match_phash=body.match_phash,
+    item = _insert_item(body, settings, "vector")
+    return _insert_response(body.id, deduplicator.insert_many(body.namespace, [item])[0])
+
+
+@router.post(
+    "/insert-batch",
+    response_model=DedupInsertBatchResponse,
+    summary="Several inserts-if-unique in order, each also checked against those kept before it",
+)
+def insert_batch(
+    body: DedupInsertBatch, deduplicator: DeduplicatorDep, settings: SettingsDep
+) -> DedupInsertBatchResponse:
+    items = [
+        _insert_item(item, settings, f"items[{i}].vector") for i, item in enumerate(body.items)
+    ]
+    outcomes = deduplicator.insert_many(body.items[0].namespace, items)
+    return DedupInsertBatchResponse(
+        results=[_insert_response(i.id, o) for i, o in zip(body.items, outcomes, strict=True)]
     )
-    if duplicate is None:
-        return DedupInsertResponse(status="inserted", id=body.id)
-    return DedupInsertResponse(status="duplicate", id=body.id, duplicate_of=duplicate)
 
 
 @router.delete(

@@ -44,6 +44,19 @@ def unknown_collection(namespace: str, model: str) -> ServiceError:
     )
 
 
+@dataclass(frozen=True)
+class InsertItem:
+    """One image to insert unless a near-duplicate is stored (or kept earlier in its batch)."""
+
+    sha256: str
+    model: str | None
+    vector: npt.NDArray[np.float32] | None
+    phash: str | None
+    threshold: float
+    max_hamming: int
+    match_phash: bool
+
+
 @dataclass
 class _NamespaceHashes:
     index: PHashIndex
@@ -122,44 +135,73 @@ class Deduplicator:
             .values(version=InsertLockRow.version + 1)
         )
 
-    def insert_if_unique(
-        self,
-        namespace: str,
-        sha256: str,
-        model: str | None,
-        vector: Matrix | None,
-        phash: str | None,
-        threshold: float,
-        max_hamming: int,
-        match_phash: bool,
-    ) -> DuplicateOf | None:
-        """None when inserted (or when this very image was stored before), else the match."""
+    def insert_many(self, namespace: str, items: list[InsertItem]) -> list[DuplicateOf | None]:
+        """Insert-if-unique for each item, in order, under one lock and one transaction.
+
+        Each item is checked against what is stored and against the items of this batch that
+        were kept before it; the kept vectors are then written in one batch per model.
+        """
         with session_scope(self.engine) as session:
             self._lock_namespace(session, namespace)
-            if vector is not None:
-                assert model is not None
-                name = collection_name(namespace, model)
-                self.vectors.ensure(name, vector.size)
-                found = self.vectors.search(name, vector[None], threshold, limit=2)[0]
-                others = [(i, s) for i, s in found if i != sha256]
-                if others:
-                    return DuplicateOf(id=others[0][0], by="embedding", score=others[0][1])
-            if phash is not None and (match_phash or vector is None):
-                index = self._catch_up(session, namespace)
-                matches = [
-                    m for m in index.search(phash_to_int(phash), max_hamming) if m[0] != sha256
-                ]
-                if matches:
-                    return DuplicateOf(id=matches[0][0], by="phash", distance=matches[0][1])
-            if vector is not None:
-                assert model is not None
-                extra = {"phash": phash} if phash is not None else {}
+            kept: list[InsertItem] = []
+            outcomes: list[DuplicateOf | None] = []
+            for item in items:
+                duplicate = self._find_duplicate(session, namespace, item, kept)
+                outcomes.append(duplicate)
+                if duplicate is None and all(k.sha256 != item.sha256 for k in kept):
+                    kept.append(item)
+            by_model: dict[str, list[InsertItem]] = {}
+            for item in kept:
+                if item.vector is not None and item.model is not None:
+                    by_model.setdefault(item.model, []).append(item)
+            for model, group in by_model.items():
+                extra = [{"phash": i.phash} if i.phash is not None else {} for i in group]
+                vectors = np.stack([i.vector for i in group if i.vector is not None])
                 self.vectors.upsert(
-                    collection_name(namespace, model), [sha256], vector[None], [extra]
+                    collection_name(namespace, model), [i.sha256 for i in group], vectors, extra
                 )
-            if phash is not None:
-                self._record_phash(session, namespace, sha256, phash)
-            return None
+            for item in kept:
+                if item.phash is not None:
+                    self._record_phash(session, namespace, item.sha256, item.phash)
+            return outcomes
+
+    def _find_duplicate(
+        self, session: Session, namespace: str, item: InsertItem, kept: list[InsertItem]
+    ) -> DuplicateOf | None:
+        if item.vector is not None:
+            assert item.model is not None
+            name = collection_name(namespace, item.model)
+            self.vectors.ensure(name, item.vector.size)
+            found = self.vectors.search(name, item.vector[None], item.threshold, limit=2)[0]
+            in_batch = [
+                (k.sha256, float(k.vector @ item.vector))
+                for k in kept
+                if k.model == item.model and k.vector is not None and k.sha256 != item.sha256
+            ]
+            matches = sorted(
+                [(i, s) for i, s in found if i != item.sha256]
+                + [(i, s) for i, s in in_batch if s >= item.threshold],
+                key=lambda match: -match[1],
+            )
+            if matches:
+                return DuplicateOf(id=matches[0][0], by="embedding", score=matches[0][1])
+        if item.phash is not None and (item.match_phash or item.vector is None):
+            query = phash_to_int(item.phash)
+            stored = self._catch_up(session, namespace).search(query, item.max_hamming)
+            in_batch_hashes = [
+                (k.sha256, (phash_to_int(k.phash) ^ query).bit_count())
+                for k in kept
+                if k.phash is not None and k.sha256 != item.sha256
+            ]
+            matches_by_hash = sorted(
+                [(i, d) for i, d in stored if i != item.sha256]
+                + [(i, d) for i, d in in_batch_hashes if d <= item.max_hamming],
+                key=lambda match: match[1],
+            )
+            if matches_by_hash:
+                match_id, distance = matches_by_hash[0]
+                return DuplicateOf(id=match_id, by="phash", distance=distance)
+        return None
 
     def _record_phash(self, session: Session, namespace: str, sha256: str, phash: str) -> None:
         latest = session.exec(

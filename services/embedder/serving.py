@@ -20,10 +20,10 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.common.batching import MicroBatcher
 from services.common.errors import ServiceError, UnavailableError
 from services.common.images import DEFAULT_DRAFT_SHORT_SIDE, DecodedImage, ImageLimits, decode_image
 from services.common.storage import ObjectStore
-from services.embedder.batching import MicroBatcher
 from services.embedder.config import EmbedderSettings
 from services.embedder.models import RegisteredModel, discover_models
 from services.embedder.preprocess import to_input_tensor

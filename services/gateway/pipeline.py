@@ -1,6 +1,8 @@
 """What happens to an upload: embed → relevance score → dedup insert-if-unique → record.
 
 The same code runs in arq workers (Redis) and, without Redis, in the gateway's own process.
+Jobs that wait at the same time are processed as one batch: one call to each service for all
+of them, one transaction for their records.
 Every step is idempotent (the image's sha256 names its object, its dedup point and its job),
 so a job that is retried, or run again after its worker was killed, rewrites the same records.
 A dependency that is down raises `UnavailableError`, and the job is retried later; anything
@@ -10,16 +12,23 @@ else wrong with the image is recorded on it as a failure with its reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
+from sqlmodel import col, select
 
 from services.common.clients import DedupClient, EmbedderClient, FilterClient, ImageReference
 from services.common.database import session_scope
 from services.common.errors import ServiceError, UnavailableError
-from services.common.schemas import DedupInsertRequest, ImageFailure
-from services.common.storage import ObjectStore, make_store
+from services.common.schemas import (
+    DedupInsertBatch,
+    DedupInsertRequest,
+    EmbeddedImage,
+    ImageFailure,
+)
+from services.common.storage import ObjectNotFoundError, ObjectStore, make_store
 from services.gateway.config import GatewaySettings
 from services.gateway.tables import ImageRow
 
@@ -28,6 +37,17 @@ logger = logging.getLogger(__name__)
 
 class ImageGone(Exception):
     """The record no longer exists: nothing to process."""
+
+
+@dataclass(frozen=True)
+class Job:
+    image_id: str
+    attempt: int
+    final: bool
+
+
+# What a job ends in: its status, or the exception its caller raises (retry later, or gone).
+JobOutcome = str | Exception
 
 
 @dataclass
@@ -54,86 +74,147 @@ class Pipeline:
         for client in (self.embedder, self.filter, self.dedup):
             client.close()
 
-    def _update(self, image_id: str, **fields: object) -> ImageRow:
+    def _update_many(self, changes: dict[str, dict[str, object]]) -> None:
+        """Applies each image's field changes in one transaction."""
+        now = datetime.now(UTC)
         with session_scope(self.engine) as session:
-            row = session.get(ImageRow, image_id)
-            if row is None:
-                raise ImageGone(image_id)
-            for name, value in fields.items():
-                setattr(row, name, value)
-            row.updated_at = datetime.now(UTC)
-            session.add(row)
-            return row
+            for image_id, fields in changes.items():
+                row = session.get(ImageRow, image_id)
+                if row is None:
+                    continue
+                for name, value in fields.items():
+                    setattr(row, name, value)
+                row.updated_at = now
+                session.add(row)
 
-    def _load(self, image_id: str) -> ImageRow:
+    def _load(self, image_ids: list[str]) -> dict[str, ImageRow]:
         with session_scope(self.engine) as session:
-            row = session.get(ImageRow, image_id)
-        if row is None:
-            raise ImageGone(image_id)
-        return row
+            rows = session.exec(select(ImageRow).where(col(ImageRow.id).in_(image_ids))).all()
+        return {row.id: row for row in rows}
 
     def process(self, image_id: str, attempt: int, final_attempt: bool) -> str:
-        """Runs the pipeline for one image; returns the status it ends in."""
-        row = self._load(image_id)
-        if row.status in ("done", "failed"):
-            return row.status
-        self._update(image_id, status="processing", attempts=attempt)
-        try:
-            return self._run(row)
-        except UnavailableError as exc:
-            if final_attempt:
-                self._update(
-                    image_id, status="failed", error=f"gave up after {attempt} tries: {exc.message}"
-                )
-                return "failed"
-            self._update(image_id, status="queued", error=f"retrying: {exc.message}")
-            raise
-        except ServiceError as exc:
-            self._update(image_id, status="failed", error=f"{exc.code}: {exc.message}")
-            return "failed"
+        """One image; raises `UnavailableError` (retry later) or `ImageGone`."""
+        outcome = self.process_batch([Job(image_id, attempt, final_attempt)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
-    def _run(self, row: ImageRow) -> str:
+    def process_batch(self, jobs: Sequence[Job]) -> list[JobOutcome]:
+        """Runs the pipeline for several images with one call per dependency; per job, the
+        status it ends in, or the exception its caller should raise."""
+        rows = self._load([job.image_id for job in jobs])
+        outcomes: dict[str, JobOutcome] = {}
+        active: list[tuple[Job, ImageRow]] = []
+        for job in jobs:
+            row = rows.get(job.image_id)
+            if row is None:
+                outcomes[job.image_id] = ImageGone(job.image_id)
+            elif row.status in ("done", "failed"):
+                outcomes[job.image_id] = row.status
+            elif all(job.image_id != j.image_id for j, _ in active):
+                active.append((job, row))
+        if active:
+            self._update_many(
+                {
+                    job.image_id: {"status": "processing", "attempts": job.attempt}
+                    for job, _ in active
+                }
+            )
+            try:
+                changes = self._run([row for _, row in active])
+            except UnavailableError as exc:
+                changes = {}
+                for job, _ in active:
+                    if job.final:
+                        message = f"gave up after {job.attempt} tries: {exc.message}"
+                        changes[job.image_id] = {"status": "failed", "error": message}
+                        outcomes[job.image_id] = "failed"
+                    else:
+                        changes[job.image_id] = {
+                            "status": "queued",
+                            "error": f"retrying: {exc.message}",
+                        }
+                        outcomes[job.image_id] = exc
+            self._update_many(changes)
+            for job, _ in active:
+                outcomes.setdefault(job.image_id, str(changes[job.image_id]["status"]))
+        return [outcomes[job.image_id] for job in jobs]
+
+    def _run(self, rows: list[ImageRow]) -> dict[str, dict[str, object]]:
+        """Field changes per image; raises `UnavailableError` when a dependency is down."""
         pipeline = self.settings.pipeline
-        data = self.store.get(row.id)
-        embedded = self.embedder.embed([ImageReference(data=data)])[0]
-        if isinstance(embedded, ImageFailure):
-            raise ServiceError(422, embedded.error.code, embedded.error.message)
-        notes: list[str] = []
-        relevance: dict[str, object] = {}
+        changes: dict[str, dict[str, object]] = {}
+
+        def fail(image_id: str, error: ServiceError) -> None:
+            changes[image_id] = {"status": "failed", "error": f"{error.code}: {error.message}"}
+
+        stored: list[tuple[ImageRow, bytes]] = []
+        for row in rows:
+            try:
+                stored.append((row, self.store.get(row.id)))
+            except ObjectNotFoundError as exc:
+                fail(row.id, exc)
+        results = (
+            self.embedder.embed([ImageReference(data=data) for _, data in stored]) if stored else []
+        )
+        embedded: list[tuple[ImageRow, EmbeddedImage]] = []
+        for (row, _), result in zip(stored, results, strict=True):
+            if isinstance(result, ImageFailure):
+                fail(row.id, ServiceError(422, result.error.code, result.error.message))
+            else:
+                embedded.append((row, result))
+        if not embedded:
+            return changes
+        model = embedded[0][1].model
+        notes: str | None = None
+        relevance: list[dict[str, object]] = [{} for _ in embedded]
         try:
-            scored = self.filter.score(pipeline.reference_set, [embedded.embedding], embedded.model)
-            result = scored.results[0]
-            relevance = {
-                "score": result.score,
-                "tier": result.tier,
-                "accepted": result.accepted,
-                "best_country": result.best_country,
-            }
+            scored = self.filter.score(
+                pipeline.reference_set, [e.embedding for _, e in embedded], model
+            )
+            relevance = [
+                {
+                    "score": r.score,
+                    "tier": r.tier,
+                    "accepted": r.accepted,
+                    "best_country": r.best_country,
+                }
+                for r in scored.results
+            ]
         except ServiceError as exc:
             if isinstance(exc, UnavailableError):
                 raise
-            # No usable reference set yet: the image is kept, unscored, and says why.
-            notes.append(f"relevance not scored: {exc.code}: {exc.message}")
-        outcome = self.dedup.insert(
-            DedupInsertRequest(
-                id=row.id,
-                namespace=pipeline.dedup_namespace,
-                model=embedded.model,
-                vector=embedded.embedding,
-                phash=embedded.phash,
-            )
+            # No usable reference set yet: the images are kept, unscored, and say why.
+            notes = f"relevance not scored: {exc.code}: {exc.message}"
+        batch = DedupInsertBatch(
+            items=[
+                DedupInsertRequest(
+                    id=row.id,
+                    namespace=pipeline.dedup_namespace,
+                    model=e.model,
+                    vector=e.embedding,
+                    phash=e.phash,
+                )
+                for row, e in embedded
+            ]
         )
-        duplicate_of = outcome.duplicate_of.id if outcome.duplicate_of else None
-        self._update(
-            row.id,
-            status="done",
-            model=embedded.model,
-            duplicate_of=duplicate_of,
-            notes="; ".join(notes) or None,
-            error=None,
-            **relevance,
-        )
-        logger.info(
-            "image %s done: tier %s, duplicate of %s", row.id, relevance.get("tier"), duplicate_of
-        )
-        return "done"
+        try:
+            inserted = self.dedup.insert_batch(batch).results
+        except ServiceError as exc:
+            if isinstance(exc, UnavailableError):
+                raise
+            for row, _ in embedded:
+                fail(row.id, exc)
+            return changes
+        for (row, e), scores, outcome in zip(embedded, relevance, inserted, strict=True):
+            duplicate_of = outcome.duplicate_of.id if outcome.duplicate_of else None
+            changes[row.id] = {
+                "status": "done",
+                "model": e.model,
+                "duplicate_of": duplicate_of,
+                "notes": notes,
+                "error": None,
+                **scores,
+            }
+        logger.info("pipeline batch of %d images done", len(embedded))
+        return changes

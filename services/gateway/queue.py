@@ -9,19 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from redis.exceptions import RedisError
 
+from services.common.batching import MicroBatcher
 from services.common.errors import UnavailableError
 from services.gateway.config import PipelineSettings
-from services.gateway.pipeline import ImageGone, Pipeline
+from services.gateway.pipeline import ImageGone, Job, JobOutcome, Pipeline
 
 logger = logging.getLogger(__name__)
 
 PROCESS_IMAGE = "process_image"
+PipelineBatcher = MicroBatcher[Job, JobOutcome]
 
 
 def job_id(image_id: str) -> str:
@@ -59,13 +62,33 @@ class ArqQueue:
         await self.pool.aclose()
 
 
+def pipeline_batcher(pipeline: Pipeline, settings: PipelineSettings) -> PipelineBatcher:
+    """Groups the jobs running at the same time into `Pipeline.process_batch` calls."""
+    executor = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
+    return MicroBatcher(
+        pipeline.process_batch,
+        executor,
+        max_batch_size=settings.batch_size,
+        max_wait_seconds=settings.batch_wait_ms / 1000,
+        max_queue=1_000_000,  # bounded by the jobs in flight, which the callers bound
+    )
+
+
+async def run_job(batcher: PipelineBatcher, job: Job) -> str:
+    """One job through the batcher; raises what its outcome says to raise."""
+    outcome = await batcher.submit_many([job])[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
 class InProcessQueue:
-    """Jobs as asyncio tasks of this process, a bounded number at once (embedded mode)."""
+    """Jobs as asyncio tasks of this process (embedded mode), batched as arq workers batch."""
 
     def __init__(self, pipeline: Pipeline, settings: PipelineSettings) -> None:
-        self.pipeline = pipeline
         self.settings = settings
-        self._slots = asyncio.Semaphore(settings.in_process_concurrency)
+        self._batcher = pipeline_batcher(pipeline, settings)
+        self._batcher.start()
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def enqueue(self, image_id: str) -> None:
@@ -79,10 +102,7 @@ class InProcessQueue:
         attempts = self.settings.max_tries
         for attempt in range(1, attempts + 1):
             try:
-                async with self._slots:
-                    await asyncio.to_thread(
-                        self.pipeline.process, image_id, attempt, attempt == attempts
-                    )
+                await run_job(self._batcher, Job(image_id, attempt, attempt == attempts))
                 return
             except UnavailableError as exc:
                 logger.warning("job %s: %s; retrying", image_id, exc.message)
@@ -98,3 +118,4 @@ class InProcessQueue:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._batcher.stop()

@@ -18,8 +18,8 @@ from services.common.database import create_tables, make_engine
 from services.common.errors import UnavailableError
 from services.common.logging import configure_logging
 from services.gateway.config import GatewaySettings
-from services.gateway.pipeline import ImageGone, Pipeline
-from services.gateway.queue import PROCESS_IMAGE, retry_delay
+from services.gateway.pipeline import ImageGone, Job, Pipeline
+from services.gateway.queue import PROCESS_IMAGE, pipeline_batcher, retry_delay, run_job
 from services.gateway.tables import GATEWAY_TABLES
 
 HEALTH_CHECK_SECONDS = 10
@@ -31,25 +31,29 @@ def _on_startup(settings: GatewaySettings) -> StartupShutdown:
         engine = make_engine(settings.database_url)
         create_tables(engine, GATEWAY_TABLES)
         ctx["settings"] = settings
-        ctx["pipeline"] = await asyncio.to_thread(Pipeline.create, settings, engine)
+        pipeline = await asyncio.to_thread(Pipeline.create, settings, engine)
+        ctx["pipeline"] = pipeline
+        ctx["batcher"] = pipeline_batcher(pipeline, settings.pipeline)
+        ctx["batcher"].start()
 
     return startup
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await ctx["batcher"].stop()
     pipeline: Pipeline = ctx["pipeline"]
     pipeline.close()
     pipeline.engine.dispose()
 
 
 async def process_image(ctx: dict[str, Any], image_id: str) -> str:
-    """The arq job: the pipeline for one image, retried later while a dependency is down."""
-    pipeline: Pipeline = ctx["pipeline"]
+    """The arq job: the pipeline for one image (batched with the worker's other running jobs),
+    retried later while a dependency is down."""
     settings: GatewaySettings = ctx["settings"]
     attempt = int(ctx.get("job_try", 1))
     final = attempt >= settings.pipeline.max_tries
     try:
-        return await asyncio.to_thread(pipeline.process, image_id, attempt, final)
+        return await run_job(ctx["batcher"], Job(image_id, attempt, final))
     except UnavailableError as exc:
         raise Retry(defer=retry_delay(settings.pipeline, attempt)) from exc
     except ImageGone:
@@ -80,6 +84,7 @@ def make_worker(settings: GatewaySettings, burst: bool = False) -> Worker:
         on_shutdown=shutdown,
         max_tries=settings.pipeline.max_tries,
         job_timeout=settings.pipeline.job_timeout_seconds,
+        max_jobs=settings.pipeline.batch_size * 2,  # enough running jobs to fill a batch
         health_check_interval=HEALTH_CHECK_SECONDS,
         burst=burst,
         handle_signals=False,
@@ -98,4 +103,5 @@ class WorkerSettings:
     redis_settings = redis_settings(_settings)
     max_tries = _settings.pipeline.max_tries
     job_timeout = _settings.pipeline.job_timeout_seconds
+    max_jobs = _settings.pipeline.batch_size * 2
     health_check_interval = HEALTH_CHECK_SECONDS

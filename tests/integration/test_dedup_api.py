@@ -275,3 +275,51 @@ def test_qdrant_unreachable_gives_503(database_url: str, tmp_path: Path) -> None
         assert (response.status_code, response.json()["error"]["code"]) == (503, "unavailable")
         assert response.headers["retry-after"]
         assert client.get("/readyz").status_code == 503
+
+
+def test_insert_batch_checks_each_item_against_those_kept_before_it(dedup: httpx.Client) -> None:
+    rng = np.random.default_rng(6)
+    stored, fresh = rng.normal(size=DIM), rng.normal(size=DIM)
+    insert(dedup, "stored", unit(stored))
+    items = [
+        {"id": sha("fresh"), "model": "m", "vector": unit(fresh)},
+        {
+            "id": sha("fresh-copy"),
+            "model": "m",
+            "vector": unit(fresh + rng.normal(size=DIM) * 0.03),
+        },
+        {
+            "id": sha("stored-copy"),
+            "model": "m",
+            "vector": unit(stored + rng.normal(size=DIM) * 0.03),
+        },
+        {"id": sha("fresh"), "model": "m", "vector": unit(fresh)},  # the same image again
+        {"id": sha("hash-only"), "phash": "00000000000000ff"},
+        {"id": sha("hash-copy"), "phash": "00000000000000f0"},
+    ]
+    response = dedup.post("/v1/dedup/insert-batch", json={"items": items})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [
+        "inserted",
+        "duplicate",
+        "duplicate",
+        "inserted",
+        "inserted",
+        "duplicate",
+    ]
+    assert results[1]["duplicate_of"]["id"] == sha("fresh")
+    assert results[2]["duplicate_of"]["id"] == sha("stored")
+    assert results[5]["duplicate_of"] == {
+        "id": sha("hash-only"),
+        "by": "phash",
+        "score": None,
+        "distance": 4,
+    }
+    assert dedup.get("/v1/dedup/collections/default/m").json()["points"] == 2
+    mixed = [
+        {"id": sha("x"), "phash": "0" * 16},
+        {"id": sha("y"), "phash": "0" * 16, "namespace": "other"},
+    ]
+    refused = dedup.post("/v1/dedup/insert-batch", json={"items": mixed})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_request")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -249,3 +250,16 @@ def test_dependencies_down_give_503_on_synchronous_calls(database_url: str, tmp_
             )
             assert (response.status_code, response.json()["error"]["code"]) == (503, "unavailable")
             assert int(response.headers["retry-after"]) > 0
+
+
+def test_copies_uploaded_together_keep_exactly_one(stack: Stack) -> None:
+    """The copies are processed in one pipeline batch: each is checked against the others."""
+    copies = [
+        encode(photo("motorcycle_left.png"), "JPEG", quality=q) for q in (95, 90, 85, 80, 75, 70)
+    ]
+    with ThreadPoolExecutor(6) as threads:
+        ids = [r.json()["id"] for r in threads.map(stack.upload, copies)]
+    done = [stack.wait_done(image_id) for image_id in ids]
+    originals = [d for d in done if d["duplicate_of"] is None]
+    assert len(originals) == 1
+    assert {d["duplicate_of"] for d in done if d["duplicate_of"]} == {originals[0]["id"]}

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from services.common.batching import MicroBatcher
 from services.common.errors import OverloadedError
-from services.embedder.batching import MicroBatcher
 
 
 class Recorder:

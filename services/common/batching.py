@@ -1,9 +1,9 @@
-"""Dynamic micro-batching: many small requests, few large ONNX runs.
+"""Dynamic micro-batching: many small calls, few large ones (ONNX runs, pipeline batches).
 
 Items wait in a bounded queue; a batch closes when it holds `max_batch_size` items or when its
 first item has waited `max_wait`. A full queue refuses new work at once (the API answers 429)
 instead of growing, and an item whose caller has gone (its future cancelled) is dropped before
-inference.
+the batch runs.
 """
 
 from __future__ import annotations
