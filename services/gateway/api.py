@@ -16,7 +16,7 @@ from starlette.datastructures import FormData, UploadFile
 from services.common.clients import DedupClient, EmbedderClient, FilterClient, ImageReference
 from services.common.database import session_scope
 from services.common.errors import ErrorResponse, ServiceError
-from services.common.images import DecodedImage, ImageLimits, decode_image
+from services.common.images import ImageInfo, ImageLimits, validate_image
 from services.common.location import strip_location
 from services.common.schemas import DedupCheckRequest, EmbeddedImage, ImageFailure
 from services.common.service import from_app_state
@@ -80,11 +80,14 @@ async def _multipart(request: Request, settings: GatewaySettings) -> FormData:
     return await request.form(max_files=1, max_fields=32, max_part_size=64 * 1024)
 
 
-def _accept(raw: bytes, limits: ImageLimits) -> tuple[bytes, str, DecodedImage]:
-    """Validated bytes with location data removed, their sha256, and what decoding found."""
-    decoded = decode_image(raw, limits)
+def _accept(raw: bytes, limits: ImageLimits) -> tuple[bytes, str, ImageInfo]:
+    """Validated bytes with location data removed, their sha256, and what validation found.
+
+    The embedder decodes the image again for its model; here only validity matters, so the
+    cheap check suffices (the pHash comes with the embedding)."""
+    info = validate_image(raw, limits)
     cleaned = strip_location(raw)
-    return cleaned, hashlib.sha256(cleaned).hexdigest(), decoded
+    return cleaned, hashlib.sha256(cleaned).hexdigest(), info
 
 
 def _metadata(form: FormData) -> UploadMetadata:
@@ -184,7 +187,6 @@ async def upload_image(
             size_bytes=len(cleaned),
             width=decoded.width,
             height=decoded.height,
-            phash=decoded.phash,
             countries="," + ",".join(c.value for c in metadata.countries) + ","
             if metadata.countries
             else "",

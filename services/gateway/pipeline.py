@@ -210,6 +210,7 @@ class Pipeline:
             duplicate_of = outcome.duplicate_of.id if outcome.duplicate_of else None
             changes[row.id] = {
                 "status": "done",
+                "phash": e.phash,
                 "model": e.model,
                 "duplicate_of": duplicate_of,
                 "notes": notes,

@@ -46,7 +46,7 @@ class ImageOut(BaseModel):
     size_bytes: int
     width: int
     height: int
-    phash: str
+    phash: str | None = Field(description="64-bit perceptual hash, once processed")
     countries: list[str]
     location: str | None
     native_language: str | None

@@ -35,7 +35,7 @@ class ImageRow(SQLModel, table=True):
     size_bytes: int
     width: int
     height: int
-    phash: str = Field(max_length=16)
+    phash: str | None = Field(default=None, max_length=16, description="set by the pipeline")
     countries: str = Field(default="", index=True, description="',TH,VN,' for LIKE filters")
     location: str | None = None
     native_language: str | None = Field(default=None, max_length=8)

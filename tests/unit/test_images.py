@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.common.images import ImageIntakeError, ImageLimits, decode_image
+from services.common.images import ImageIntakeError, ImageLimits, decode_image, validate_image
 from tests.helpers import encode, noise_image, photo, png_with_header, solid
 
 LIMITS = ImageLimits()
@@ -162,3 +162,19 @@ def test_phash_and_sha256_identify_the_image() -> None:
     assert len(decoded.sha256) == 64
     again = decode_image(data, LIMITS)
     assert (again.sha256, again.phash) == (decoded.sha256, decoded.phash)
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "WEBP", "GIF"])
+@pytest.mark.parametrize("kept", [0.3, 0.6, 0.95, 1.0])
+def test_the_cheap_validation_refuses_what_decoding_refuses(image_format: str, kept: float) -> None:
+    data = encode(noise_image((400, 300), seed=5), image_format)
+    data = data[: int(len(data) * kept)]
+    try:
+        decoded = decode_image(data, LIMITS)
+    except ImageIntakeError as expected:
+        with pytest.raises(ImageIntakeError) as caught:
+            validate_image(data, LIMITS)
+        assert (caught.value.status_code, caught.value.code) == (expected.status_code, expected.code)
+    else:
+        info = validate_image(data, LIMITS)
+        assert (info.format, info.width, info.height) == (decoded.format, decoded.width, decoded.height)
