@@ -160,9 +160,9 @@ class Deduplicator:
                 self.vectors.upsert(
                     collection_name(namespace, model), [i.sha256 for i in group], vectors, extra
                 )
-            for item in kept:
-                if item.phash is not None:
-                    self._record_phash(session, namespace, item.sha256, item.phash)
+            self._record_phashes(
+                session, namespace, {i.sha256: i.phash for i in kept if i.phash is not None}
+            )
             return outcomes
 
     def _find_duplicate(
@@ -203,15 +203,21 @@ class Deduplicator:
                 return DuplicateOf(id=match_id, by="phash", distance=distance)
         return None
 
-    def _record_phash(self, session: Session, namespace: str, sha256: str, phash: str) -> None:
-        latest = session.exec(
+    def _record_phashes(self, session: Session, namespace: str, phashes: dict[str, str]) -> None:
+        """Appends a row for each image whose live pHash is not already this one."""
+        if not phashes:
+            return
+        rows = session.exec(
             select(PHashRow)
-            .where(PHashRow.namespace == namespace, PHashRow.sha256 == sha256)
-            .order_by(col(PHashRow.seq).desc())
-        ).first()
-        value = to_signed(phash_to_int(phash))
-        if latest is None or latest.deleted or latest.phash != value:
-            session.add(PHashRow(namespace=namespace, sha256=sha256, phash=value))
+            .where(PHashRow.namespace == namespace, col(PHashRow.sha256).in_(list(phashes)))
+            .order_by(col(PHashRow.seq))
+        ).all()
+        latest = {row.sha256: row for row in rows}  # in seq order: the last one wins
+        for sha256, phash in phashes.items():
+            value = to_signed(phash_to_int(phash))
+            current = latest.get(sha256)
+            if current is None or current.deleted or current.phash != value:
+                session.add(PHashRow(namespace=namespace, sha256=sha256, phash=value))
 
     def delete(self, namespace: str, model: str, sha256: str) -> None:
         name = collection_name(namespace, model)
