@@ -29,7 +29,7 @@ class PipelineSettings(BaseModel):
     job_timeout_seconds: int = Field(default=300, ge=1)
     retry_delay_seconds: float = Field(default=2.0, ge=0, description="doubles with each attempt")
     batch_size: int = Field(default=16, ge=1, description="jobs processed together, at most")
-    batch_wait_ms: float = Field(default=20.0, ge=0, description="how long a job waits for company")
+    batch_wait_ms: float = Field(default=50.0, ge=0, description="how long a job waits for company")
 
 
 class GatewaySettings(BaseSettings):
