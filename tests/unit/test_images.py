@@ -174,7 +174,10 @@ def test_the_cheap_validation_refuses_what_decoding_refuses(image_format: str, k
     except ImageIntakeError as expected:
         with pytest.raises(ImageIntakeError) as caught:
             validate_image(data, LIMITS)
-        assert (caught.value.status_code, caught.value.code) == (expected.status_code, expected.code)
+        refused = caught.value
+        assert (refused.status_code, refused.code) == (expected.status_code, expected.code)
     else:
         info = validate_image(data, LIMITS)
-        assert (info.format, info.width, info.height) == (decoded.format, decoded.width, decoded.height)
+        assert (info.format, info.width, info.height) == (
+            decoded.format, decoded.width, decoded.height
+        )
