@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.database import create_tables, database_reachable, make_engine
 from services.common.errors import UnavailableError
-from services.common.service import Readiness, build_service_app
+from services.common.service import Readiness, build_service_app, single_threaded_blas
 from services.dedup.api import router
 from services.dedup.batch import BatchJobs
 from services.dedup.config import DedupSettings
@@ -32,6 +32,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        single_threaded_blas()
         create_tables(engine, DEDUP_TABLES)
         vectors = vector_store or VectorStore(settings)
         await asyncio.to_thread(vectors.warm_up)

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.clients import EmbedderClient
 from services.common.database import create_tables, database_reachable, make_engine
-from services.common.service import Readiness, build_service_app
+from services.common.service import Readiness, build_service_app, single_threaded_blas
 from services.filter.api import router
 from services.filter.config import FilterSettings
 from services.filter.store import ReferenceStore
@@ -25,6 +25,7 @@ def create_app(settings: FilterSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        single_threaded_blas()
         create_tables(engine, FILTER_TABLES)
         app.state.embedder = EmbedderClient(settings.embedder)
         try:
