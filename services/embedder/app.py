@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.common.service import Readiness, build_service_app
+from services.common.service import Readiness, build_service_app, single_threaded_blas
 from services.common.storage import LocalFolderStore
 from services.embedder.api import router
 from services.embedder.config import EmbedderSettings
@@ -27,6 +27,7 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        single_threaded_blas()
         pool = ModelPool(settings, metrics)
         decode_pool = ThreadPoolExecutor(
             settings.runtime.decode_threads, thread_name_prefix="decode"

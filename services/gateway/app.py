@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from sqlmodel import col, select
 
 from services.common.database import create_tables, database_reachable, make_engine, session_scope
-from services.common.service import Readiness, build_service_app
+from services.common.service import Readiness, build_service_app, single_threaded_blas
 from services.gateway.api import router
 from services.gateway.config import GatewaySettings
 from services.gateway.pipeline import Pipeline
@@ -34,6 +34,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        single_threaded_blas()
         create_tables(engine, GATEWAY_TABLES)
         pipeline = await asyncio.to_thread(Pipeline.create, settings, engine)
         queue: JobQueue
