@@ -10,8 +10,8 @@ every hash (per-hash in Python, and vectorised with numpy), all measured in the 
 from __future__ import annotations
 
 import argparse
-import gc
 import base64
+import gc
 import hashlib
 import sys
 import tempfile

@@ -179,5 +179,7 @@ def test_the_cheap_validation_refuses_what_decoding_refuses(image_format: str, k
     else:
         info = validate_image(data, LIMITS)
         assert (info.format, info.width, info.height) == (
-            decoded.format, decoded.width, decoded.height
+            decoded.format,
+            decoded.width,
+            decoded.height,
         )
