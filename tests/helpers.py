@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 import struct
+import subprocess
 import threading
 import time
 import zlib
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 import skimage
 import uvicorn
@@ -96,3 +98,19 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: flo
         if time.monotonic() > deadline:
             raise TimeoutError("the condition did not come true in time")
         time.sleep(interval)
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until `url`/readyz answers 200; fails early if the process exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the process exited with {process.returncode} during start-up")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} was not ready within {timeout} s")
+        time.sleep(0.2)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,38 +33,16 @@ class RunningService:
 def embedder_process(models_dir: Path, tmp_path: Path) -> Iterator[RunningService]:
     port = free_port()
     env = {
-        **os.environ,
         "SEAVL_EMBEDDER_SERVER__PORT": str(port),
         "SEAVL_EMBEDDER_MODELS_DIR": str(models_dir),
         "SEAVL_EMBEDDER_STORAGE_DIR": str(tmp_path / "objects"),
     }
-    log = (tmp_path / "embedder.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.embedder"], cwd=ROOT, env=env, stdout=log, stderr=log
-    )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    process = start(["-m", "services.embedder"], env, tmp_path / "embedder.log", url)
     try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError((tmp_path / "embedder.log").read_text())
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("the embedder did not become ready")
-            time.sleep(0.2)
         yield RunningService(url, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        stop(process)
 
 
 def start(
@@ -82,18 +58,11 @@ def start(
             stderr=output,
         )
     if ready_url is not None:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{args} exited: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{ready_url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{args} not ready: {log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        try:
+            wait_until_ready(ready_url, process, timeout=90)
+        except (RuntimeError, TimeoutError) as exc:
+            stop(process)
+            raise RuntimeError(f"{args}: {exc}\n{log.read_text()[-3000:]}") from exc
     return process
 
 

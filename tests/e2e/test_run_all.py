@@ -33,13 +33,18 @@ def wait_ready(urls: list[str], process: subprocess.Popen[bytes], log: Path) -> 
 
 
 def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("embedder", "filter", "dedup")}
+    ports = {name: free_port() for name in ("embedder", "filter", "dedup", "gateway")}
     embedder = f"http://127.0.0.1:{ports['embedder']}"
     env = {
         **os.environ,
         "SEAVL_EMBEDDER_SERVER__PORT": str(ports["embedder"]),
         "SEAVL_FILTER_SERVER__PORT": str(ports["filter"]),
         "SEAVL_DEDUP_SERVER__PORT": str(ports["dedup"]),
+        "SEAVL_GATEWAY_SERVER__PORT": str(ports["gateway"]),
+        "SEAVL_GATEWAY_STORAGE_DIR": str(tmp_path / "objects"),
+        "SEAVL_GATEWAY_EMBEDDER__URL": embedder,
+        "SEAVL_GATEWAY_FILTER__URL": f"http://127.0.0.1:{ports['filter']}",
+        "SEAVL_GATEWAY_DEDUP__URL": f"http://127.0.0.1:{ports['dedup']}",
         "SEAVL_EMBEDDER_MODELS_DIR": str(models_dir),
         "SEAVL_EMBEDDER_STORAGE_DIR": str(tmp_path / "objects"),
         "SEAVL_FILTER_EMBEDDER__URL": embedder,
@@ -47,6 +52,7 @@ def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Pat
         "SEAVL_DEDUP_QDRANT_PATH": str(tmp_path / "qdrant"),
     }
     env.pop("QDRANT_URL", None)
+    env.pop("REDIS_URL", None)
     log = tmp_path / "run.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
