@@ -66,6 +66,17 @@ class ServiceError(Exception):
         return JSONResponse(status_code=self.status_code, content=content, headers=headers)
 
 
+def ensure_at_most(count: int, limit: int, field: str) -> None:
+    """Requests carry bounded work: `too_many_<field>` (422) past the limit."""
+    if count > limit:
+        raise ServiceError(
+            422,
+            f"too_many_{field}",
+            f"at most {limit} {field} per request, got {count}",
+            field=field,
+        )
+
+
 class OverloadedError(ServiceError):
     """The service's bounded queue is full: the client should back off and retry."""
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel, Field
 
-from services.common.errors import ErrorResponse, ServiceError
+from services.common.errors import ErrorResponse, ServiceError, ensure_at_most
 from services.common.schemas import (
     MODEL_PATTERN,
     NAMESPACE_PATTERN,
@@ -57,10 +57,7 @@ def _valid_phash(value: str, field: str) -> str:
 def check(
     body: DedupCheckRequest, deduplicator: DeduplicatorDep, settings: SettingsDep
 ) -> DedupCheckResponse:
-    if len(body.vectors) + len(body.phashes) > settings.max_vectors_per_request:
-        raise ServiceError(
-            422, "too_many_items", f"at most {settings.max_vectors_per_request} per request"
-        )
+    ensure_at_most(len(body.vectors) + len(body.phashes), settings.max_vectors_per_request, "items")
     threshold = body.threshold or (settings.threshold_for(body.model) if body.model else None)
     max_hamming = settings.max_hamming if body.max_hamming is None else body.max_hamming
     vector_checks: list[VectorCheck] = []

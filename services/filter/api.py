@@ -11,7 +11,7 @@ import numpy.typing as npt
 from fastapi import APIRouter, Depends, Response, status
 
 from services.common.clients import EmbedderClient, ImageReference
-from services.common.errors import ErrorResponse, ServiceError
+from services.common.errors import ErrorResponse, ServiceError, ensure_at_most
 from services.common.schemas import (
     ImageFailure,
     ScoreRequest,
@@ -166,13 +166,7 @@ def add_references(
     embedder: EmbedderDep,
     settings: SettingsDep,
 ) -> AddReferencesResponse:
-    if len(body.references) > settings.max_references_per_request:
-        raise ServiceError(
-            422,
-            "too_many_references",
-            f"at most {settings.max_references_per_request} references per request",
-            field="references",
-        )
+    ensure_at_most(len(body.references), settings.max_references_per_request, "references")
     row, _ = store.get_set(name)
     if body.model is not None and body.model != row.model:
         raise model_mismatch(row, body.model)
@@ -198,13 +192,7 @@ def delete_reference(name: str, reference_id: int, store: StoreDep) -> Response:
     summary="Relevance of vectors to a reference set: score, tier, accepted, per-country scores",
 )
 def score(body: ScoreRequest, store: StoreDep, settings: SettingsDep) -> ScoreResponse:
-    if len(body.vectors) > settings.max_vectors_per_request:
-        raise ServiceError(
-            422,
-            "too_many_vectors",
-            f"at most {settings.max_vectors_per_request} vectors",
-            field="vectors",
-        )
+    ensure_at_most(len(body.vectors), settings.max_vectors_per_request, "vectors")
     centroids, whole = _scoring_target(store, body.set, body.model)
     row = centroids.reference_set
     vectors = parse_vectors(list(body.vectors), dim=row.dim)
@@ -260,13 +248,7 @@ def create_calibration(
     embedder: EmbedderDep,
     settings: SettingsDep,
 ) -> CalibrationOut:
-    if len(body.samples) > settings.max_calibration_samples:
-        raise ServiceError(
-            422,
-            "too_many_samples",
-            f"at most {settings.max_calibration_samples} samples",
-            field="samples",
-        )
+    ensure_at_most(len(body.samples), settings.max_calibration_samples, "samples")
     centroids, whole = _scoring_target(store, name, body.model)
     row = centroids.reference_set
     vectors = resolve_vectors(list(body.samples), row, embedder, "samples")

@@ -323,3 +323,10 @@ def test_insert_batch_checks_each_item_against_those_kept_before_it(dedup: httpx
     ]
     refused = dedup.post("/v1/dedup/insert-batch", json={"items": mixed})
     assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_request")
+
+
+def test_checks_carry_bounded_work(database_url: str, tmp_path: Path) -> None:
+    settings = settings_for(database_url, tmp_path, max_vectors_per_request=2)
+    with live_server(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+        response = client.post("/v1/dedup/check", json={"phashes": ["0" * 16] * 3})
+        assert (response.status_code, response.json()["error"]["code"]) == (422, "too_many_items")

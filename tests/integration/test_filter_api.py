@@ -257,3 +257,14 @@ def test_calibration_is_stored_and_applied(filter_client: httpx.Client) -> None:
     assert (score["rho"], score["results"][0]["accepted"]) == (pytest.approx(0.56), False)
     listed = filter_client.get("/v1/reference-sets/sea/calibrations").json()["calibrations"]
     assert [c["applied"] for c in listed] == [True]
+
+
+def test_requests_carry_bounded_work(database_url: str, live_embedder: str) -> None:
+    settings = settings_for(database_url, live_embedder)
+    settings.max_vectors_per_request = 2
+    with live_server(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+        create_set(client)
+        add(client, np.ones((1, DIM)))
+        response = client.post("/v1/score", json={"set": "sea", "vectors": [[1.0] * DIM] * 3})
+        assert (response.status_code, error_code(response)) == (422, "too_many_vectors")
+        assert response.json()["error"]["field"] == "vectors"
