@@ -136,6 +136,30 @@ class _BodyTooLarge(Exception):
     pass
 
 
+BINARY = {"type": "string", "format": "binary"}
+
+
+def multipart_body(
+    file_field: str,
+    fields: dict[str, Any] | None = None,
+    many_files: bool = False,
+    other_content: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`openapi_extra` for a route that parses its multipart form itself, so /docs shows it."""
+    file_schema = {"type": "array", "items": BINARY} if many_files else BINARY
+    content = {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": [file_field],
+                "properties": {file_field: file_schema, **(fields or {})},
+            }
+        },
+        **(other_content or {}),
+    }
+    return {"requestBody": {"required": True, "content": content}}
+
+
 def add_probe_routes(
     app: FastAPI,
     registry: CollectorRegistry,

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
 from services.common.errors import ErrorResponse, ServiceError
-from services.common.http import wait_unless_disconnected
+from services.common.http import multipart_body, wait_unless_disconnected
 from services.common.schemas import (
     EmbedJsonRequest,
     EmbedOptions,
@@ -156,29 +156,16 @@ def _failure(index: int, error: ServiceError) -> dict[str, Any]:
         429: {"model": ErrorResponse},
         503: {"model": ErrorResponse},
     },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["images"],
-                        "properties": {
-                            "images": {
-                                "type": "array",
-                                "items": {"type": "string", "format": "binary"},
-                            },
-                            "model": {"type": "string"},
-                            "encoding": {"type": "string", "enum": ["float", "base64"]},
-                            "top_k": {"type": "integer", "minimum": 0},
-                        },
-                    }
-                },
-                "application/json": {"schema": EmbedJsonRequest.model_json_schema()},
-            },
-        }
-    },
+    openapi_extra=multipart_body(
+        "images",
+        {
+            "model": {"type": "string"},
+            "encoding": {"type": "string", "enum": ["float", "base64"]},
+            "top_k": {"type": "integer", "minimum": 0},
+        },
+        many_files=True,
+        other_content={"application/json": {"schema": EmbedJsonRequest.model_json_schema()}},
+    ),
 )
 async def embed(
     request: Request, settings: SettingsDep, pool: PoolDep, store: StoreDep

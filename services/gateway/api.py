@@ -16,6 +16,7 @@ from starlette.datastructures import FormData, UploadFile
 from services.common.clients import DedupClient, EmbedderClient, FilterClient, ImageReference
 from services.common.database import session_scope
 from services.common.errors import ErrorResponse, ServiceError
+from services.common.http import multipart_body
 from services.common.images import ImageInfo, ImageLimits, validate_image
 from services.common.location import strip_location
 from services.common.schemas import DedupCheckRequest, EmbeddedImage, ImageFailure
@@ -49,18 +50,6 @@ Contributor = Annotated[ApiKeyRow, Depends(require(Role.CONTRIBUTOR))]
 Validator = Annotated[ApiKeyRow, Depends(require(Role.VALIDATOR))]
 
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
-UPLOAD_BODY = {
-    "multipart/form-data": {
-        "schema": {
-            "type": "object",
-            "required": ["image"],
-            "properties": {
-                "image": {"type": "string", "format": "binary"},
-                **UploadMetadata.model_json_schema()["properties"],
-            },
-        }
-    }
-}
 
 
 def _invalid(message: str, field: str | None = None) -> ServiceError:
@@ -160,7 +149,7 @@ def _record(request: Request, row: ImageRow) -> tuple[ImageRow, bool]:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ImageOut,
     summary="Upload an image with its metadata; it is processed in the background",
-    openapi_extra={"requestBody": {"required": True, "content": UPLOAD_BODY}},
+    openapi_extra=multipart_body("image", UploadMetadata.model_json_schema()["properties"]),
 )
 async def upload_image(
     request: Request,
@@ -288,20 +277,7 @@ async def _embed_upload(
     "/relevance",
     response_model=RelevanceOut,
     summary="Cultural relevance of one image (nothing is stored)",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["image"],
-                        "properties": {"image": {"type": "string", "format": "binary"}},
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=multipart_body("image"),
 )
 async def relevance(
     request: Request,

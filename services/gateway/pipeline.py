@@ -92,13 +92,6 @@ class Pipeline:
             rows = session.exec(select(ImageRow).where(col(ImageRow.id).in_(image_ids))).all()
         return {row.id: row for row in rows}
 
-    def process(self, image_id: str, attempt: int, final_attempt: bool) -> str:
-        """One image; raises `UnavailableError` (retry later) or `ImageGone`."""
-        outcome = self.process_batch([Job(image_id, attempt, final_attempt)])[0]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
     def process_batch(self, jobs: Sequence[Job]) -> list[JobOutcome]:
         """Runs the pipeline for several images with one call per dependency; per job, the
         status it ends in, or the exception its caller should raise."""
