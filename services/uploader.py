@@ -211,7 +211,10 @@ def run_upload(args: argparse.Namespace) -> int:
         base_url=args.url or settings.url, headers=headers, timeout=settings.timeout_seconds
     ) as client:
         uploader = Uploader(client, countries, captions, args.retries)
-        probe = uploader.send("POST", "/v1/dedup", json={"phash": "0" * 16})
+        try:
+            probe = uploader.send("POST", "/v1/dedup", json={"phash": "0" * 16})
+        except _Transient as exc:
+            raise SystemExit(f"the gateway at {client.base_url} cannot be reached: {exc}") from exc
         if probe.status_code in (401, 403):
             raise SystemExit(f"the gateway refused the key: {_error_text(probe)}")
         columns = (
