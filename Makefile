@@ -52,6 +52,7 @@ bench: $(MODEL)
 	$(BIN)/python bench/filter.py
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/dedup_threshold.py
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

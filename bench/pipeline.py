@@ -1,6 +1,6 @@
 """The upload pipeline end to end against the embedder alone, in one run.
 
-    .venv/bin/python bench/pipeline.py [--images 200]
+    .venv/bin/python bench/pipeline.py [--images 600]
 
 (a) the embedder service alone: the same crawl-size JPEGs, one per request, concurrency 8;
 (b) the whole system on embedded defaults (gateway with in-process jobs, SQLite, a local folder,
@@ -77,7 +77,7 @@ async def upload_all(url: str, key: str, viewer_key: str, images: list[bytes]) -
             )
             if failed.json()["total"]:
                 raise RuntimeError(f"uploads failed: {failed.json()['items']}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         return len(images) / (time.perf_counter() - started)
 
 
@@ -85,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--images", type=int, default=600)
     args = parser.parse_args()
     images = crawl_size_jpegs(args.images, seed=7)
     with tempfile.TemporaryDirectory() as folder:

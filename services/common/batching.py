@@ -1,7 +1,9 @@
 """Dynamic micro-batching: many small calls, few large ones (ONNX runs, pipeline batches).
 
 Items wait in a bounded queue; a batch closes when it holds `max_batch_size` items or when its
-first item has waited `max_wait`. A full queue refuses new work at once (the API answers 429)
+first item has waited `max_wait`. Up to `max_concurrent_batches` batches run at once, so a
+batch that waits on I/O (the pipeline's calls to other services) does not idle the next one.
+A full queue refuses new work at once (the API answers 429)
 instead of growing, and an item whose caller has gone (its future cancelled) is dropped before
 the batch runs.
 """
@@ -42,6 +44,7 @@ class MicroBatcher(Generic[In, Out]):
         max_queue: int,
         on_batch: Callable[[int, float], None] | None = None,
         on_drop: Callable[[int], None] | None = None,
+        max_concurrent_batches: int = 1,
     ) -> None:
         self._run_batch = run_batch
         self._executor = executor
@@ -52,6 +55,8 @@ class MicroBatcher(Generic[In, Out]):
         self._on_drop = on_drop
         self._queue: asyncio.Queue[_Pending[In, Out]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(max_concurrent_batches)
+        self._running: set[asyncio.Task[None]] = set()
 
     @property
     def queue_depth(self) -> int:
@@ -67,6 +72,10 @@ class MicroBatcher(Generic[In, Out]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        for task in list(self._running):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():
@@ -107,27 +116,43 @@ class MicroBatcher(Generic[In, Out]):
         return batch
 
     async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            collected = await self._collect()
+            await self._slots.acquire()
+            try:
+                collected = await self._collect()
+            except BaseException:
+                self._slots.release()
+                raise
             live = [p for p in collected if not p.future.done()]
             dropped = len(collected) - len(live)
             if dropped and self._on_drop is not None:
                 self._on_drop(dropped)
             if not live:
+                self._slots.release()
                 continue
+            task = asyncio.get_running_loop().create_task(self._run(live), name="batch")
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, live: list[_Pending[In, Out]]) -> None:
+        try:
             started = time.perf_counter()
             try:
-                outputs = await loop.run_in_executor(
+                outputs = await asyncio.get_running_loop().run_in_executor(
                     self._executor, self._run_batch, [p.item for p in live]
                 )
             except Exception as exc:  # the failure belongs to each caller, not to the loop
                 for pending in live:
                     if not pending.future.done():
                         pending.future.set_exception(exc)
-                continue
+                return
             if self._on_batch is not None:
                 self._on_batch(len(live), time.perf_counter() - started)
             for pending, output in zip(live, outputs, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(output)
+        finally:
+            self._slots.release()
+            for pending in live:  # stopped mid-batch: its callers learn so instead of hanging
+                if not pending.future.done():
+                    pending.future.cancel()

@@ -11,6 +11,7 @@ import base64
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import BaseModel, Field
 from tenacity import (
     RetryError,
@@ -35,6 +36,9 @@ from services.common.schemas import (
 )
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+# orjson: embeddings are long float lists, and the stdlib encoder costs the gateway's CPU.
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+JSON_HEADERS = {"content-type": "application/json"}
 
 
 class ServiceClientSettings(BaseModel):
@@ -64,7 +68,12 @@ class ServiceClient:
 
     def _send_once(self, method: str, path: str, body: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, json=body)
+            response = self._http.request(
+                method,
+                path,
+                content=None if body is None else orjson.dumps(body, option=JSON_OPTIONS),
+                headers=JSON_HEADERS if body is not None else None,
+            )
         except httpx.TransportError as exc:
             raise _Retryable(f"{self.name} unreachable at {self.settings.url}: {exc}") from exc
         if response.status_code in RETRYABLE_STATUS:
@@ -87,7 +96,7 @@ class ServiceClient:
             raise UnavailableError(f"{self.name} failed with {response.status_code}")
         if response.status_code >= 400:
             raise _peer_error(response)
-        return response.json()
+        return orjson.loads(response.content)
 
 
 def _peer_error(response: httpx.Response) -> ServiceError:

@@ -29,6 +29,11 @@ class PipelineSettings(BaseModel):
     job_timeout_seconds: int = Field(default=300, ge=1)
     retry_delay_seconds: float = Field(default=2.0, ge=0, description="doubles with each attempt")
     batch_size: int = Field(default=16, ge=1, description="jobs processed together, at most")
+    concurrent_batches: int = Field(
+        default=2,
+        ge=1,
+        description="batches in flight at once: one embeds while another is scored and stored",
+    )
     batch_wait_ms: float = Field(default=50.0, ge=0, description="how long a job waits for company")
 
 

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from services.common.clients import DedupClient, EmbedderClient, FilterClient, ImageReference
 from services.common.database import session_scope
@@ -50,6 +51,24 @@ class Job:
 JobOutcome = str | Exception
 
 
+def _write_changes(session: Session, changes: dict[str, dict[str, object]]) -> None:
+    """UPDATE by primary key, one executemany per set of changed fields (no ORM round trips:
+    a batch's records cost one statement, not a SELECT and an UPDATE each)."""
+    now = datetime.now(UTC)
+    by_fields: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for image_id, fields in changes.items():
+        by_fields.setdefault(tuple(sorted(fields)), []).append(
+            {"image_id": image_id, "updated_at": now, **fields}
+        )
+    for names, parameters in by_fields.items():
+        statement = (
+            update(ImageRow)
+            .where(col(ImageRow.id) == bindparam("image_id"))
+            .values({name: bindparam(name) for name in (*names, "updated_at")})
+        )
+        session.connection().execute(statement, parameters)
+
+
 @dataclass
 class Pipeline:
     settings: GatewaySettings
@@ -75,44 +94,47 @@ class Pipeline:
             client.close()
 
     def _update_many(self, changes: dict[str, dict[str, object]]) -> None:
-        """Applies each image's field changes in one transaction."""
-        now = datetime.now(UTC)
-        with session_scope(self.engine) as session:
-            for image_id, fields in changes.items():
-                row = session.get(ImageRow, image_id)
-                if row is None:
-                    continue
-                for name, value in fields.items():
-                    setattr(row, name, value)
-                row.updated_at = now
-                session.add(row)
+        """Applies each image's field changes in one transaction (missing records are skipped)."""
+        if changes:
+            with session_scope(self.engine) as session:
+                _write_changes(session, changes)
 
-    def _load(self, image_ids: list[str]) -> dict[str, ImageRow]:
+    def _claim(
+        self, jobs: Sequence[Job]
+    ) -> tuple[list[tuple[Job, ImageRow]], dict[str, JobOutcome]]:
+        """Loads the batch's records and marks the ones still to do "processing", in one
+        transaction; returns those, and the outcome of the jobs with nothing to do."""
+        ids = [job.image_id for job in jobs]
+        outcomes: dict[str, JobOutcome] = {}
+        active: dict[str, tuple[Job, ImageRow]] = {}
         with session_scope(self.engine) as session:
-            rows = session.exec(select(ImageRow).where(col(ImageRow.id).in_(image_ids))).all()
-        return {row.id: row for row in rows}
+            rows = {
+                row.id: row
+                for row in session.exec(select(ImageRow).where(col(ImageRow.id).in_(ids))).all()
+            }
+            for job in jobs:
+                row = rows.get(job.image_id)
+                if row is None:
+                    outcomes[job.image_id] = ImageGone(job.image_id)
+                elif row.status in ("done", "failed"):
+                    outcomes[job.image_id] = row.status
+                else:
+                    active.setdefault(job.image_id, (job, row))
+            session.expunge_all()  # the rows are read-only snapshots from here on
+            _write_changes(
+                session,
+                {
+                    image_id: {"status": "processing", "attempts": job.attempt}
+                    for image_id, (job, _) in active.items()
+                },
+            )
+        return list(active.values()), outcomes
 
     def process_batch(self, jobs: Sequence[Job]) -> list[JobOutcome]:
         """Runs the pipeline for several images with one call per dependency; per job, the
         status it ends in, or the exception its caller should raise."""
-        rows = self._load([job.image_id for job in jobs])
-        outcomes: dict[str, JobOutcome] = {}
-        active: list[tuple[Job, ImageRow]] = []
-        for job in jobs:
-            row = rows.get(job.image_id)
-            if row is None:
-                outcomes[job.image_id] = ImageGone(job.image_id)
-            elif row.status in ("done", "failed"):
-                outcomes[job.image_id] = row.status
-            elif all(job.image_id != j.image_id for j, _ in active):
-                active.append((job, row))
+        active, outcomes = self._claim(jobs)
         if active:
-            self._update_many(
-                {
-                    job.image_id: {"status": "processing", "attempts": job.attempt}
-                    for job, _ in active
-                }
-            )
             try:
                 changes = self._run([row for _, row in active])
             except UnavailableError as exc:

@@ -64,13 +64,14 @@ class ArqQueue:
 
 def pipeline_batcher(pipeline: Pipeline, settings: PipelineSettings) -> PipelineBatcher:
     """Groups the jobs running at the same time into `Pipeline.process_batch` calls."""
-    executor = ThreadPoolExecutor(1, thread_name_prefix="pipeline")
+    executor = ThreadPoolExecutor(settings.concurrent_batches, thread_name_prefix="pipeline")
     return MicroBatcher(
         pipeline.process_batch,
         executor,
         max_batch_size=settings.batch_size,
         max_wait_seconds=settings.batch_wait_ms / 1000,
         max_queue=1_000_000,  # bounded by the jobs in flight, which the callers bound
+        max_concurrent_batches=settings.concurrent_batches,
     )
 
 

@@ -155,3 +155,52 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on() -> None:
             await batcher.stop()
 
     run(scenario())
+
+
+def test_batches_run_concurrently_up_to_the_limit_and_a_stop_releases_waiting_callers() -> None:
+    """With two slots a second batch starts while the first is still held; a third waits."""
+    gate = threading.Event()
+    running = threading.Semaphore(0)
+    peak: list[int] = []
+    active = [0]
+    lock = threading.Lock()
+
+    def held(items: Sequence[int]) -> list[int]:
+        with lock:
+            active[0] += 1
+            peak.append(active[0])
+        running.release()
+        gate.wait(timeout=10)
+        with lock:
+            active[0] -= 1
+        return list(items)
+
+    async def scenario() -> list[int]:
+        with ThreadPoolExecutor(4) as executor:
+            batcher = MicroBatcher(
+                held,
+                executor,
+                max_batch_size=1,
+                max_wait_seconds=0.0,
+                max_queue=10,
+                max_concurrent_batches=2,
+            )
+            batcher.start()
+            futures = batcher.submit_many([1, 2, 3])
+            for _ in range(2):
+                assert await asyncio.to_thread(running.acquire, True, 5)
+            await asyncio.sleep(0.1)
+            assert max(peak) == 2 and len(peak) == 2  # the third batch waits for a slot
+            gate.set()
+            results = list(await asyncio.gather(*futures))
+            # A batch in flight when the batcher stops: its caller is cancelled, not left hanging.
+            gate.clear()
+            stuck = batcher.submit_many([4])[0]
+            assert await asyncio.to_thread(running.acquire, True, 5)
+            await batcher.stop()
+            gate.set()
+            assert stuck.cancelled()
+            return results
+
+    assert run(scenario()) == [1, 2, 3]
+    assert max(peak) == 2
