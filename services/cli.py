@@ -62,10 +62,19 @@ def _serve_gateway() -> None:
     _serve(create_app(settings), settings.server)
 
 
+def _serve_captioner() -> None:
+    from services.captioner.app import create_app
+    from services.captioner.config import CaptionerSettings
+
+    settings = CaptionerSettings()
+    _serve(create_app(settings), settings.server)
+
+
 SERVICES: dict[str, Callable[[], None]] = {
     "embedder": _serve_embedder,
     "filter": _serve_filter,
     "dedup": _serve_dedup,
+    "captioner": _serve_captioner,
     "gateway": _serve_gateway,
 }
 

@@ -20,6 +20,8 @@ import uvicorn
 from fastapi import FastAPI
 from PIL import Image
 
+from services.common.location import GPS_IFD
+
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 
 
@@ -36,6 +38,17 @@ def encode(image: Image.Image, image_format: str = "JPEG", **options: object) ->
 
 def photo_bytes(name: str, image_format: str = "JPEG") -> bytes:
     return encode(photo(name), image_format)
+
+
+def photo_with_gps(name: str) -> bytes:
+    """A real photograph as a JPEG whose EXIF says where it was taken (Bangkok)."""
+    exif = Image.Exif()
+    exif[GPS_IFD] = {1: "N", 2: (13.0, 45.0, 0.0), 3: "E", 4: (100.0, 30.0, 0.0)}
+    return encode(photo(name), "JPEG", exif=exif)
+
+
+def has_gps(data: bytes) -> bool:
+    return GPS_IFD in Image.open(io.BytesIO(data)).getexif()
 
 
 def solid(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Image.Image:

@@ -124,16 +124,17 @@ class EmbedderClient(ServiceClient):
         super().__init__("embedder", settings)
 
     def embed(
-        self, images: list[ImageReference], model: str | None = None
+        self, images: list[ImageReference], model: str | None = None, top_k: int = 0
     ) -> list[EmbeddedImage | ImageFailure]:
-        """One result per image, in order; base64 vectors on the wire."""
+        """One result per image, in order (with its `top_k` labels); base64 vectors on the
+        wire."""
         payload_images = [
             {"key": image.key}
             if image.key is not None
             else {"data": base64.b64encode(image.data or b"").decode("ascii")}
             for image in images
         ]
-        body = {"images": payload_images, "model": model, "encoding": "base64"}
+        body = {"images": payload_images, "model": model, "encoding": "base64", "top_k": top_k}
         parsed = EmbedResponse.model_validate(self.request("POST", "/v1/embed", body))
         return sorted(parsed.results, key=lambda result: result.index)
 

@@ -7,6 +7,8 @@ phone photo is decoded at 1/8 scale when the model needs only a 224-px crop.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import io
 import struct
@@ -35,6 +37,20 @@ class ImageLimits(BaseModel):
         gt=0,
         description="largest width*height; more is refused as a decompression bomb",
     )
+
+
+# What a stored or sent image is served as, by the format validation found.
+MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+def base64_bytes(data: str, field: str) -> bytes:
+    """Bytes sent in JSON as base64, or a 422 naming the field."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ServiceError(
+            422, "invalid_base64", f"'{field}' is not valid base64: {exc}", field=field
+        ) from exc
 
 
 class ImageIntakeError(ServiceError):

@@ -8,8 +8,6 @@ inference thread per model, fed by that model's micro-batcher.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +20,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.common.batching import MicroBatcher
 from services.common.errors import ServiceError, UnavailableError
-from services.common.images import DEFAULT_DRAFT_SHORT_SIDE, DecodedImage, ImageLimits, decode_image
+from services.common.images import (
+    DEFAULT_DRAFT_SHORT_SIDE,
+    DecodedImage,
+    ImageLimits,
+    base64_bytes,
+    decode_image,
+)
 from services.common.storage import ObjectStore
 from services.embedder.config import EmbedderSettings
 from services.embedder.models import RegisteredModel, discover_models
@@ -196,13 +200,7 @@ def bytes_from_upload(handle: IO[bytes], limit: int) -> ByteSource:
 
 
 def bytes_from_base64(data: str) -> ByteSource:
-    def read() -> bytes:
-        try:
-            return base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ServiceError(422, "invalid_base64", f"'data' is not valid base64: {exc}") from exc
-
-    return read
+    return lambda: base64_bytes(data, "data")
 
 
 def bytes_from_store(store: ObjectStore, key: str) -> ByteSource:

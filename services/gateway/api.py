@@ -17,7 +17,7 @@ from services.common.clients import DedupClient, EmbedderClient, FilterClient, I
 from services.common.database import session_scope
 from services.common.errors import ErrorResponse, ServiceError
 from services.common.http import multipart_body
-from services.common.images import ImageInfo, ImageLimits, validate_image
+from services.common.images import MEDIA_TYPES, ImageInfo, ImageLimits, validate_image
 from services.common.location import strip_location
 from services.common.schemas import DedupCheckRequest, EmbeddedImage, ImageFailure
 from services.common.service import from_app_state
@@ -48,8 +48,6 @@ FilterDep = Annotated[FilterClient, Depends(from_app_state("filter", FilterClien
 DedupDep = Annotated[DedupClient, Depends(from_app_state("dedup", DedupClient))]
 Contributor = Annotated[ApiKeyRow, Depends(require(Role.CONTRIBUTOR))]
 Validator = Annotated[ApiKeyRow, Depends(require(Role.VALIDATOR))]
-
-MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
 def _invalid(message: str, field: str | None = None) -> ServiceError:

@@ -1,0 +1,63 @@
+"""The captioner's settings: `SEAVL_CAPTIONER_…`, nested with `__`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings
+
+from services.common.clients import ServiceClientSettings
+from services.common.images import ImageLimits
+from services.common.settings import DEFAULT_DATA_DIR, ServerSettings, service_settings_config
+from services.common.storage import S3Settings
+
+CAPTIONER_PORT = 8004
+
+
+class BackendName(StrEnum):
+    OFFLINE_LABELS = "offline-labels"
+    OPENAI_COMPATIBLE = "openai-compatible"
+
+
+class VlmSettings(BaseModel):
+    """An OpenAI-compatible chat-completions server that takes images (vLLM, Ollama, TGI, …)."""
+
+    base_url: str = Field(default="http://127.0.0.1:8000/v1", description="up to and including /v1")
+    model: str = Field(default="Qwen/Qwen2-VL-7B-Instruct", description="as the server names it")
+    api_key: SecretStr | None = Field(default=None, description="sent as a Bearer token if set")
+    timeout_seconds: float = Field(default=120.0, gt=0, description="one completion, at most")
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_tokens: int = Field(default=512, ge=16, description="room for 3-5 sentences, any script")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="server-specific fields added to each request, e.g. vLLM's top_k",
+    )
+
+
+class CaptionerSettings(BaseSettings):
+    model_config = service_settings_config("captioner")
+
+    server: ServerSettings = ServerSettings(port=CAPTIONER_PORT)
+    backend: BackendName = BackendName.OFFLINE_LABELS
+    vlm: VlmSettings = VlmSettings()
+    embedder: ServiceClientSettings = Field(
+        default=ServiceClientSettings(url="http://127.0.0.1:8001"),
+        description="the offline-labels backend asks it for the image's ImageNet labels",
+    )
+    offline_top_k: int = Field(
+        default=3, ge=1, le=10, description="labels an offline caption names"
+    )
+    offline_min_score: float = Field(
+        default=0.05, ge=0, le=1, description="labels less likely than this are left out"
+    )
+    request_timeout_seconds: float = Field(
+        default=150.0, gt=0, description="a synchronous caption request, whole, at most"
+    )
+    s3: S3Settings | None = Field(
+        default=None, description="where object keys are read from; a local folder when absent"
+    )
+    storage_dir: Path = DEFAULT_DATA_DIR / "objects"
+    images: ImageLimits = ImageLimits()
