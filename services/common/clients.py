@@ -21,6 +21,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from services.common.captions import CaptionRequest, CaptionResponse
 from services.common.errors import ServiceError, UnavailableError
 from services.common.schemas import (
     DedupCheckRequest,
@@ -76,7 +77,7 @@ class ServiceClient:
             )
         except httpx.TransportError as exc:
             raise _Retryable(f"{self.name} unreachable at {self.settings.url}: {exc}") from exc
-        if response.status_code in RETRYABLE_STATUS:
+        if response.status_code in RETRYABLE_STATUS and not _bad_upstream_answer(response):
             raise _Retryable(f"{self.name} answered {response.status_code}", response)
         return response
 
@@ -92,11 +93,24 @@ class ServiceClient:
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             raise UnavailableError(str(cause)) from cause
+        if _bad_upstream_answer(response):
+            raise _peer_error(response)
         if response.status_code >= 500:
             raise UnavailableError(f"{self.name} failed with {response.status_code}")
         if response.status_code >= 400:
             raise _peer_error(response)
         return orjson.loads(response.content)
+
+
+def _bad_upstream_answer(response: httpx.Response) -> bool:
+    """A seavl service's 502 (its own upstream, e.g. a VLM, answered nonsense) is a verdict on
+    that request, not an outage to wait out; a proxy's bare 502 is an outage."""
+    if response.status_code != 502:
+        return False
+    try:
+        return isinstance(orjson.loads(response.content)["error"]["code"], str)
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return False
 
 
 def _peer_error(response: httpx.Response) -> ServiceError:
@@ -154,6 +168,15 @@ class FilterClient(ServiceClient):
     ) -> ScoreResponse:
         body = {"set": reference_set, "vectors": vectors, "model": model}
         return ScoreResponse.model_validate(self.request("POST", "/v1/score", body))
+
+
+class CaptionerClient(ServiceClient):
+    def __init__(self, settings: ServiceClientSettings) -> None:
+        super().__init__("captioner", settings)
+
+    def caption(self, request: CaptionRequest) -> CaptionResponse:
+        body = request.model_dump(mode="json", exclude_none=True)
+        return CaptionResponse.model_validate(self.request("POST", "/v1/captions", body))
 
 
 class DedupClient(ServiceClient):

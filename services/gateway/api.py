@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import ValidationError
 from sqlalchemy import func
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from starlette.datastructures import FormData, UploadFile
 
+from services.common.captions import CaptionLanguage, caption_language
 from services.common.clients import DedupClient, EmbedderClient, FilterClient, ImageReference
 from services.common.database import session_scope
 from services.common.errors import ErrorResponse, ServiceError
@@ -23,9 +26,13 @@ from services.common.schemas import DedupCheckRequest, EmbeddedImage, ImageFailu
 from services.common.service import from_app_state
 from services.common.storage import ObjectStore
 from services.gateway.auth import Role, require
+from services.gateway.captions import FINISHED, CaptionJob, ask_caption, job_of
 from services.gateway.config import GatewaySettings
 from services.gateway.queue import JobQueue
 from services.gateway.schemas import (
+    CaptionBatchIn,
+    CaptionBatchOut,
+    CaptionOut,
     DedupQuery,
     DuplicatesOut,
     ImageOut,
@@ -33,7 +40,7 @@ from services.gateway.schemas import (
     RelevanceOut,
     UploadMetadata,
 )
-from services.gateway.tables import ApiKeyRow, ImageRow
+from services.gateway.tables import ApiKeyRow, CaptionRow, ImageRow
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 415, 422, 503)
@@ -88,7 +95,14 @@ def _metadata(form: FormData) -> UploadMetadata:
     ]
     if countries:
         fields["countries"] = countries
-    for name in ("location", "native_language", "caption_native", "caption_en", "caption"):
+    for name in (
+        "location",
+        "native_language",
+        "caption_native",
+        "caption_en",
+        "caption",
+        "caption_language",
+    ):
         value = form.get(name)
         if isinstance(value, str) and value != "":
             fields[name] = value
@@ -96,14 +110,47 @@ def _metadata(form: FormData) -> UploadMetadata:
     if unknown:
         raise _invalid(f"unknown form fields: {sorted(unknown)}", field=sorted(unknown)[0])
     try:
-        return UploadMetadata.model_validate(fields)
+        metadata = UploadMetadata.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise _invalid(f"{field}: {first['msg']}", field=field) from exc
+    if metadata.caption_language is not None:
+        caption_language(metadata.caption_language)  # 422 listing the supported ones
+    return metadata
 
 
-def image_out(row: ImageRow) -> ImageOut:
+def _wanted_caption(metadata: UploadMetadata, settings: GatewaySettings) -> CaptionLanguage | None:
+    if not metadata.caption and metadata.caption_language is None:
+        return None
+    if settings.captioner is None:
+        raise ServiceError(
+            422,
+            "captions_unavailable",
+            "this gateway has no captioner configured: upload without 'caption'",
+            field="caption",
+        )
+    return caption_language(metadata.caption_language or CaptionLanguage.ENGLISH.value)
+
+
+def caption_out(row: CaptionRow) -> CaptionOut:
+    return CaptionOut(
+        language=row.language,
+        status=row.status,
+        caption=row.caption,
+        detected_language=row.detected_language,
+        language_ok=row.language_ok,
+        backend=row.backend,
+        model=row.model,
+        prompt_kind=row.prompt_kind,
+        location=row.location,
+        error=row.error,
+        attempts=row.attempts,
+        updated_at=row.updated_at,
+    )
+
+
+def image_out(row: ImageRow, captions: Sequence[CaptionRow] = ()) -> ImageOut:
     return ImageOut(
         id=row.id,
         status=row.status,
@@ -129,17 +176,47 @@ def image_out(row: ImageRow) -> ImageOut:
         attempts=row.attempts,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        captions=[caption_out(c) for c in captions],
     )
 
 
-def _record(request: Request, row: ImageRow) -> tuple[ImageRow, bool]:
-    """Inserts the record unless the same bytes were uploaded before; returns (row, created)."""
+def _captions_of(session: Session, image_ids: Sequence[str]) -> dict[str, list[CaptionRow]]:
+    rows = session.exec(
+        select(CaptionRow)
+        .where(col(CaptionRow.image_id).in_(image_ids))
+        .order_by(col(CaptionRow.language))
+    ).all()
+    found: dict[str, list[CaptionRow]] = {}
+    for row in rows:
+        found.setdefault(row.image_id, []).append(row)
+    return found
+
+
+@dataclass
+class Recorded:
+    row: ImageRow
+    created: bool
+    captions: list[CaptionRow]
+    captions_to_start: list[CaptionJob]  # asked now for an image already processed
+
+
+def _record(request: Request, row: ImageRow, caption: CaptionLanguage | None) -> Recorded:
+    """Inserts the record unless the same bytes were uploaded before, with the caption asked
+    for, in one transaction."""
     with session_scope(request.app.state.engine) as session:
         existing = session.get(ImageRow, row.id)
         if existing is not None:
-            return existing, False
-        session.add(row)
-    return row, True
+            row = existing
+        else:
+            session.add(row)
+        already = session.get(CaptionRow, (row.id, caption.value)) if caption else None
+        asked = None
+        if caption is not None and already is None:
+            asked = ask_caption(session, row.id, caption, None)
+        session.flush()
+        captions = _captions_of(session, [row.id]).get(row.id, [])
+        start = [job_of(asked)] if asked is not None and row.status in FINISHED else []
+    return Recorded(row, existing is None, captions, start)
 
 
 @router.post(
@@ -163,9 +240,10 @@ async def upload_image(
         raw = await _read_image_part(form, settings.images)
     finally:
         await form.close()
+    caption = _wanted_caption(metadata, settings)
     cleaned, sha256, decoded = await asyncio.to_thread(_accept, raw, settings.images)
     await asyncio.to_thread(store.put, sha256, cleaned)  # the bytes exist before the record
-    row, created = await asyncio.to_thread(
+    recorded = await asyncio.to_thread(
         _record,
         request,
         ImageRow(
@@ -181,15 +259,18 @@ async def upload_image(
             native_language=metadata.native_language.value if metadata.native_language else None,
             caption_native=metadata.caption_native,
             caption_en=metadata.caption_en,
-            want_caption=metadata.caption,
+            want_caption=caption is not None,
             uploaded_by=key.id,
         ),
+        caption,
     )
-    if created or row.status == "queued":
+    if recorded.created or recorded.row.status == "queued":
         await queue.enqueue(sha256)
-    if not created:
+    for job in recorded.captions_to_start:
+        await queue.enqueue_caption(job)
+    if not recorded.created:
         response.status_code = status.HTTP_200_OK
-    return image_out(row)
+    return image_out(recorded.row, recorded.captions)
 
 
 def _get_row(request: Request, image_id: str) -> ImageRow:
@@ -202,7 +283,12 @@ def _get_row(request: Request, image_id: str) -> ImageRow:
 
 @router.get("/images/{image_id}", response_model=ImageOut, summary="An image's status and results")
 def get_image(image_id: str, request: Request, _: Contributor) -> ImageOut:
-    return image_out(_get_row(request, image_id))
+    with session_scope(request.app.state.engine) as session:
+        row = session.get(ImageRow, image_id)
+        if row is None:
+            raise ServiceError(404, "unknown_image", f"no image {image_id}")
+        captions = _captions_of(session, [image_id]).get(image_id, [])
+    return image_out(row, captions)
 
 
 @router.get("/images/{image_id}/content", summary="The stored image (location data removed)")
@@ -248,8 +334,12 @@ def list_images(
         rows = session.exec(
             query.order_by(col(ImageRow.created_at), col(ImageRow.id)).offset(offset).limit(limit)
         ).all()
+        captions = _captions_of(session, [r.id for r in rows])
     return ImagePage(
-        items=[image_out(r) for r in rows], total=int(total), limit=limit, offset=offset
+        items=[image_out(r, captions.get(r.id, [])) for r in rows],
+        total=int(total),
+        limit=limit,
+        offset=offset,
     )
 
 
@@ -345,3 +435,54 @@ async def find_duplicates(
     # the paper's top pairs); the uploader, which has no model, decides by pHash.
     is_duplicate = bool(by_embedding) if check.vectors else bool(by_phash)
     return DuplicatesOut(by_embedding=by_embedding, by_phash=by_phash, is_duplicate=is_duplicate)
+
+
+def _ask_captions(
+    request: Request, body: CaptionBatchIn, language: CaptionLanguage
+) -> tuple[CaptionBatchOut, list[CaptionJob]]:
+    ids = list(dict.fromkeys(body.image_ids))
+    outcome = CaptionBatchOut(language=language.value, queued=[], already_done=[], unknown=[])
+    start: list[CaptionJob] = []
+    with session_scope(request.app.state.engine) as session:
+        images = {
+            row.id: row
+            for row in session.exec(select(ImageRow).where(col(ImageRow.id).in_(ids))).all()
+        }
+        for image_id in ids:
+            image = images.get(image_id)
+            if image is None:
+                outcome.unknown.append(image_id)
+                continue
+            existing = session.get(CaptionRow, (image_id, language.value))
+            if existing is not None and existing.status == "done" and not body.redo:
+                outcome.already_done.append(image_id)
+                continue
+            row = ask_caption(session, image_id, language, body.location_aware)
+            outcome.queued.append(image_id)
+            if image.status in FINISHED:  # else the image's own job queues it when it ends
+                start.append(job_of(row))
+    return outcome, start
+
+
+@router.post(
+    "/captions",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=CaptionBatchOut,
+    summary="Queue captions of stored images in one language",
+    description="Each caption is a queued job; read it on `GET /v1/images/{id}` (`captions`). "
+    "A caption already done is kept unless `redo`; a failed one is asked again.",
+)
+async def queue_captions(
+    body: CaptionBatchIn,
+    request: Request,
+    _: Validator,
+    settings: SettingsDep,
+    queue: QueueDep,
+) -> CaptionBatchOut:
+    language = caption_language(body.language)
+    if settings.captioner is None:
+        raise ServiceError(422, "captions_unavailable", "this gateway has no captioner configured")
+    outcome, start = await asyncio.to_thread(_ask_captions, request, body, language)
+    for job in start:
+        await queue.enqueue_caption(job)
+    return outcome

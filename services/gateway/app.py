@@ -14,6 +14,7 @@ from sqlmodel import col, select
 from services.common.database import create_tables, database_reachable, make_engine, session_scope
 from services.common.service import Readiness, build_service_app, single_threaded_blas
 from services.gateway.api import router
+from services.gateway.captions import CaptionJobs, all_pending_captions
 from services.gateway.config import GatewaySettings
 from services.gateway.pipeline import Pipeline
 from services.gateway.queue import ArqQueue, InProcessQueue, JobQueue
@@ -37,9 +38,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         single_threaded_blas()
         create_tables(engine, GATEWAY_TABLES)
         pipeline = await asyncio.to_thread(Pipeline.create, settings, engine)
+        captions = CaptionJobs.create(settings, engine, pipeline.store)
         queue: JobQueue
         if settings.redis_url is None:
-            queue = InProcessQueue(pipeline, settings.pipeline)
+            queue = InProcessQueue(pipeline, captions, settings.pipeline)
         else:
             queue = await ArqQueue.connect(settings.redis_url)
         app.state.store = pipeline.store
@@ -49,15 +51,19 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             pipeline.dedup,
         )
         app.state.queue = queue
+        app.state.captions = captions
         if settings.redis_url is None:
             # in-process jobs die with the process: the ones it left unfinished start again
             for image_id in await asyncio.to_thread(_unfinished, app):
                 await queue.enqueue(image_id)
+            for job in await asyncio.to_thread(all_pending_captions, engine):
+                await queue.enqueue_caption(job)
         try:
             yield
         finally:
             await queue.close()
             pipeline.close()
+            captions.close()
             engine.dispose()
 
     def readiness(app: FastAPI) -> Readiness:

@@ -35,6 +35,9 @@ class PipelineSettings(BaseModel):
         description="batches in flight at once: one embeds while another is scored and stored",
     )
     batch_wait_ms: float = Field(default=50.0, ge=0, description="how long a job waits for company")
+    caption_concurrency: int = Field(
+        default=4, ge=1, description="caption jobs waiting on the captioner at once, per process"
+    )
 
 
 class GatewaySettings(BaseSettings):
@@ -57,6 +60,11 @@ class GatewaySettings(BaseSettings):
     embedder: ServiceClientSettings = ServiceClientSettings(url="http://127.0.0.1:8001")
     filter: ServiceClientSettings = ServiceClientSettings(url="http://127.0.0.1:8002")
     dedup: ServiceClientSettings = ServiceClientSettings(url="http://127.0.0.1:8003")
+    captioner: ServiceClientSettings | None = Field(
+        # one attempt: a failed caption job is retried by the queue, with its own backoff
+        default=ServiceClientSettings(url="http://127.0.0.1:8004", timeout_seconds=180, attempts=1),
+        description="null: no captions (uploads asking for one are refused)",
+    )
     images: ImageLimits = ImageLimits()
     pipeline: PipelineSettings = PipelineSettings()
     max_page_size: int = Field(default=100, ge=1)

@@ -1,7 +1,9 @@
-"""Where upload jobs go: arq on Redis when `REDIS_URL` is set, the gateway's own process if not.
+"""Where jobs go: arq on Redis when `REDIS_URL` is set, the gateway's own process if not.
 
-Both run `Pipeline.process` and retry it, with a doubling delay, while a dependency is down.
-A job is keyed by the image's sha256, so enqueueing the same image twice runs it once.
+Both run the same job code (`Pipeline.process_batch`, `CaptionJobs.run`) and retry it, with a
+doubling delay, while a dependency is down. A processing job is keyed by the image's sha256, so
+enqueueing the same image twice runs it once; a caption job by image, language and request.
+When an image's processing ends, the captions asked for it are queued.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
@@ -18,12 +21,14 @@ from redis.exceptions import RedisError
 
 from services.common.batching import MicroBatcher
 from services.common.errors import UnavailableError
+from services.gateway.captions import CaptionJob, CaptionJobs, pending_captions
 from services.gateway.config import PipelineSettings
 from services.gateway.pipeline import ImageGone, Job, JobOutcome, Pipeline
 
 logger = logging.getLogger(__name__)
 
 PROCESS_IMAGE = "process_image"
+CAPTION_IMAGE = "caption_image"
 PipelineBatcher = MicroBatcher[Job, JobOutcome]
 
 
@@ -37,6 +42,8 @@ def retry_delay(settings: PipelineSettings, attempt: int) -> float:
 
 class JobQueue(Protocol):
     async def enqueue(self, image_id: str) -> None: ...
+
+    async def enqueue_caption(self, job: CaptionJob) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -58,8 +65,27 @@ class ArqQueue:
         except (RedisError, OSError) as exc:
             raise UnavailableError(f"the job queue (Redis) is unreachable: {exc}") from exc
 
+    async def enqueue_caption(self, job: CaptionJob) -> None:
+        try:
+            await self.pool.enqueue_job(
+                CAPTION_IMAGE, job.image_id, job.language, job.request, _job_id=job.job_id
+            )
+        except (RedisError, OSError) as exc:
+            raise UnavailableError(f"the job queue (Redis) is unreachable: {exc}") from exc
+
     async def close(self) -> None:
         await self.pool.aclose()
+
+
+async def start_captions(queue: JobQueue, captions: CaptionJobs, image_ids: Sequence[str]) -> None:
+    """Queues the captions asked for these images, now that their processing has ended."""
+    for job in await asyncio.to_thread(pending_captions, captions.engine, image_ids):
+        await queue.enqueue_caption(job)
+
+
+def caption_executor(settings: PipelineSettings) -> ThreadPoolExecutor:
+    """Caption jobs wait seconds on a VLM: their own threads, as many as may wait at once."""
+    return ThreadPoolExecutor(settings.caption_concurrency, thread_name_prefix="caption")
 
 
 def pipeline_batcher(pipeline: Pipeline, settings: PipelineSettings) -> PipelineBatcher:
@@ -86,32 +112,51 @@ async def run_job(batcher: PipelineBatcher, job: Job) -> str:
 class InProcessQueue:
     """Jobs as asyncio tasks of this process (embedded mode), batched as arq workers batch."""
 
-    def __init__(self, pipeline: Pipeline, settings: PipelineSettings) -> None:
+    def __init__(
+        self, pipeline: Pipeline, captions: CaptionJobs, settings: PipelineSettings
+    ) -> None:
         self.settings = settings
+        self.captions = captions
         self._batcher = pipeline_batcher(pipeline, settings)
         self._batcher.start()
+        self._caption_executor = caption_executor(settings)
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    async def enqueue(self, image_id: str) -> None:
-        if image_id in self._tasks:
+    def _start(self, key: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if key in self._tasks:
             return
-        task = asyncio.get_running_loop().create_task(self._run(image_id), name=job_id(image_id))
-        self._tasks[image_id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(image_id, None))
+        task = asyncio.get_running_loop().create_task(work(), name=key)
+        self._tasks[key] = task
+        task.add_done_callback(lambda _: self._tasks.pop(key, None))
 
-    async def _run(self, image_id: str) -> None:
-        attempts = self.settings.max_tries
-        for attempt in range(1, attempts + 1):
+    async def enqueue(self, image_id: str) -> None:
+        async def attempt(number: int, final: bool) -> None:
+            await run_job(self._batcher, Job(image_id, number, final))
+            await start_captions(self, self.captions, [image_id])
+
+        self._start(job_id(image_id), lambda: self._retrying(job_id(image_id), attempt))
+
+    async def enqueue_caption(self, job: CaptionJob) -> None:
+        async def attempt(number: int, final: bool) -> None:
+            await asyncio.get_running_loop().run_in_executor(
+                self._caption_executor, self.captions.run, job, number, final
+            )
+
+        self._start(job.job_id, lambda: self._retrying(job.job_id, attempt))
+
+    async def _retrying(self, key: str, attempt: Callable[[int, bool], Awaitable[None]]) -> None:
+        tries = self.settings.max_tries
+        for number in range(1, tries + 1):
             try:
-                await run_job(self._batcher, Job(image_id, attempt, attempt == attempts))
+                await attempt(number, number == tries)
                 return
             except UnavailableError as exc:
-                logger.warning("job %s: %s; retrying", image_id, exc.message)
-                await asyncio.sleep(retry_delay(self.settings, attempt))
+                logger.warning("job %s: %s; retrying", key, exc.message)
+                await asyncio.sleep(retry_delay(self.settings, number))
             except ImageGone:
                 return
-            except Exception:  # a bug must not kill the queue; the record says "processing"
-                logger.exception("job %s failed unexpectedly", image_id)
+            except Exception:  # a bug must not kill the queue; the record says where it stopped
+                logger.exception("job %s failed unexpectedly", key)
                 return
 
     async def close(self) -> None:
@@ -120,3 +165,4 @@ class InProcessQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._batcher.stop()
+        self._caption_executor.shutdown(wait=False, cancel_futures=True)

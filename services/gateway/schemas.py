@@ -36,7 +36,42 @@ class UploadMetadata(BaseModel):
     native_language: NativeLanguage | None = None
     caption_native: str | None = Field(default=None, max_length=5000)
     caption_en: str | None = Field(default=None, max_length=5000)
-    caption: bool = Field(default=False, description="ask for a VLM caption when one is configured")
+    caption: bool = Field(default=False, description="queue a caption by the captioner")
+    caption_language: str | None = Field(
+        default=None,
+        description="its language: en, th, ms, tl, id or vi (en by default; implies caption)",
+    )
+
+
+class CaptionOut(BaseModel):
+    language: str
+    status: str = Field(description="queued, done or failed")
+    caption: str | None
+    detected_language: str | None = Field(description="what the caption is written in")
+    language_ok: bool | None = Field(description="written in the language asked for")
+    backend: str | None = Field(description="'openai-compatible' (a VLM) or 'offline-labels'")
+    model: str | None
+    prompt_kind: str | None = Field(description="'aware' (of the place) or 'agnostic'")
+    location: str | None
+    error: str | None
+    attempts: int
+    updated_at: datetime
+
+
+class CaptionBatchIn(BaseModel):
+    image_ids: list[str] = Field(min_length=1, max_length=1000)
+    language: str = Field(default="en", description="en, th, ms, tl, id or vi")
+    location_aware: bool | None = Field(
+        default=None, description="by default, aware when the image's place or country is known"
+    )
+    redo: bool = Field(default=False, description="caption again where a caption is done")
+
+
+class CaptionBatchOut(BaseModel):
+    language: str
+    queued: list[str] = Field(description="captions queued (after their image's processing)")
+    already_done: list[str] = Field(description="captions already done (see redo)")
+    unknown: list[str] = Field(description="no such image")
 
 
 class ImageOut(BaseModel):
@@ -64,6 +99,7 @@ class ImageOut(BaseModel):
     attempts: int
     created_at: datetime
     updated_at: datetime
+    captions: list[CaptionOut] = Field(default_factory=list)
 
 
 class ImagePage(BaseModel):

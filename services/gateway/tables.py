@@ -56,4 +56,28 @@ class ImageRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-GATEWAY_TABLES = [ApiKeyRow, ImageRow]
+class CaptionRow(SQLModel, table=True):
+    """A caption asked for an image in one language: queued, then done or failed (and why)."""
+
+    __tablename__ = "gateway_captions"
+
+    image_id: str = Field(primary_key=True, max_length=64)
+    language: str = Field(primary_key=True, max_length=8)
+    location_aware: bool | None = Field(default=None, description="None: aware if place known")
+    status: str = Field(default="queued", index=True, max_length=16)
+    # Each request of the same caption is a new job (arq keeps finished job ids for a while).
+    requests: int = 1
+    caption: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    detected_language: str | None = Field(default=None, max_length=8)
+    language_ok: bool | None = None
+    backend: str | None = None
+    model: str | None = None
+    prompt_kind: str | None = Field(default=None, max_length=16)
+    location: str | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    attempts: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+GATEWAY_TABLES = [ApiKeyRow, ImageRow, CaptionRow]

@@ -1,5 +1,7 @@
 """arq workers for the upload pipeline.
 
+Jobs: `process_image` (embed, score, dedup) and `caption_image` (one caption, once processed).
+
 arq services.gateway.worker.WorkerSettings          # run a worker (settings from the env)
 arq services.gateway.worker.WorkerSettings --check  # health check: exit 0 when healthy
 """
@@ -17,9 +19,19 @@ from arq.worker import Function, Worker
 from services.common.database import create_tables, make_engine
 from services.common.errors import UnavailableError
 from services.common.logging import configure_logging
+from services.gateway.captions import CaptionJob, CaptionJobs
 from services.gateway.config import GatewaySettings
 from services.gateway.pipeline import ImageGone, Job, Pipeline
-from services.gateway.queue import PROCESS_IMAGE, pipeline_batcher, retry_delay, run_job
+from services.gateway.queue import (
+    CAPTION_IMAGE,
+    PROCESS_IMAGE,
+    ArqQueue,
+    caption_executor,
+    pipeline_batcher,
+    retry_delay,
+    run_job,
+    start_captions,
+)
 from services.gateway.tables import GATEWAY_TABLES
 
 HEALTH_CHECK_SECONDS = 10
@@ -35,12 +47,16 @@ def _on_startup(settings: GatewaySettings) -> StartupShutdown:
         ctx["pipeline"] = pipeline
         ctx["batcher"] = pipeline_batcher(pipeline, settings.pipeline)
         ctx["batcher"].start()
+        ctx["captions"] = CaptionJobs.create(settings, engine, pipeline.store)
+        ctx["caption_executor"] = caption_executor(settings.pipeline)
 
     return startup
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["batcher"].stop()
+    ctx["caption_executor"].shutdown(wait=False, cancel_futures=True)
+    ctx["captions"].close()
     pipeline: Pipeline = ctx["pipeline"]
     pipeline.close()
     pipeline.engine.dispose()
@@ -53,7 +69,28 @@ async def process_image(ctx: dict[str, Any], image_id: str) -> str:
     attempt = int(ctx.get("job_try", 1))
     final = attempt >= settings.pipeline.max_tries
     try:
-        return await run_job(ctx["batcher"], Job(image_id, attempt, final))
+        outcome = await run_job(ctx["batcher"], Job(image_id, attempt, final))
+    except UnavailableError as exc:
+        raise Retry(defer=retry_delay(settings.pipeline, attempt)) from exc
+    except ImageGone:
+        return "gone"
+    # after the record is final: a worker killed before this line reruns the job, which
+    # finds the image done and queues its captions then
+    await start_captions(ArqQueue(ctx["redis"]), ctx["captions"], [image_id])
+    return outcome
+
+
+async def caption_image(ctx: dict[str, Any], image_id: str, language: str, request: int) -> str:
+    """The arq job: one caption of a processed image, retried later while the captioner or its
+    VLM is unavailable."""
+    settings: GatewaySettings = ctx["settings"]
+    attempt = int(ctx.get("job_try", 1))
+    final = attempt >= settings.pipeline.max_tries
+    job = CaptionJob(image_id, language, request)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            ctx["caption_executor"], ctx["captions"].run, job, attempt, final
+        )
     except UnavailableError as exc:
         raise Retry(defer=retry_delay(settings.pipeline, attempt)) from exc
     except ImageGone:
@@ -67,7 +104,13 @@ def _functions(settings: GatewaySettings) -> list[Function]:
             name=PROCESS_IMAGE,
             max_tries=settings.pipeline.max_tries,
             timeout=settings.pipeline.job_timeout_seconds,
-        )
+        ),
+        func(
+            caption_image,
+            name=CAPTION_IMAGE,
+            max_tries=settings.pipeline.max_tries,
+            timeout=settings.pipeline.job_timeout_seconds,
+        ),
     ]
 
 

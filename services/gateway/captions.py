@@ -1,0 +1,168 @@
+"""Captions as queued jobs: asked for at upload or for many stored images at once, run by the
+captioner once the image is processed, stored with the image's record.
+
+A caption job is keyed by (image, language, request number): retried while the captioner or
+its VLM is down, recorded as failed with the reason when the answer is no caption.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from services.common.captions import CaptionLanguage, CaptionRequest
+from services.common.clients import CaptionerClient
+from services.common.countries import SeaCountry
+from services.common.database import session_scope
+from services.common.errors import ServiceError, UnavailableError
+from services.common.storage import ObjectStore
+from services.gateway.config import GatewaySettings
+from services.gateway.pipeline import ImageGone
+from services.gateway.tables import CaptionRow, ImageRow
+
+logger = logging.getLogger(__name__)
+
+FINISHED = ("done", "failed")
+
+
+@dataclass(frozen=True)
+class CaptionJob:
+    image_id: str
+    language: str
+    request: int  # the caption row's request number when the job was queued
+
+    @property
+    def job_id(self) -> str:
+        return f"caption:{self.image_id}:{self.language}:{self.request}"
+
+
+def ask_caption(
+    session: Session, image_id: str, language: CaptionLanguage, location_aware: bool | None
+) -> CaptionRow:
+    """Creates or re-opens the caption row (a failed or redone caption becomes a new request)."""
+    row = session.get(CaptionRow, (image_id, language.value))
+    if row is None:
+        row = CaptionRow(image_id=image_id, language=language.value, location_aware=location_aware)
+    elif row.status != "queued":
+        row.status, row.requests, row.error, row.attempts = "queued", row.requests + 1, None, 0
+        row.location_aware = location_aware
+        row.updated_at = datetime.now(UTC)
+    session.add(row)
+    return row
+
+
+def job_of(row: CaptionRow) -> CaptionJob:
+    return CaptionJob(row.image_id, row.language, row.requests)
+
+
+def pending_captions(engine: Engine, image_ids: Sequence[str]) -> list[CaptionJob]:
+    """Queued captions of images whose processing has ended: the jobs to start now."""
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(CaptionRow)
+            .join(ImageRow, col(ImageRow.id) == col(CaptionRow.image_id))
+            .where(col(CaptionRow.image_id).in_(image_ids))
+            .where(CaptionRow.status == "queued")
+            .where(col(ImageRow.status).in_(FINISHED))
+        ).all()
+    return [job_of(row) for row in rows]
+
+
+def all_pending_captions(engine: Engine) -> list[CaptionJob]:
+    """Every queued caption whose image is processed (in-process jobs restart with these)."""
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(CaptionRow)
+            .join(ImageRow, col(ImageRow.id) == col(CaptionRow.image_id))
+            .where(CaptionRow.status == "queued")
+            .where(col(ImageRow.status).in_(FINISHED))
+        ).all()
+    return [job_of(row) for row in rows]
+
+
+@dataclass
+class CaptionJobs:
+    engine: Engine
+    store: ObjectStore
+    captioner: CaptionerClient | None  # None: this process has no captioner configured
+
+    @classmethod
+    def create(cls, settings: GatewaySettings, engine: Engine, store: ObjectStore) -> CaptionJobs:
+        captioner = CaptionerClient(settings.captioner) if settings.captioner else None
+        return cls(engine, store, captioner)
+
+    def close(self) -> None:
+        if self.captioner is not None:
+            self.captioner.close()
+
+    def _update(self, job: CaptionJob, **fields: object) -> None:
+        with session_scope(self.engine) as session:
+            row = session.get(CaptionRow, (job.image_id, job.language))
+            if row is None or row.requests != job.request:
+                return  # asked again since: the newer job writes
+            for name, value in fields.items():
+                setattr(row, name, value)
+            row.updated_at = datetime.now(UTC)
+            session.add(row)
+
+    def _load(self, job: CaptionJob) -> tuple[ImageRow, CaptionRow]:
+        with session_scope(self.engine) as session:
+            image = session.get(ImageRow, job.image_id)
+            caption = session.get(CaptionRow, (job.image_id, job.language))
+        if image is None or caption is None or caption.requests != job.request:
+            raise ImageGone(job.job_id)
+        return image, caption
+
+    def run(self, job: CaptionJob, attempt: int, final: bool) -> str:
+        """The caption's status after this attempt; raises `UnavailableError` to be retried."""
+        image, caption = self._load(job)
+        if caption.status in FINISHED:
+            return caption.status  # a job run twice writes once
+        if image.status == "failed":
+            self._update(job, status="failed", error=f"the image failed: {image.error}")
+            return "failed"
+        if image.status != "done":
+            return "waiting"  # the image's own job queues the caption when it ends
+        if self.captioner is None:
+            self._update(job, status="failed", error="no captioner is configured")
+            return "failed"
+        self._update(job, attempts=attempt)
+        try:
+            request = CaptionRequest(
+                image=base64.b64encode(self.store.get(image.id)).decode("ascii"),
+                language=job.language,
+                location=image.location,
+                countries=[SeaCountry(c) for c in image.countries.split(",") if c],
+                location_aware=caption.location_aware,
+            )
+            answer = self.captioner.caption(request)
+        except UnavailableError as exc:
+            if not final:
+                self._update(job, error=f"retrying: {exc.message}")
+                raise
+            message = f"gave up after {attempt} tries: {exc.message}"
+            self._update(job, status="failed", error=message)
+            return "failed"
+        except ServiceError as exc:
+            self._update(job, status="failed", error=f"{exc.code}: {exc.message}")
+            return "failed"
+        self._update(
+            job,
+            status="done",
+            caption=answer.caption,
+            detected_language=answer.language,
+            language_ok=answer.language_ok,
+            backend=answer.backend,
+            model=answer.model,
+            prompt_kind=answer.prompt_kind.value,
+            location=answer.location,
+            error=None,
+        )
+        logger.info("caption %s done (%s)", job.job_id, answer.backend)
+        return "done"
