@@ -1,5 +1,5 @@
 # One image per service: docker build --build-arg SERVICE=gateway -t seavl-gateway .
-# SERVICE is one of embedder, filter, dedup, gateway, worker.
+# SERVICE is one of embedder, filter, dedup, captioner, gateway, worker.
 FROM python:3.11-slim
 
 ARG SERVICE=gateway
@@ -16,5 +16,5 @@ RUN pip install --no-cache-dir . \
 RUN if [ "$SERVICE" = "embedder" ]; then seavl models prepare --models-dir /app/var/models; fi
 
 USER seavl
-EXPOSE 8000 8001 8002 8003
+EXPOSE 8000 8001 8002 8003 8004
 CMD ["sh", "-c", "if [ \"$SEAVL_SERVICE\" = worker ]; then exec seavl worker; else exec seavl serve \"$SEAVL_SERVICE\"; fi"]

@@ -107,7 +107,7 @@ class OpenAICompatibleBackend:
     def __init__(self, settings: VlmSettings) -> None:
         self.settings = settings
         headers = {"content-type": "application/json"}
-        if settings.api_key is not None:
+        if settings.api_key is not None and settings.api_key.get_secret_value():
             headers["authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
         self._http = httpx.AsyncClient(
             base_url=settings.base_url,

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import httpx
 
+from services.common.database import create_tables, make_engine
+from services.gateway.auth import Role, create_key
+from services.gateway.tables import GATEWAY_TABLES
 from tests.e2e.conftest import ROOT
-from tests.helpers import free_port, photo_bytes
+from tests.helpers import free_port, photo_bytes, wait_for
 
 
 def wait_ready(urls: list[str], process: subprocess.Popen[bytes], log: Path) -> None:
@@ -33,7 +36,7 @@ def wait_ready(urls: list[str], process: subprocess.Popen[bytes], log: Path) -> 
 
 
 def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("embedder", "filter", "dedup", "gateway")}
+    ports = {name: free_port() for name in ("embedder", "filter", "dedup", "captioner", "gateway")}
     embedder = f"http://127.0.0.1:{ports['embedder']}"
     env = {
         **os.environ,
@@ -41,6 +44,9 @@ def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Pat
         "SEAVL_FILTER_SERVER__PORT": str(ports["filter"]),
         "SEAVL_DEDUP_SERVER__PORT": str(ports["dedup"]),
         "SEAVL_GATEWAY_SERVER__PORT": str(ports["gateway"]),
+        "SEAVL_CAPTIONER_SERVER__PORT": str(ports["captioner"]),
+        "SEAVL_CAPTIONER_EMBEDDER__URL": embedder,
+        "SEAVL_GATEWAY_CAPTIONER__URL": f"http://127.0.0.1:{ports['captioner']}",
         "SEAVL_GATEWAY_STORAGE_DIR": str(tmp_path / "objects"),
         "SEAVL_GATEWAY_EMBEDDER__URL": embedder,
         "SEAVL_GATEWAY_FILTER__URL": f"http://127.0.0.1:{ports['filter']}",
@@ -97,6 +103,32 @@ def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Pat
             outcome = dedup.post("/v1/dedup/insert", json=copy).json()
             assert outcome["status"] == "duplicate"
             assert outcome["duplicate_of"]["id"] == first["id"]
+        thai = httpx.post(
+            f"{urls['captioner']}/v1/captions",
+            json={"image": base64.b64encode(cat).decode(), "language": "th", "countries": ["TH"]},
+            timeout=60,
+        ).json()
+        assert thai["backend"] == "offline-labels" and thai["language_ok"] is True
+        assert "ประเทศไทย" in thai["caption"]
+        engine = make_engine(env["DATABASE_URL"])
+        create_tables(engine, GATEWAY_TABLES)
+        key = create_key(engine, Role.CONTRIBUTOR)
+        engine.dispose()
+        with httpx.Client(
+            base_url=urls["gateway"], headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as gateway:
+            upload = gateway.post(
+                "/v1/images",
+                files={"image": ("coffee.jpg", photo_bytes("coffee.png"))},
+                data={"countries": "VN", "location": "Hanoi, Vietnam", "caption": "true"},
+            )
+            assert upload.status_code == 202, upload.text
+            image = f"/v1/images/{upload.json()['id']}"
+            wait_for(lambda: gateway.get(image).json()["captions"][0]["status"] != "queued")
+            done = gateway.get(image).json()
+        assert done["status"] == "done" and done["phash"] is not None  # no "default" set: unscored
+        assert done["captions"][0]["status"] == "done"
+        assert "Hanoi, Vietnam" in done["captions"][0]["caption"]
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0, log.read_text()

@@ -18,7 +18,7 @@ from tests.kustomize import render
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30"
-PORTS = {"embedder": 8001, "filter": 8002, "dedup": 8003, "gateway": 8000}
+PORTS = {"embedder": 8001, "filter": 8002, "dedup": 8003, "captioner": 8004, "gateway": 8000}
 
 
 def compose() -> dict[str, Any]:
@@ -51,6 +51,9 @@ def test_compose_runs_every_part_with_health_checks() -> None:
     assert services["worker"]["healthcheck"]["test"] == ["CMD", "seavl", "worker", "--check"]
     assert services["dedup"]["environment"]["QDRANT_URL"] == "http://qdrant:6333"
     assert services["gateway"]["environment"]["REDIS_URL"].startswith("redis://redis:6379")
+    gateway_env = services["gateway"]["environment"]
+    assert gateway_env["SEAVL_GATEWAY_CAPTIONER__URL"] == "http://captioner:8004"
+    assert services["worker"]["environment"] == gateway_env  # workers ask for the captions
     devices = services["embedder-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
 
