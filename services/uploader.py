@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from services.common.captions import caption_language
 from services.common.errors import ServiceError
 from services.common.images import ImageLimits, decode_image
 from services.common.settings import service_settings_config
@@ -63,6 +64,11 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="CSV with a 'file' column (path relative to DIR) and any of "
         + ", ".join(CAPTION_COLUMNS),
+    )
+    parser.add_argument(
+        "--caption-language",
+        metavar="LANGUAGE",
+        help="queue a caption by the captioner for each image, in en, th, ms, tl, id or vi",
     )
     parser.add_argument("--url", help="the gateway (default: SEAVL_UPLOADER_URL or 127.0.0.1:8000)")
     parser.add_argument("--api-key", help="a contributor key (default: SEAVL_UPLOADER_API_KEY)")
@@ -110,11 +116,13 @@ class Uploader:
         countries: list[str],
         captions: dict[str, dict[str, str]],
         retries: int,
+        caption_language: str | None = None,
     ) -> None:
         self.client = client
         self.countries = countries
         self.captions = captions
         self.retries = retries
+        self.caption_language = caption_language
 
     def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         def once() -> httpx.Response:
@@ -151,6 +159,8 @@ class Uploader:
             fields: dict[str, str] = dict(self.captions.get(relative, {}))
             if self.countries:
                 fields["countries"] = ",".join(self.countries)
+            if self.caption_language:
+                fields["caption_language"] = self.caption_language
             sent = self.send("POST", "/v1/images", files={"image": (file.name, data)}, data=fields)
         except _Transient as exc:
             return Outcome(relative, "failed", f"gave up after {self.retries} tries: {exc}")
@@ -201,6 +211,11 @@ def run_upload(args: argparse.Namespace) -> int:
         raise SystemExit(f"{root} is not a folder")
     countries = [c.strip().upper() for c in args.countries.split(",") if c.strip()]
     captions = _read_captions(args.caption_file)
+    if args.caption_language is not None:
+        try:
+            caption_language(args.caption_language)
+        except ServiceError as exc:  # before anything is sent, not once per image
+            raise SystemExit(exc.message) from exc
     resume = _ResumeLog(args.resume_file or root / ".seavl-upload.jsonl")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     pending = [p for p in files if p.relative_to(root).as_posix() not in resume.settled]
@@ -210,7 +225,7 @@ def run_upload(args: argparse.Namespace) -> int:
     with httpx.Client(
         base_url=args.url or settings.url, headers=headers, timeout=settings.timeout_seconds
     ) as client:
-        uploader = Uploader(client, countries, captions, args.retries)
+        uploader = Uploader(client, countries, captions, args.retries, args.caption_language)
         try:
             probe = uploader.send("POST", "/v1/dedup", json={"phash": "0" * 16})
         except _Transient as exc:

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 from starlette.datastructures import FormData, UploadFile
 
-from services.common.captions import CaptionLanguage, caption_language
+from services.common.captions import (
+    CaptionLanguage,
+    CaptionOptions,
+    CaptionRequest,
+    CaptionResponse,
+    caption_language,
+)
 from services.common.clients import DedupClient, EmbedderClient, FilterClient, ImageReference
 from services.common.database import session_scope
 from services.common.errors import ErrorResponse, ServiceError
@@ -26,7 +33,7 @@ from services.common.schemas import DedupCheckRequest, EmbeddedImage, ImageFailu
 from services.common.service import from_app_state
 from services.common.storage import ObjectStore
 from services.gateway.auth import Role, require
-from services.gateway.captions import FINISHED, CaptionJob, ask_caption, job_of
+from services.gateway.captions import FINISHED, CaptionJob, CaptionJobs, ask_caption, job_of
 from services.gateway.config import GatewaySettings
 from services.gateway.queue import JobQueue
 from services.gateway.schemas import (
@@ -53,6 +60,7 @@ QueueDep = Annotated[JobQueue, Depends(from_app_state("queue", object))]
 EmbedderDep = Annotated[EmbedderClient, Depends(from_app_state("embedder", EmbedderClient))]
 FilterDep = Annotated[FilterClient, Depends(from_app_state("filter", FilterClient))]
 DedupDep = Annotated[DedupClient, Depends(from_app_state("dedup", DedupClient))]
+CaptionJobsDep = Annotated[CaptionJobs, Depends(from_app_state("captions", CaptionJobs))]
 Contributor = Annotated[ApiKeyRow, Depends(require(Role.CONTRIBUTOR))]
 Validator = Annotated[ApiKeyRow, Depends(require(Role.VALIDATOR))]
 
@@ -84,7 +92,13 @@ def _accept(raw: bytes, limits: ImageLimits) -> tuple[bytes, str, ImageInfo]:
     return cleaned, hashlib.sha256(cleaned).hexdigest(), info
 
 
-def _metadata(form: FormData) -> UploadMetadata:
+FormModel = TypeVar("FormModel", bound=BaseModel)
+
+
+def _form_fields(form: FormData, model: type[FormModel]) -> FormModel:
+    """The form's fields besides the image, validated by `model`; unknown fields are refused.
+
+    `countries` may come as several fields or comma-separated."""
     fields: dict[str, Any] = {}
     countries = [
         c.strip().upper()
@@ -95,26 +109,23 @@ def _metadata(form: FormData) -> UploadMetadata:
     ]
     if countries:
         fields["countries"] = countries
-    for name in (
-        "location",
-        "native_language",
-        "caption_native",
-        "caption_en",
-        "caption",
-        "caption_language",
-    ):
+    for name in model.model_fields:
         value = form.get(name)
-        if isinstance(value, str) and value != "":
+        if name != "countries" and isinstance(value, str) and value != "":
             fields[name] = value
     unknown = set(form.keys()) - {"image", "countries", *fields}
     if unknown:
         raise _invalid(f"unknown form fields: {sorted(unknown)}", field=sorted(unknown)[0])
     try:
-        metadata = UploadMetadata.model_validate(fields)
+        return model.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise _invalid(f"{field}: {first['msg']}", field=field) from exc
+
+
+def _metadata(form: FormData) -> UploadMetadata:
+    metadata = _form_fields(form, UploadMetadata)
     if metadata.caption_language is not None:
         caption_language(metadata.caption_language)  # 422 listing the supported ones
     return metadata
@@ -465,7 +476,7 @@ def _ask_captions(
 
 
 @router.post(
-    "/captions",
+    "/images/captions",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=CaptionBatchOut,
     summary="Queue captions of stored images in one language",
@@ -486,3 +497,28 @@ async def queue_captions(
     for job in start:
         await queue.enqueue_caption(job)
     return outcome
+
+
+@router.post(
+    "/captions",
+    response_model=CaptionResponse,
+    summary="Caption one image now, in a language, aware of its place (nothing is stored)",
+    description="Waits for the captioner (a VLM takes seconds): 503 with `Retry-After` when it "
+    "is unavailable or too slow, 502 `bad_vlm_answer` when the VLM answers no caption.",
+    openapi_extra=multipart_body("image", CaptionOptions.model_json_schema()["properties"]),
+)
+async def caption_now(
+    request: Request, _: Contributor, settings: SettingsDep, captions: CaptionJobsDep
+) -> CaptionResponse:
+    if captions.captioner is None:
+        raise ServiceError(422, "captions_unavailable", "this gateway has no captioner configured")
+    form = await _multipart(request, settings)
+    try:
+        options = _form_fields(form, CaptionOptions)
+        caption_language(options.language)  # refused before the image is read
+        raw = await _read_image_part(form, settings.images)
+    finally:
+        await form.close()
+    cleaned = (await asyncio.to_thread(_accept, raw, settings.images))[0]
+    body = CaptionRequest(image=base64.b64encode(cleaned).decode("ascii"), **options.model_dump())
+    return await asyncio.to_thread(captions.captioner.caption, body)

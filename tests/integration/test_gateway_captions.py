@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tests.helpers import free_port, live_server, photo_bytes, wait_for
 from tests.integration.gateway_stack import Stack, running_stack
 from tests.integration.test_captioner_api import vlm_captioner
 from tests.integration.test_gateway_distributed import run_worker_until_idle
+from tests.integration.test_uploader import upload
 from tests.stubs.chat_completions import Reply, StubVlm, create_stub_app
 from tests.unit.test_captions import REAL_CAPTIONS
 
@@ -103,7 +105,9 @@ def test_captions_for_many_stored_images_in_one_language(stack: Stack) -> None:
     unknown = "f" * 64
     curator = stack.as_role(Role.VALIDATOR)
     asked = stack.gateway.post(
-        "/v1/captions", json={"image_ids": [*ids, unknown], "language": "vi"}, headers=curator
+        "/v1/images/captions",
+        json={"image_ids": [*ids, unknown], "language": "vi"},
+        headers=curator,
     )
     assert asked.status_code == 202, asked.text
     assert asked.json() == {
@@ -117,11 +121,11 @@ def test_captions_for_many_stored_images_in_one_language(stack: Stack) -> None:
         assert caption["status"] == "done" and caption["language"] == "vi"
         assert "Việt Nam" in caption["caption"] and caption["detected_language"] == "vi"
     again = stack.gateway.post(
-        "/v1/captions", json={"image_ids": ids, "language": "vie"}, headers=curator
+        "/v1/images/captions", json={"image_ids": ids, "language": "vie"}, headers=curator
     ).json()
     assert again["queued"] == [] and again["already_done"] == ids
     redo = stack.gateway.post(
-        "/v1/captions",
+        "/v1/images/captions",
         json={"image_ids": ids[:1], "language": "vi", "redo": True, "location_aware": False},
         headers=curator,
     ).json()
@@ -133,13 +137,13 @@ def test_captions_for_many_stored_images_in_one_language(stack: Stack) -> None:
 def test_caption_requests_that_cannot_be_met_are_refused(stack: Stack) -> None:
     curator = stack.as_role(Role.VALIDATOR)
     unsupported = stack.gateway.post(
-        "/v1/captions", json={"image_ids": ["a" * 64], "language": "km"}, headers=curator
+        "/v1/images/captions", json={"image_ids": ["a" * 64], "language": "km"}, headers=curator
     )
     assert unsupported.status_code == 422
     assert unsupported.json()["error"]["code"] == "unsupported_language"
     assert "en, th, ms, tl, id, vi" in unsupported.json()["error"]["message"]
     contributor = stack.gateway.post(
-        "/v1/captions",
+        "/v1/images/captions",
         json={"image_ids": ["a" * 64]},
         headers=stack.as_role(Role.CONTRIBUTOR),
     )
@@ -160,6 +164,7 @@ def test_without_a_captioner_uploads_asking_for_captions_are_refused(
         refused = stack.upload(photo_bytes("coffee.png"), caption="true")
         assert refused.status_code == 422
         assert refused.json()["error"]["code"] == "captions_unavailable"
+        assert caption_now(stack, photo_bytes("coffee.png")).status_code == 422
         assert stack.upload(photo_bytes("coffee.png")).status_code == 202
 
 
@@ -188,7 +193,7 @@ def test_a_vlm_that_is_down_is_retried_and_a_bad_answer_recorded(
     assert given_up["status"] == "failed" and given_up["error"].startswith("gave up after 3 tries")
     # a failed caption can be asked again
     again = stack.gateway.post(
-        "/v1/captions",
+        "/v1/images/captions",
         json={"image_ids": [third.json()["id"]]},
         headers=stack.as_role(Role.VALIDATOR),
     )
@@ -223,7 +228,7 @@ def test_captions_on_arq_workers(redis_url: str, tmp_path: Path, live_embedder: 
         assert caption["language"] == "vi" and caption["detected_language"] == "vi"
         stack.settings.captioner = captioner_client(f"http://127.0.0.1:{free_port()}")
         asked = stack.gateway.post(
-            "/v1/captions",
+            "/v1/images/captions",
             json={"image_ids": [image_id], "language": "en"},
             headers=stack.as_role(Role.VALIDATOR),
         )
@@ -232,3 +237,67 @@ def test_captions_on_arq_workers(redis_url: str, tmp_path: Path, live_embedder: 
         english = next(c for c in stack.image(image_id)["captions"] if c["language"] == "en")
         assert english["status"] == "failed" and "gave up after 3 tries" in english["error"]
         assert httpx.get(f"{captioner}/readyz").status_code == 200
+
+
+def caption_now(stack: Stack, data: bytes, **fields: str) -> httpx.Response:
+    return stack.gateway.post(
+        "/v1/captions",
+        files={"image": ("photo.jpg", data)},
+        data=fields,
+        headers=stack.as_role(Role.CONTRIBUTOR),
+    )
+
+
+def test_a_caption_now_through_the_gateway(stack: Stack) -> None:
+    thai = caption_now(stack, photo_bytes("chelsea.png"), language="tha", countries="TH")
+    assert thai.status_code == 200, thai.text
+    body = thai.json()
+    assert body["language_requested"] == "th" and body["language_ok"] is True
+    assert body["prompt_kind"] == "aware" and body["location"] == "ประเทศไทย"
+    agnostic = caption_now(stack, photo_bytes("coffee.png"), location_aware="false")
+    assert agnostic.json()["prompt_kind"] == "agnostic"
+    for fields, code in (
+        ({"language": "km"}, "unsupported_language"),
+        ({"language": "en", "colour": "red"}, "invalid_request"),
+        ({"countries": "XX"}, "invalid_request"),
+        ({"location_aware": "true"}, "location_needed"),
+    ):
+        refused = caption_now(stack, photo_bytes("coffee.png"), **fields)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == code
+    assert caption_now(stack, b"not an image").status_code == 415
+    listing = stack.gateway.get("/v1/images", headers=stack.as_role(Role.VALIDATOR)).json()
+    assert listing["total"] == 0  # nothing is stored
+
+
+def test_a_caption_now_says_when_the_vlm_fails(stub_stack: tuple[Stack, StubVlm]) -> None:
+    stack, stub = stub_stack
+    stub.queue(Reply(status=503), Reply(raw_body="not json"))
+    down = caption_now(stack, photo_bytes("coffee.png"))
+    assert down.status_code == 503 and int(down.headers["retry-after"]) > 0
+    assert down.json()["error"]["code"] == "unavailable"
+    broken = caption_now(stack, photo_bytes("coffee.png"))
+    assert broken.status_code == 502 and broken.json()["error"]["code"] == "bad_vlm_answer"
+    fine = caption_now(stack, photo_bytes("coffee.png"))
+    assert fine.status_code == 200 and fine.json()["caption"] == "A stub caption."
+
+
+def test_the_bulk_uploader_can_ask_for_captions(stack: Stack, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "coffee.jpg").write_bytes(photo_bytes("coffee.png"))
+    done = upload(stack, folder, "--caption-language", "vi")
+    assert done.returncode == 0, done.stderr
+    image_id = json.loads((folder / ".seavl-upload.jsonl").read_text().splitlines()[0])["detail"]
+    [caption] = wait_captioned(stack, image_id)
+    assert caption["language"] == "vi" and caption["status"] == "done"
+    assert "Thái Lan" in caption["caption"]  # the uploader's --countries TH
+    refused = upload(
+        stack,
+        tmp_path / "photos",
+        "--caption-language",
+        "km",
+        "--resume-file",
+        str(tmp_path / "r.jsonl"),
+    )
+    assert refused.returncode != 0 and "supported: en, th, ms, tl, id, vi" in refused.stderr
