@@ -79,14 +79,15 @@ SERVICES: dict[str, Callable[[], None]] = {
 }
 
 
-def _worker(check: bool) -> int:
+def _worker(check: bool, captions: bool) -> int:
     from arq.worker import check_health, run_worker
 
-    from services.gateway.worker import WorkerSettings
+    from services.gateway.worker import CaptionWorkerSettings, WorkerSettings
 
+    settings = CaptionWorkerSettings if captions else WorkerSettings
     if check:
-        return int(check_health(WorkerSettings))  # type: ignore[arg-type]
-    run_worker(WorkerSettings)  # type: ignore[arg-type]
+        return int(check_health(settings))
+    run_worker(settings)
     return 0
 
 
@@ -170,6 +171,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     worker.add_argument(
         "--check", action="store_true", help="health check: exit 0 when a worker is healthy"
     )
+    worker.add_argument(
+        "--captions", action="store_true", help="a worker of the caption queue (VLM captions)"
+    )
     upload = commands.add_parser("upload", help="send a folder of images to the gateway")
     add_upload_arguments(upload)
     args = parser.parse_args(argv)
@@ -186,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "keys":
         _create_key(args.role, args.name)
     elif args.command == "worker":
-        raise SystemExit(_worker(args.check))
+        raise SystemExit(_worker(args.check, args.captions))
     elif args.command == "upload":
         raise SystemExit(run_upload(args))
 

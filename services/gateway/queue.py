@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 PROCESS_IMAGE = "process_image"
 CAPTION_IMAGE = "caption_image"
+# Captions wait seconds on a VLM each: their own queue and workers, so that a thousand queued
+# captions never hold up the processing of new uploads.
+CAPTION_QUEUE = "arq:captions"
 PipelineBatcher = MicroBatcher[Job, JobOutcome]
 
 
@@ -68,7 +71,12 @@ class ArqQueue:
     async def enqueue_caption(self, job: CaptionJob) -> None:
         try:
             await self.pool.enqueue_job(
-                CAPTION_IMAGE, job.image_id, job.language, job.request, _job_id=job.job_id
+                CAPTION_IMAGE,
+                job.image_id,
+                job.language,
+                job.request,
+                _job_id=job.job_id,
+                _queue_name=CAPTION_QUEUE,
             )
         except (RedisError, OSError) as exc:
             raise UnavailableError(f"the job queue (Redis) is unreachable: {exc}") from exc
@@ -81,6 +89,7 @@ async def start_captions(queue: JobQueue, captions: CaptionJobs, image_ids: Sequ
     """Queues the captions asked for these images, now that their processing has ended."""
     for job in await asyncio.to_thread(pending_captions, captions.engine, image_ids):
         await queue.enqueue_caption(job)
+        logger.info("caption job %s queued", job.job_id)
 
 
 def caption_executor(settings: PipelineSettings) -> ThreadPoolExecutor:

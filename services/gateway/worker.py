@@ -1,9 +1,11 @@
 """arq workers for the upload pipeline.
 
-Jobs: `process_image` (embed, score, dedup) and `caption_image` (one caption, once processed).
+Two kinds: workers of `process_image` (embed, score, dedup) on arq's default queue, and
+workers of `caption_image` (one caption, once its image is processed) on the caption queue.
 
 arq services.gateway.worker.WorkerSettings          # run a worker (settings from the env)
 arq services.gateway.worker.WorkerSettings --check  # health check: exit 0 when healthy
+arq services.gateway.worker.CaptionWorkerSettings   # a worker of the caption queue
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from arq import Retry, func
 from arq.connections import RedisSettings
+from arq.constants import default_queue_name
 from arq.typing import StartupShutdown
 from arq.worker import Function, Worker
 
@@ -24,6 +27,7 @@ from services.gateway.config import GatewaySettings
 from services.gateway.pipeline import ImageGone, Job, Pipeline
 from services.gateway.queue import (
     CAPTION_IMAGE,
+    CAPTION_QUEUE,
     PROCESS_IMAGE,
     ArqQueue,
     caption_executor,
@@ -97,20 +101,25 @@ async def caption_image(ctx: dict[str, Any], image_id: str, language: str, reque
         return "gone"
 
 
-def _functions(settings: GatewaySettings) -> list[Function]:
+def _image_functions(settings: GatewaySettings) -> list[Function]:
     return [
         func(
             process_image,
             name=PROCESS_IMAGE,
             max_tries=settings.pipeline.max_tries,
             timeout=settings.pipeline.job_timeout_seconds,
-        ),
+        )
+    ]
+
+
+def _caption_functions(settings: GatewaySettings) -> list[Function]:
+    return [
         func(
             caption_image,
             name=CAPTION_IMAGE,
             max_tries=settings.pipeline.max_tries,
             timeout=settings.pipeline.job_timeout_seconds,
-        ),
+        )
     ]
 
 
@@ -118,33 +127,32 @@ def redis_settings(settings: GatewaySettings) -> RedisSettings:
     return RedisSettings.from_dsn(settings.redis_url or "redis://127.0.0.1:6379")
 
 
-def make_worker(settings: GatewaySettings, burst: bool = False) -> Worker:
-    """A worker in this process (tests run one in burst mode: until the queue is empty)."""
-    return Worker(
-        functions=_functions(settings),
-        redis_settings=redis_settings(settings),
-        on_startup=_on_startup(settings),
-        on_shutdown=shutdown,
-        max_tries=settings.pipeline.max_tries,
-        job_timeout=settings.pipeline.job_timeout_seconds,
-        max_jobs=settings.pipeline.batch_size * 2,  # enough running jobs to fill a batch
-        health_check_interval=HEALTH_CHECK_SECONDS,
-        burst=burst,
-        handle_signals=False,
-    )
+def worker_options(settings: GatewaySettings, captions: bool) -> dict[str, Any]:
+    """A worker's arq options: of the image pipeline, or of the caption queue."""
+    return {
+        "functions": _caption_functions(settings) if captions else _image_functions(settings),
+        "queue_name": CAPTION_QUEUE if captions else default_queue_name,
+        "redis_settings": redis_settings(settings),
+        "on_startup": _on_startup(settings),
+        "on_shutdown": shutdown,
+        "max_tries": settings.pipeline.max_tries,
+        "job_timeout": settings.pipeline.job_timeout_seconds,
+        # images: enough running jobs to fill a batch; captions: as many as may wait on a VLM
+        "max_jobs": settings.pipeline.caption_concurrency
+        if captions
+        else settings.pipeline.batch_size * 2,
+        "health_check_interval": HEALTH_CHECK_SECONDS,
+    }
+
+
+def make_worker(settings: GatewaySettings, burst: bool = False, captions: bool = False) -> Worker:
+    """A worker in this process, of images or of captions (tests run them in burst mode:
+    until their queue is empty)."""
+    return Worker(**worker_options(settings, captions), burst=burst, handle_signals=False)
 
 
 _settings = GatewaySettings()
-
-
-class WorkerSettings:
-    """What the `arq` command reads."""
-
-    functions = _functions(_settings)
-    on_startup = _on_startup(_settings)
-    on_shutdown = shutdown
-    redis_settings = redis_settings(_settings)
-    max_tries = _settings.pipeline.max_tries
-    job_timeout = _settings.pipeline.job_timeout_seconds
-    max_jobs = _settings.pipeline.batch_size * 2
-    health_check_interval = HEALTH_CHECK_SECONDS
+# What the `arq` command reads (a dict serves as well as a class, and a class would not
+# inherit: arq reads only its own __dict__).
+WorkerSettings = worker_options(_settings, captions=False)
+CaptionWorkerSettings = worker_options(_settings, captions=True)

@@ -8,10 +8,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from tests.helpers import free_port, wait_until_ready
+from tests.helpers import free_port, wait_for, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,3 +76,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def upload_until_captioned(
+    gateway_url: str, key: str, image: bytes, fields: dict[str, str]
+) -> dict[str, Any]:
+    """POST /v1/images asking for a caption; the record once the caption is no longer queued."""
+    with httpx.Client(
+        base_url=gateway_url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as gateway:
+        upload = gateway.post("/v1/images", files={"image": ("photo.jpg", image)}, data=fields)
+        assert upload.status_code == 202, upload.text
+        path = f"/v1/images/{upload.json()['id']}"
+        wait_for(lambda: gateway.get(path).json()["captions"][0]["status"] != "queued", 90, 0.5)
+        return dict(gateway.get(path).json())

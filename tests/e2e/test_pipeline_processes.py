@@ -18,8 +18,10 @@ from sqlalchemy import text
 
 from services.common.database import make_engine
 from tests.conftest import POSTGRES_URL, _reset_postgres
-from tests.e2e.conftest import ROOT, start, stop
+from tests.e2e.conftest import ROOT, start, stop, upload_until_captioned
 from tests.helpers import free_port, photo_bytes, wait_for
+
+SERVICES = ("embedder", "filter", "dedup", "captioner", "gateway")
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ def system(
     models_dir: Path, tmp_path: Path, redis_url: str, s3_endpoint: str
 ) -> Iterator[dict[str, object]]:
     _reset_postgres(POSTGRES_URL)
-    ports = {name: free_port() for name in ("embedder", "filter", "dedup", "gateway")}
+    ports = {name: free_port() for name in SERVICES}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = {
         **{f"SEAVL_{name.upper()}_SERVER__PORT": str(port) for name, port in ports.items()},
@@ -39,6 +41,8 @@ def system(
         "SEAVL_GATEWAY_EMBEDDER__URL": urls["embedder"],
         "SEAVL_GATEWAY_FILTER__URL": urls["filter"],
         "SEAVL_GATEWAY_DEDUP__URL": urls["dedup"],
+        "SEAVL_GATEWAY_CAPTIONER__URL": urls["captioner"],
+        "SEAVL_CAPTIONER_EMBEDDER__URL": urls["embedder"],
         "SEAVL_GATEWAY_S3__ENDPOINT": s3_endpoint,
         "SEAVL_GATEWAY_S3__ACCESS_KEY": "seavl",
         "SEAVL_GATEWAY_S3__SECRET_KEY": "seavl-secret",
@@ -49,10 +53,7 @@ def system(
         "SEAVL_GATEWAY_FILTER__TIMEOUT_SECONDS": "60",
     }
     log = tmp_path / "system.log"
-    processes = {
-        name: start(["-m", f"services.{name}"], env, log, urls[name])
-        for name in ("embedder", "filter", "dedup", "gateway")
-    }
+    processes = {name: start(["-m", f"services.{name}"], env, log, urls[name]) for name in SERVICES}
     try:
         with httpx.Client(base_url=urls["filter"], timeout=60) as client:
             client.post(
@@ -78,10 +79,10 @@ def system(
             stop(process)
 
 
-def worker(system: dict[str, object]) -> subprocess.Popen[bytes]:
+def worker(system: dict[str, object], *args: str) -> subprocess.Popen[bytes]:
     env, log = system["env"], system["log"]
     assert isinstance(env, dict) and isinstance(log, Path)
-    return start(["-m", "arq", "services.gateway.worker.WorkerSettings"], env, log)
+    return start(["-m", "services.cli", "worker", *args], env, log)
 
 
 def arq_check(system: dict[str, object]) -> int:
@@ -127,3 +128,30 @@ def test_a_killed_worker_s_job_runs_again_and_completes(system: dict[str, object
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM gateway_images")).scalar_one() == 1
     engine.dispose()
+
+
+def test_caption_workers_caption_what_image_workers_processed(system: dict[str, object]) -> None:
+    urls, env, key = system["urls"], system["env"], system["key"]
+    assert isinstance(urls, dict) and isinstance(env, dict)
+    check = [sys.executable, "-m", "services.cli", "worker", "--captions", "--check"]
+    workers = [worker(system), worker(system, "--captions")]
+    try:
+        wait_for(
+            lambda: subprocess.run(check, env={**os.environ, **env}, timeout=60).returncode == 0,
+            timeout=60,
+            interval=1,
+        )
+        assert isinstance(key, str)
+        image = upload_until_captioned(
+            urls["gateway"],
+            key,
+            photo_bytes("chelsea.png"),
+            {"countries": "TH", "caption_language": "th"},
+        )
+        assert image["status"] == "done"
+        [caption] = image["captions"]
+        assert caption["status"] == "done" and caption["language_ok"] is True
+        assert "ประเทศไทย" in caption["caption"]
+    finally:
+        for process in workers:
+            stop(process)

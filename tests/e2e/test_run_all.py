@@ -16,8 +16,8 @@ import httpx
 from services.common.database import create_tables, make_engine
 from services.gateway.auth import Role, create_key
 from services.gateway.tables import GATEWAY_TABLES
-from tests.e2e.conftest import ROOT
-from tests.helpers import free_port, photo_bytes, wait_for
+from tests.e2e.conftest import ROOT, upload_until_captioned
+from tests.helpers import free_port, photo_bytes
 
 
 def wait_ready(urls: list[str], process: subprocess.Popen[bytes], log: Path) -> None:
@@ -114,18 +114,12 @@ def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Pat
         create_tables(engine, GATEWAY_TABLES)
         key = create_key(engine, Role.CONTRIBUTOR)
         engine.dispose()
-        with httpx.Client(
-            base_url=urls["gateway"], headers={"Authorization": f"Bearer {key}"}, timeout=60
-        ) as gateway:
-            upload = gateway.post(
-                "/v1/images",
-                files={"image": ("coffee.jpg", photo_bytes("coffee.png"))},
-                data={"countries": "VN", "location": "Hanoi, Vietnam", "caption": "true"},
-            )
-            assert upload.status_code == 202, upload.text
-            image = f"/v1/images/{upload.json()['id']}"
-            wait_for(lambda: gateway.get(image).json()["captions"][0]["status"] != "queued")
-            done = gateway.get(image).json()
+        done = upload_until_captioned(
+            urls["gateway"],
+            key,
+            photo_bytes("coffee.png"),
+            {"countries": "VN", "location": "Hanoi, Vietnam", "caption": "true"},
+        )
         assert done["status"] == "done" and done["phash"] is not None  # no "default" set: unscored
         assert done["captions"][0]["status"] == "done"
         assert "Hanoi, Vietnam" in done["captions"][0]["caption"]

@@ -222,7 +222,10 @@ def test_captions_on_arq_workers(redis_url: str, tmp_path: Path, live_embedder: 
         image_id = stack.upload(
             photo_bytes("coffee.png"), countries="VN", caption_language="vi"
         ).json()["id"]
-        run_worker_until_idle(stack)  # processes, then queues and runs the caption (retried)
+        run_worker_until_idle(stack)  # processes the image, then queues its caption
+        assert stack.image(image_id)["status"] == "done"
+        assert stack.image(image_id)["captions"][0]["status"] == "queued"  # not on this queue
+        run_worker_until_idle(stack, captions=True)  # the caption, retried once
         [caption] = stack.image(image_id)["captions"]
         assert caption["status"] == "done" and caption["attempts"] == 2
         assert caption["language"] == "vi" and caption["detected_language"] == "vi"
@@ -233,7 +236,7 @@ def test_captions_on_arq_workers(redis_url: str, tmp_path: Path, live_embedder: 
             headers=stack.as_role(Role.VALIDATOR),
         )
         assert asked.json()["queued"] == [image_id]
-        run_worker_until_idle(stack)  # this worker's captioner is unreachable: tried, recorded
+        run_worker_until_idle(stack, captions=True)  # its captioner is unreachable: recorded
         english = next(c for c in stack.image(image_id)["captions"] if c["language"] == "en")
         assert english["status"] == "failed" and "gave up after 3 tries" in english["error"]
         assert httpx.get(f"{captioner}/readyz").status_code == 200

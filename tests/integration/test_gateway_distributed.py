@@ -30,11 +30,12 @@ def s3_settings(endpoint: str) -> S3Settings:
     )
 
 
-def run_worker_until_idle(stack: Stack) -> None:
-    """An arq worker in burst mode: it runs every queued job, then returns."""
+def run_worker_until_idle(stack: Stack, captions: bool = False) -> None:
+    """An arq worker (of images, or of captions) in burst mode: it runs every job queued for
+    it, then returns."""
 
     async def burst() -> None:
-        worker = make_worker(stack.settings, burst=True)  # arq binds the running loop
+        worker = make_worker(stack.settings, burst=True, captions=captions)  # binds this loop
         try:
             await worker.async_run()
         finally:

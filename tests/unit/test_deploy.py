@@ -49,6 +49,9 @@ def test_compose_runs_every_part_with_health_checks() -> None:
     for name, port in PORTS.items():
         assert f"127.0.0.1:{port}/readyz" in " ".join(services[name]["healthcheck"]["test"])
     assert services["worker"]["healthcheck"]["test"] == ["CMD", "seavl", "worker", "--check"]
+    captions = services["caption-worker"]
+    assert captions["command"] == ["seavl", "worker", "--captions"]
+    assert captions["healthcheck"]["test"] == ["CMD", "seavl", "worker", "--captions", "--check"]
     assert services["dedup"]["environment"]["QDRANT_URL"] == "http://qdrant:6333"
     assert services["gateway"]["environment"]["REDIS_URL"].startswith("redis://redis:6379")
     gateway_env = services["gateway"]["environment"]
@@ -74,10 +77,14 @@ def by_kind(rendered: list[dict[str, Any]], kind: str) -> dict[str, dict[str, An
 def test_k8s_base_has_each_service_with_probes_and_resources() -> None:
     rendered = render(K8S / "base")
     deployments, services = by_kind(rendered, "Deployment"), by_kind(rendered, "Service")
-    assert set(deployments) == {*PORTS, "worker"} and set(services) == set(PORTS)
+    assert set(deployments) == {*PORTS, "worker", "caption-worker"}
+    assert set(services) == set(PORTS)
+    caption_worker = deployments["caption-worker"]["spec"]["template"]["spec"]["containers"][0]
+    assert caption_worker["command"] == ["seavl", "worker", "--captions"]
     for name, deployment in deployments.items():
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        assert container["image"] == f"seavl/{name}:0.1.0"
+        image = "worker" if name == "caption-worker" else name
+        assert container["image"] == f"seavl/{image}:0.1.0"
         assert container["readinessProbe"] and container["livenessProbe"]
         assert container["resources"]["requests"]["cpu"]
         assert {"configMapRef": {"name": "seavl-config"}} in container["envFrom"]
