@@ -15,7 +15,7 @@ from services.captioner.backends import (
     OfflineLabelsBackend,
     OpenAICompatibleBackend,
 )
-from services.captioner.captioning import Captioner
+from services.captioner.captioning import Captioner, CaptionMetrics
 from services.captioner.config import BackendName, CaptionerSettings
 from services.captioner.language import LanguageCheck
 from services.captioner.prompts import PromptBook
@@ -38,6 +38,8 @@ def make_backend(settings: CaptionerSettings) -> CaptionBackend:
 def create_app(settings: CaptionerSettings | None = None) -> FastAPI:
     settings = settings or CaptionerSettings()
     prompts = PromptBook()  # bad prompt files fail here, before the server starts
+    registry = CollectorRegistry()
+    metrics = CaptionMetrics(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -49,6 +51,7 @@ def create_app(settings: CaptionerSettings | None = None) -> FastAPI:
             store=make_store(settings.s3, settings.storage_dir),
             limits=settings.images,
             timeout_seconds=settings.request_timeout_seconds,
+            metrics=metrics,
         )
         try:
             yield
@@ -67,7 +70,7 @@ def create_app(settings: CaptionerSettings | None = None) -> FastAPI:
         "Culturally aware captions of SEA images, from a VLM or offline from image labels.",
         router,
         settings,
-        CollectorRegistry(),
+        registry,
         lifespan,
         readiness,
         max_body_bytes=settings.images.max_bytes * 4 // 3 + REQUEST_ALLOWANCE_BYTES,

@@ -4,16 +4,39 @@ the backend's answer, and the language the answer is really written in."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.captioner.backends import CaptionBackend, CaptionTask
 from services.captioner.language import LanguageCheck
 from services.captioner.prompts import PromptBook
 from services.common.captions import CaptionRequest, CaptionResponse
-from services.common.errors import UnavailableError
+from services.common.errors import ServiceError, UnavailableError
 from services.common.images import MEDIA_TYPES, ImageLimits, base64_bytes, validate_image
 from services.common.location import strip_location
 from services.common.storage import ObjectStore, validate_key
+
+
+class CaptionMetrics:
+    """What operators watch: captions by outcome (wrong-language answers apart) and VLM time."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.captions = Counter(
+            "seavl_captioner_captions",
+            "Captions asked for, by backend, requested language and outcome "
+            "(ok, wrong_language, or the error code)",
+            ["backend", "language", "outcome"],
+            registry=registry,
+        )
+        self.backend_seconds = Histogram(
+            "seavl_captioner_backend_seconds",
+            "Seconds the backend took for one caption",
+            ["backend"],
+            registry=registry,
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160),
+        )
 
 
 @dataclass
@@ -24,6 +47,7 @@ class Captioner:
     store: ObjectStore
     limits: ImageLimits
     timeout_seconds: float
+    metrics: CaptionMetrics
 
     def _image(self, request: CaptionRequest) -> tuple[bytes, str]:
         """Validated bytes, location data removed (nothing of it may reach a remote VLM)."""
@@ -38,21 +62,31 @@ class Captioner:
         """Bounded by the timeout as a whole; a VLM that takes longer is unavailable (503)."""
         choice = self.prompts.choose(request)  # an unsupported language fails before any work
         image, media_type = await asyncio.to_thread(self._image, request)
+        backend, language = self.backend.name.value, choice.prompts.language.value
+        started = time.perf_counter()
         try:
             answer = await asyncio.wait_for(
                 self.backend.caption(CaptionTask(image, media_type, choice)),
                 self.timeout_seconds,
             )
         except TimeoutError:
+            self.metrics.captions.labels(backend, language, "timeout").inc()
             raise UnavailableError(
                 f"no caption within {self.timeout_seconds:g} s; retry later"
             ) from None
+        except ServiceError as exc:
+            self.metrics.captions.labels(backend, language, exc.code).inc()
+            raise
+        self.metrics.backend_seconds.labels(backend).observe(time.perf_counter() - started)
         detected = await asyncio.to_thread(self.language_check.detect, answer.text)
+        language_ok = self.language_check.matches(detected, choice.prompts.language)
+        outcome = "ok" if language_ok else "wrong_language"
+        self.metrics.captions.labels(backend, language, outcome).inc()
         return CaptionResponse(
             caption=answer.text,
             language_requested=choice.prompts.language,
             language=detected,
-            language_ok=self.language_check.matches(detected, choice.prompts.language),
+            language_ok=language_ok,
             backend=self.backend.name.value,
             model=answer.model,
             prompt_kind=choice.kind,

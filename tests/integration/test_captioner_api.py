@@ -162,6 +162,9 @@ def test_vlm_gets_the_paper_s_request_and_its_caption_is_checked(
     second = client.post("/v1/captions", json={**asked, "location_aware": False}).json()
     assert second["language"] == "en" and second["language_ok"] is False
     assert second["prompt_kind"] == "agnostic"
+    metrics = client.get("/metrics").text
+    counted = 'seavl_captioner_captions_total{backend="openai-compatible",language="vi",outcome='
+    assert f'{counted}"ok"}} 1.0' in metrics and f'{counted}"wrong_language"}} 1.0' in metrics
     assert stub.requests[-1].messages[0].content[0].text.startswith("Hãy mô tả")
 
 
