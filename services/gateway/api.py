@@ -33,8 +33,9 @@ from services.common.schemas import DedupCheckRequest, EmbeddedImage, ImageFailu
 from services.common.service import from_app_state
 from services.common.storage import ObjectStore
 from services.gateway.auth import Role, require
-from services.gateway.captions import FINISHED, CaptionJob, CaptionJobs, ask_caption, job_of
+from services.gateway.captions import CaptionJobs, ask_caption, job_of
 from services.gateway.config import GatewaySettings
+from services.gateway.jobs import FINISHED, CaptionJob
 from services.gateway.queue import JobQueue
 from services.gateway.schemas import (
     CaptionBatchIn,
@@ -224,8 +225,11 @@ def _record(request: Request, row: ImageRow, caption: CaptionLanguage | None) ->
         asked = None
         if caption is not None and already is None:
             asked = ask_caption(session, row.id, caption, None)
-        session.flush()
-        captions = _captions_of(session, [row.id]).get(row.id, [])
+        if existing is None:  # a new image has no captions but the one just asked for
+            captions = [asked] if asked is not None else []
+        else:
+            session.flush()
+            captions = _captions_of(session, [row.id]).get(row.id, [])
         start = [job_of(asked)] if asked is not None and row.status in FINISHED else []
     return Recorded(row, existing is None, captions, start)
 

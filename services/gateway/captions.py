@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,23 +22,10 @@ from services.common.database import session_scope
 from services.common.errors import ServiceError, UnavailableError
 from services.common.storage import ObjectStore
 from services.gateway.config import GatewaySettings
-from services.gateway.pipeline import ImageGone
+from services.gateway.jobs import FINISHED, CaptionJob, ImageGone
 from services.gateway.tables import CaptionRow, ImageRow
 
 logger = logging.getLogger(__name__)
-
-FINISHED = ("done", "failed")
-
-
-@dataclass(frozen=True)
-class CaptionJob:
-    image_id: str
-    language: str
-    request: int  # the caption row's request number when the job was queued
-
-    @property
-    def job_id(self) -> str:
-        return f"caption:{self.image_id}:{self.language}:{self.request}"
 
 
 def ask_caption(
@@ -59,19 +45,6 @@ def ask_caption(
 
 def job_of(row: CaptionRow) -> CaptionJob:
     return CaptionJob(row.image_id, row.language, row.requests)
-
-
-def pending_captions(engine: Engine, image_ids: Sequence[str]) -> list[CaptionJob]:
-    """Queued captions of images whose processing has ended: the jobs to start now."""
-    with session_scope(engine) as session:
-        rows = session.exec(
-            select(CaptionRow)
-            .join(ImageRow, col(ImageRow.id) == col(CaptionRow.image_id))
-            .where(col(CaptionRow.image_id).in_(image_ids))
-            .where(CaptionRow.status == "queued")
-            .where(col(ImageRow.status).in_(FINISHED))
-        ).all()
-    return [job_of(row) for row in rows]
 
 
 def all_pending_captions(engine: Engine) -> list[CaptionJob]:

@@ -31,24 +31,10 @@ from services.common.schemas import (
 )
 from services.common.storage import ObjectNotFoundError, ObjectStore, make_store
 from services.gateway.config import GatewaySettings
-from services.gateway.tables import ImageRow
+from services.gateway.jobs import FINISHED, CaptionJob, ImageGone, Job, JobOutcome, Processed
+from services.gateway.tables import CaptionRow, ImageRow
 
 logger = logging.getLogger(__name__)
-
-
-class ImageGone(Exception):
-    """The record no longer exists: nothing to process."""
-
-
-@dataclass(frozen=True)
-class Job:
-    image_id: str
-    attempt: int
-    final: bool
-
-
-# What a job ends in: its status, or the exception its caller raises (retry later, or gone).
-JobOutcome = str | Exception
 
 
 def _write_changes(session: Session, changes: dict[str, dict[str, object]]) -> None:
@@ -67,6 +53,23 @@ def _write_changes(session: Session, changes: dict[str, dict[str, object]]) -> N
             .values({name: bindparam(name) for name in (*names, "updated_at")})
         )
         session.connection().execute(statement, parameters)
+
+
+def _queued_captions(session: Session, image_ids: list[str]) -> dict[str, list[CaptionJob]]:
+    """The captions waiting for these images' processing to end, in one query per batch."""
+    if not image_ids:
+        return {}
+    rows = session.exec(
+        select(CaptionRow)
+        .where(col(CaptionRow.image_id).in_(image_ids))
+        .where(CaptionRow.status == "queued")
+    ).all()
+    found: dict[str, list[CaptionJob]] = {}
+    for row in rows:
+        found.setdefault(row.image_id, []).append(
+            CaptionJob(row.image_id, row.language, row.requests)
+        )
+    return found
 
 
 @dataclass
@@ -93,12 +96,6 @@ class Pipeline:
         for client in (self.embedder, self.filter, self.dedup):
             client.close()
 
-    def _update_many(self, changes: dict[str, dict[str, object]]) -> None:
-        """Applies each image's field changes in one transaction (missing records are skipped)."""
-        if changes:
-            with session_scope(self.engine) as session:
-                _write_changes(session, changes)
-
     def _claim(
         self, jobs: Sequence[Job]
     ) -> tuple[list[tuple[Job, ImageRow]], dict[str, JobOutcome]]:
@@ -116,8 +113,8 @@ class Pipeline:
                 row = rows.get(job.image_id)
                 if row is None:
                     outcomes[job.image_id] = ImageGone(job.image_id)
-                elif row.status in ("done", "failed"):
-                    outcomes[job.image_id] = row.status
+                elif row.status in FINISHED:  # run again (e.g. its worker was killed after
+                    outcomes[job.image_id] = Processed(row.status)  # the write): nothing to redo
                 else:
                     active.setdefault(job.image_id, (job, row))
             session.expunge_all()  # the rows are read-only snapshots from here on
@@ -132,27 +129,32 @@ class Pipeline:
 
     def process_batch(self, jobs: Sequence[Job]) -> list[JobOutcome]:
         """Runs the pipeline for several images with one call per dependency; per job, the
-        status it ends in, or the exception its caller should raise."""
+        status it ends in with the captions to start, or the exception its caller raises."""
         active, outcomes = self._claim(jobs)
+        changes: dict[str, dict[str, object]] = {}
         if active:
             try:
                 changes = self._run([row for _, row in active])
             except UnavailableError as exc:
-                changes = {}
                 for job, _ in active:
                     if job.final:
                         message = f"gave up after {job.attempt} tries: {exc.message}"
                         changes[job.image_id] = {"status": "failed", "error": message}
-                        outcomes[job.image_id] = "failed"
                     else:
                         changes[job.image_id] = {
                             "status": "queued",
                             "error": f"retrying: {exc.message}",
                         }
                         outcomes[job.image_id] = exc
-            self._update_many(changes)
-            for job, _ in active:
-                outcomes.setdefault(job.image_id, str(changes[job.image_id]["status"]))
+        statuses = {
+            **{i: o.status for i, o in outcomes.items() if isinstance(o, Processed)},
+            **{i: str(c["status"]) for i, c in changes.items() if i not in outcomes},
+        }
+        with session_scope(self.engine) as session:
+            _write_changes(session, changes)
+            captions = _queued_captions(session, [i for i, s in statuses.items() if s in FINISHED])
+        for image_id, status in statuses.items():
+            outcomes[image_id] = Processed(status, tuple(captions.get(image_id, ())))
         return [outcomes[job.image_id] for job in jobs]
 
     def _run(self, rows: list[ImageRow]) -> dict[str, dict[str, object]]:

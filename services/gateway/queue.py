@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -21,9 +21,10 @@ from redis.exceptions import RedisError
 
 from services.common.batching import MicroBatcher
 from services.common.errors import UnavailableError
-from services.gateway.captions import CaptionJob, CaptionJobs, pending_captions
+from services.gateway.captions import CaptionJobs
 from services.gateway.config import PipelineSettings
-from services.gateway.pipeline import ImageGone, Job, JobOutcome, Pipeline
+from services.gateway.jobs import CaptionJob, ImageGone, Job, JobOutcome
+from services.gateway.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -85,13 +86,6 @@ class ArqQueue:
         await self.pool.aclose()
 
 
-async def start_captions(queue: JobQueue, captions: CaptionJobs, image_ids: Sequence[str]) -> None:
-    """Queues the captions asked for these images, now that their processing has ended."""
-    for job in await asyncio.to_thread(pending_captions, captions.engine, image_ids):
-        await queue.enqueue_caption(job)
-        logger.info("caption job %s queued", job.job_id)
-
-
 def caption_executor(settings: PipelineSettings) -> ThreadPoolExecutor:
     """Caption jobs wait seconds on a VLM: their own threads, as many as may wait at once."""
     return ThreadPoolExecutor(settings.caption_concurrency, thread_name_prefix="caption")
@@ -110,12 +104,15 @@ def pipeline_batcher(pipeline: Pipeline, settings: PipelineSettings) -> Pipeline
     )
 
 
-async def run_job(batcher: PipelineBatcher, job: Job) -> str:
-    """One job through the batcher; raises what its outcome says to raise."""
+async def run_job(queue: JobQueue, batcher: PipelineBatcher, job: Job) -> str:
+    """One job through the batcher, then the captions waiting for it onto `queue`; raises what
+    its outcome says to raise."""
     outcome = await batcher.submit_many([job])[0]
     if isinstance(outcome, Exception):
         raise outcome
-    return outcome
+    for caption in outcome.captions:
+        await queue.enqueue_caption(caption)
+    return outcome.status
 
 
 class InProcessQueue:
@@ -140,8 +137,7 @@ class InProcessQueue:
 
     async def enqueue(self, image_id: str) -> None:
         async def attempt(number: int, final: bool) -> None:
-            await run_job(self._batcher, Job(image_id, number, final))
-            await start_captions(self, self.captions, [image_id])
+            await run_job(self, self._batcher, Job(image_id, number, final))
 
         self._start(job_id(image_id), lambda: self._retrying(job_id(image_id), attempt))
 

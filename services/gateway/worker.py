@@ -22,9 +22,10 @@ from arq.worker import Function, Worker
 from services.common.database import create_tables, make_engine
 from services.common.errors import UnavailableError
 from services.common.logging import configure_logging
-from services.gateway.captions import CaptionJob, CaptionJobs
+from services.gateway.captions import CaptionJobs
 from services.gateway.config import GatewaySettings
-from services.gateway.pipeline import ImageGone, Job, Pipeline
+from services.gateway.jobs import CaptionJob, ImageGone, Job
+from services.gateway.pipeline import Pipeline
 from services.gateway.queue import (
     CAPTION_IMAGE,
     CAPTION_QUEUE,
@@ -34,7 +35,6 @@ from services.gateway.queue import (
     pipeline_batcher,
     retry_delay,
     run_job,
-    start_captions,
 )
 from services.gateway.tables import GATEWAY_TABLES
 
@@ -73,15 +73,13 @@ async def process_image(ctx: dict[str, Any], image_id: str) -> str:
     attempt = int(ctx.get("job_try", 1))
     final = attempt >= settings.pipeline.max_tries
     try:
-        outcome = await run_job(ctx["batcher"], Job(image_id, attempt, final))
+        # The captions are queued after the record is final: a worker killed in between
+        # leaves the job to run again, and it finds the image done and queues them then.
+        return await run_job(ArqQueue(ctx["redis"]), ctx["batcher"], Job(image_id, attempt, final))
     except UnavailableError as exc:
         raise Retry(defer=retry_delay(settings.pipeline, attempt)) from exc
     except ImageGone:
         return "gone"
-    # after the record is final: a worker killed before this line reruns the job, which
-    # finds the image done and queues its captions then
-    await start_captions(ArqQueue(ctx["redis"]), ctx["captions"], [image_id])
-    return outcome
 
 
 async def caption_image(ctx: dict[str, Any], image_id: str, language: str, request: int) -> str:

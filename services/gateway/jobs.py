@@ -1,0 +1,45 @@
+"""What the gateway's queued jobs are and what they end in; shared by the image pipeline, the
+caption jobs and both kinds of queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FINISHED = ("done", "failed")
+
+
+class ImageGone(Exception):
+    """The record no longer exists (or was asked again since): nothing to do."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """Processing of one image (embed, score, dedup), keyed by its sha256."""
+
+    image_id: str
+    attempt: int
+    final: bool
+
+
+@dataclass(frozen=True)
+class CaptionJob:
+    image_id: str
+    language: str
+    request: int  # the caption row's request number when the job was queued
+
+    @property
+    def job_id(self) -> str:
+        return f"caption:{self.image_id}:{self.language}:{self.request}"
+
+
+@dataclass(frozen=True)
+class Processed:
+    """An image's processing ended (done or failed); the captions asked for it can start."""
+
+    status: str
+    captions: tuple[CaptionJob, ...] = ()
+
+
+# What a processing job ends in: `Processed`, or the exception its caller raises (retry later,
+# or gone).
+JobOutcome = Processed | Exception
