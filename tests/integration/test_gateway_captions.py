@@ -304,3 +304,23 @@ def test_the_bulk_uploader_can_ask_for_captions(stack: Stack, tmp_path: Path) ->
         str(tmp_path / "r.jsonl"),
     )
     assert refused.returncode != 0 and "supported: en, th, ms, tl, id, vi" in refused.stderr
+
+
+def test_in_process_captions_left_queued_start_again_on_restart(
+    tmp_path: Path, live_embedder: str, offline_captioner: str
+) -> None:
+    database = f"sqlite:///{tmp_path / 'seavl.db'}"
+    patient = PipelineSettings(max_tries=5, retry_delay_seconds=30)  # still waiting at the stop
+    down = captioner_client(f"http://127.0.0.1:{free_port()}")
+    with running_stack(
+        database, tmp_path, live_embedder, captioner=down, pipeline=patient
+    ) as first:
+        image_id = first.upload(photo_bytes("coffee.png"), caption="true").json()["id"]
+        first.wait_done(image_id)
+        wait_for(lambda: first.image(image_id)["captions"][0]["error"] is not None)
+        assert first.image(image_id)["captions"][0]["status"] == "queued"  # retrying
+    with running_stack(
+        database, tmp_path, live_embedder, captioner=captioner_client(offline_captioner)
+    ) as second:
+        [caption] = wait_captioned(second, image_id)
+        assert caption["status"] == "done" and caption["backend"] == "offline-labels"
