@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import AliasChoices, Field
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -19,6 +21,20 @@ from sqlmodel import Session, SQLModel, create_engine
 from services.common.errors import UnavailableError
 
 DEFAULT_DATABASE_URL = "sqlite:///var/seavl.db"
+
+
+def utcnow() -> datetime:
+    """Timestamps of records: aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def database_url_setting(service: str) -> Any:
+    """A service's `database_url` setting: `SEAVL_<SERVICE>_DATABASE_URL`, else the shared
+    `DATABASE_URL`, else the embedded SQLite file."""
+    return Field(
+        default=DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices(f"SEAVL_{service.upper()}_DATABASE_URL", "DATABASE_URL"),
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:

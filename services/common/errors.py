@@ -7,15 +7,18 @@ validation errors and stray HTTP exceptions into that shape, so a client parses 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class ErrorBody(BaseModel):
@@ -101,16 +104,26 @@ async def _handle_service_error(_: Request, exc: Exception) -> JSONResponse:
     return exc.to_response()
 
 
-async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    errors = list(exc.errors())
+def invalid_request(errors: Sequence[Any]) -> ServiceError:
+    """422 `invalid_request` naming the first problem of a validation, with all in details."""
     first = errors[0] if errors else {"msg": "invalid request"}
     field = _validation_field(first)
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
     details = [{"field": _validation_field(e), "message": str(e.get("msg"))} for e in errors]
-    return ServiceError(
-        422, "invalid_request", message, field=field or None, details=details
-    ).to_response()
+    return ServiceError(422, "invalid_request", message, field=field or None, details=details)
+
+
+def validated(model: type[Model], data: Any) -> Model:
+    """`data` as `model`, or the 422 a request body that fails validation gets."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_request(exc.errors()) from exc
+
+
+async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return invalid_request(list(exc.errors())).to_response()
 
 
 async def _handle_http_exception(_: Request, exc: Exception) -> JSONResponse:

@@ -12,12 +12,12 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from services.common.database import session_scope
+from services.common.database import session_scope, utcnow
 from services.common.errors import ServiceError
 from services.dedup.config import DedupSettings
 from services.dedup.dedup import collection_name, unknown_collection
@@ -116,7 +116,7 @@ class BatchJobs:
             assert job is not None
             for key, value in fields.items():
                 setattr(job, key, value)
-            job.updated_at = datetime.now(UTC)
+            job.updated_at = utcnow()
             session.add(job)
 
     def _run(self, job_id: str, name: str, threshold: float) -> None:
@@ -141,6 +141,6 @@ class BatchJobs:
         if job is None:
             raise ServiceError(404, "unknown_job", f"no batch dedup job {job_id}")
         updated = job.updated_at if job.updated_at.tzinfo else job.updated_at.replace(tzinfo=UTC)
-        if job.status in ("queued", "running") and datetime.now(UTC) - updated > STALE_AFTER:
+        if job.status in ("queued", "running") and utcnow() - updated > STALE_AFTER:
             job.status = "interrupted"  # its replica stopped reporting: start it again
         return job

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings
 
-from services.common.database import DEFAULT_DATABASE_URL
+from services.common.database import database_url_setting
 from services.common.settings import DEFAULT_DATA_DIR, ServerSettings, service_settings_config
 
 DEDUP_PORT = 8003
@@ -27,10 +27,7 @@ class DedupSettings(BaseSettings):
     model_config = service_settings_config("dedup")
 
     server: ServerSettings = ServerSettings(port=DEDUP_PORT)
-    database_url: str = Field(
-        default=DEFAULT_DATABASE_URL,
-        validation_alias=AliasChoices("SEAVL_DEDUP_DATABASE_URL", "DATABASE_URL"),
-    )
+    database_url: str = database_url_setting("dedup")
     qdrant_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("SEAVL_DEDUP_QDRANT_URL", "QDRANT_URL"),

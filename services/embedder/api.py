@@ -10,10 +10,9 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from services.common.errors import ErrorResponse, ServiceError
+from services.common.errors import ErrorResponse, ServiceError, validated
 from services.common.http import multipart_body, wait_unless_disconnected
 from services.common.schemas import (
     EmbedJsonRequest,
@@ -52,15 +51,6 @@ def _invalid(message: str, field: str | None = None) -> ServiceError:
     return ServiceError(422, "invalid_request", message, field=field)
 
 
-def _parse_options(fields: dict[str, Any]) -> EmbedOptions:
-    try:
-        return EmbedOptions.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise _invalid(f"{field}: {first['msg']}", field=field) from exc
-
-
 async def _parse_multipart(
     form: FormData, settings: EmbedderSettings
 ) -> tuple[EmbedOptions, list[ByteSource]]:
@@ -70,8 +60,8 @@ async def _parse_multipart(
     unknown = set(form.keys()) - {"images", "model", "encoding", "top_k"}
     if unknown:
         raise _invalid(f"unknown form fields: {sorted(unknown)}", field=sorted(unknown)[0])
-    options = _parse_options(
-        {k: v for k, v in form.items() if k != "images" and isinstance(v, str)}
+    options = validated(
+        EmbedOptions, {k: v for k, v in form.items() if k != "images" and isinstance(v, str)}
     )
     limit = settings.images.max_bytes
     return options, [bytes_from_upload(upload.file, limit) for upload in uploads]
@@ -84,12 +74,7 @@ async def _parse_json(
         payload = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ServiceError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
-    try:
-        parsed = EmbedJsonRequest.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise _invalid(f"{field}: {first['msg']}" if field else str(first["msg"]), field) from exc
+    parsed = validated(EmbedJsonRequest, payload)
     if len(parsed.images) > settings.max_images_per_request:
         raise _invalid(
             f"at most {settings.max_images_per_request} images per request", field="images"

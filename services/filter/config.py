@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings
 
 from services.common.clients import ServiceClientSettings
-from services.common.database import DEFAULT_DATABASE_URL
+from services.common.database import database_url_setting
 from services.common.settings import ServerSettings, service_settings_config
 
 FILTER_PORT = 8002
@@ -38,10 +38,7 @@ class FilterSettings(BaseSettings):
     model_config = service_settings_config("filter")
 
     server: ServerSettings = ServerSettings(port=FILTER_PORT)
-    database_url: str = Field(
-        default=DEFAULT_DATABASE_URL,
-        validation_alias=AliasChoices("SEAVL_FILTER_DATABASE_URL", "DATABASE_URL"),
-    )
+    database_url: str = database_url_setting("filter")
     embedder: ServiceClientSettings = ServiceClientSettings(url="http://127.0.0.1:8001")
     default_tiers: TierThresholds = TierThresholds()
     model_tiers: dict[str, TierThresholds] = Field(

@@ -25,7 +25,7 @@ from services.common.captions import (
 )
 from services.common.clients import DedupClient, EmbedderClient, FilterClient, ImageReference
 from services.common.database import session_scope
-from services.common.errors import ErrorResponse, ServiceError
+from services.common.errors import ErrorResponse, ServiceError, validated
 from services.common.http import multipart_body
 from services.common.images import MEDIA_TYPES, ImageInfo, ImageLimits, validate_image
 from services.common.location import strip_location
@@ -117,12 +117,7 @@ def _form_fields(form: FormData, model: type[FormModel]) -> FormModel:
     unknown = set(form.keys()) - {"image", "countries", *fields}
     if unknown:
         raise _invalid(f"unknown form fields: {sorted(unknown)}", field=sorted(unknown)[0])
-    try:
-        return model.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise _invalid(f"{field}: {first['msg']}", field=field) from exc
+    return validated(model, fields)
 
 
 def _metadata(form: FormData) -> UploadMetadata:

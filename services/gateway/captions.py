@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -18,7 +17,7 @@ from sqlmodel import Session, col, select
 from services.common.captions import CaptionLanguage, CaptionRequest
 from services.common.clients import CaptionerClient
 from services.common.countries import SeaCountry
-from services.common.database import session_scope
+from services.common.database import session_scope, utcnow
 from services.common.errors import ServiceError, UnavailableError
 from services.common.storage import ObjectStore
 from services.gateway.config import GatewaySettings
@@ -38,7 +37,7 @@ def ask_caption(
     elif row.status != "queued":
         row.status, row.requests, row.error, row.attempts = "queued", row.requests + 1, None, 0
         row.location_aware = location_aware
-        row.updated_at = datetime.now(UTC)
+        row.updated_at = utcnow()
     session.add(row)
     return row
 
@@ -81,7 +80,7 @@ class CaptionJobs:
                 return  # asked again since: the newer job writes
             for name, value in fields.items():
                 setattr(row, name, value)
-            row.updated_at = datetime.now(UTC)
+            row.updated_at = utcnow()
             session.add(row)
 
     def _load(self, job: CaptionJob) -> tuple[ImageRow, CaptionRow]:

@@ -8,7 +8,7 @@ from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings
 
 from services.common.clients import ServiceClientSettings
-from services.common.database import DEFAULT_DATABASE_URL
+from services.common.database import database_url_setting
 from services.common.images import ImageLimits
 from services.common.settings import DEFAULT_DATA_DIR, ServerSettings, service_settings_config
 from services.common.storage import S3Settings
@@ -44,10 +44,7 @@ class GatewaySettings(BaseSettings):
     model_config = service_settings_config("gateway")
 
     server: ServerSettings = ServerSettings(port=GATEWAY_PORT)
-    database_url: str = Field(
-        default=DEFAULT_DATABASE_URL,
-        validation_alias=AliasChoices("SEAVL_GATEWAY_DATABASE_URL", "DATABASE_URL"),
-    )
+    database_url: str = database_url_setting("gateway")
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("SEAVL_GATEWAY_REDIS_URL", "REDIS_URL"),

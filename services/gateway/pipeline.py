@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.common.clients import DedupClient, EmbedderClient, FilterClient, ImageReference
-from services.common.database import session_scope
+from services.common.database import session_scope, utcnow
 from services.common.errors import ServiceError, UnavailableError
 from services.common.schemas import (
     DedupInsertBatch,
@@ -40,7 +39,7 @@ logger = logging.getLogger(__name__)
 def _write_changes(session: Session, changes: dict[str, dict[str, object]]) -> None:
     """UPDATE by primary key, one executemany per set of changed fields (no ORM round trips:
     a batch's records cost one statement, not a SELECT and an UPDATE each)."""
-    now = datetime.now(UTC)
+    now = utcnow()
     by_fields: dict[tuple[str, ...], list[dict[str, object]]] = {}
     for image_id, fields in changes.items():
         by_fields.setdefault(tuple(sorted(fields)), []).append(
