@@ -54,7 +54,7 @@ class Captioner:
         if request.key is not None:
             raw = self.store.get(validate_key(request.key))
         else:
-            raw = base64_bytes(request.image or "", "image")
+            raw = base64_bytes(request.data or "", "data")
         info = validate_image(raw, self.limits)
         return strip_location(raw), MEDIA_TYPES.get(info.format, "application/octet-stream")
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from services.common.countries import SeaCountry
 from services.common.errors import ServiceError
+from services.common.schemas import ImageInput
 
 
 class CaptionLanguage(StrEnum):
@@ -83,17 +84,9 @@ class CaptionOptions(BaseModel):
     )
 
 
-class CaptionRequest(CaptionOptions):
-    """POST /v1/captions on the captioner: one image, its bytes (base64) or a stored key."""
-
-    image: str | None = Field(default=None, description="the image file, base64-encoded")
-    key: str | None = Field(default=None, description="sha256 key of an object already stored")
-
-    @model_validator(mode="after")
-    def _exactly_one_source(self) -> CaptionRequest:
-        if (self.image is None) == (self.key is None):
-            raise ValueError("give exactly one of 'image' (base64) or 'key' (stored object)")
-        return self
+class CaptionRequest(ImageInput, CaptionOptions):
+    """POST /v1/captions on the captioner: one image, its bytes (`data`, base64) or a stored
+    `key`, as the embedder takes images, and how to caption it."""
 
 
 class CaptionResponse(BaseModel):

@@ -519,5 +519,5 @@ async def caption_now(
     finally:
         await form.close()
     cleaned = (await asyncio.to_thread(_accept, raw, settings.images))[0]
-    body = CaptionRequest(image=base64.b64encode(cleaned).decode("ascii"), **options.model_dump())
+    body = CaptionRequest(data=base64.b64encode(cleaned).decode("ascii"), **options.model_dump())
     return await asyncio.to_thread(captions.captioner.caption, body)

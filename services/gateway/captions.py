@@ -107,7 +107,7 @@ class CaptionJobs:
         self._update(job, attempts=attempt)
         try:
             request = CaptionRequest(
-                image=base64.b64encode(self.store.get(image.id)).decode("ascii"),
+                data=base64.b64encode(self.store.get(image.id)).decode("ascii"),
                 language=job.language,
                 location=image.location,
                 countries=[SeaCountry(c) for c in image.countries.split(",") if c],

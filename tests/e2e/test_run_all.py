@@ -105,7 +105,7 @@ def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Pat
             assert outcome["duplicate_of"]["id"] == first["id"]
         thai = httpx.post(
             f"{urls['captioner']}/v1/captions",
-            json={"image": base64.b64encode(cat).decode(), "language": "th", "countries": ["TH"]},
+            json={"data": base64.b64encode(cat).decode(), "language": "th", "countries": ["TH"]},
             timeout=60,
         ).json()
         assert thai["backend"] == "offline-labels" and thai["language_ok"] is True

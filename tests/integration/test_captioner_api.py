@@ -77,7 +77,7 @@ def vlm(stub: tuple[StubVlm, str], tmp_path: Path) -> Iterator[tuple[StubVlm, ht
 def test_offline_caption_names_the_labels_and_the_place(offline: httpx.Client) -> None:
     answer = offline.post(
         "/v1/captions",
-        json={"image": b64(photo_bytes("chelsea.png")), "language": "en", "countries": ["VN"]},
+        json={"data": b64(photo_bytes("chelsea.png")), "language": "en", "countries": ["VN"]},
     )
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -115,21 +115,21 @@ def test_prompts_are_listed_for_each_language(offline: httpx.Client) -> None:
     [
         ({"language": "km"}, 422, "unsupported_language"),
         ({"language": "en", "location_aware": True}, 422, "location_needed"),
-        ({"language": "en", "image": "not base64!"}, 422, "invalid_base64"),
-        ({"language": "en", "image": b64(b"not an image")}, 415, None),
+        ({"language": "en", "data": "not base64!"}, 422, "invalid_base64"),
+        ({"language": "en", "data": b64(b"not an image")}, 415, None),
         ({"language": "en", "key": "0" * 64}, 404, "object_not_found"),
         ({"language": "en", "key": "../etc/passwd"}, 422, "invalid_object_key"),
-        ({"language": "en", "image": None}, 422, "invalid_request"),
+        ({"language": "en", "data": None}, 422, "invalid_request"),
     ],
 )
 def test_bad_requests_are_refused_with_what_is_wrong(
     offline: httpx.Client, body: dict[str, object], status: int, code: str | None
 ) -> None:
-    payload = {"image": b64(photo_bytes("coffee.png")), **body}
+    payload = {"data": b64(photo_bytes("coffee.png")), **body}
     if "key" in body:
-        del payload["image"]
-    if body.get("image", "") is None:
-        del payload["image"]
+        del payload["data"]
+    if body.get("data", "") is None:
+        del payload["data"]
     answer = offline.post("/v1/captions", json=payload)
     assert answer.status_code == status, answer.text
     if code is not None:
@@ -144,7 +144,7 @@ def test_vlm_gets_the_paper_s_request_and_its_caption_is_checked(
     stub, client = vlm
     stub.queue(Reply(caption=REAL_CAPTIONS[VI]), Reply(caption=REAL_CAPTIONS[EN]))
     image = photo_with_gps("coffee.png")
-    asked = {"image": b64(image), "language": "vi", "location": "Hà Nội"}
+    asked = {"data": b64(image), "language": "vi", "location": "Hà Nội"}
     first = client.post("/v1/captions", json=asked)
     assert first.status_code == 200, first.text
     body = first.json()
@@ -185,7 +185,7 @@ def test_vlm_failures_are_errors_not_crashes(
     stub, client = vlm
     stub.queue(reply)
     answer = client.post(
-        "/v1/captions", json={"image": b64(photo_bytes("coffee.png")), "language": "en"}
+        "/v1/captions", json={"data": b64(photo_bytes("coffee.png")), "language": "en"}
     )
     assert answer.status_code == status, answer.text
     assert answer.json()["error"]["code"] == code
@@ -194,7 +194,7 @@ def test_vlm_failures_are_errors_not_crashes(
     # and the service goes on
     assert (
         client.post(
-            "/v1/captions", json={"image": b64(photo_bytes("coffee.png")), "language": "en"}
+            "/v1/captions", json={"data": b64(photo_bytes("coffee.png")), "language": "en"}
         ).json()["caption"]
         == "A stub caption."
     )
@@ -205,7 +205,7 @@ def test_a_slow_or_absent_vlm_is_503_with_retry_after(
 ) -> None:
     vlm_stub, vlm_url = stub
     vlm_stub.queue(Reply(caption="late", delay_seconds=3))
-    image = {"image": b64(photo_bytes("coffee.png")), "language": "en"}
+    image = {"data": b64(photo_bytes("coffee.png")), "language": "en"}
     with (
         live_server(create_app(vlm_captioner(vlm_url, tmp_path, timeout=0.5))) as url,
         httpx.Client(base_url=url, timeout=30) as client,
@@ -232,7 +232,7 @@ def test_a_wrong_api_key_is_a_setup_error(stub: tuple[StubVlm, str], tmp_path: P
         httpx.Client(base_url=url, timeout=30) as client,
     ):
         answer = client.post(
-            "/v1/captions", json={"image": b64(photo_bytes("coffee.png")), "language": "en"}
+            "/v1/captions", json={"data": b64(photo_bytes("coffee.png")), "language": "en"}
         )
         assert answer.status_code == 502 and answer.json()["error"]["code"] == "vlm_rejected"
         assert "401" in answer.json()["error"]["message"]
