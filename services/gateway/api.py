@@ -23,7 +23,13 @@ from services.common.captions import (
     CaptionResponse,
     caption_language,
 )
-from services.common.clients import DedupClient, EmbedderClient, FilterClient, ImageReference
+from services.common.clients import (
+    CaptionerClient,
+    DedupClient,
+    EmbedderClient,
+    FilterClient,
+    ImageReference,
+)
 from services.common.database import session_scope
 from services.common.errors import ErrorResponse, ServiceError, validated
 from services.common.http import multipart_body
@@ -127,34 +133,19 @@ def _metadata(form: FormData) -> UploadMetadata:
     return metadata
 
 
-def _wanted_caption(metadata: UploadMetadata, settings: GatewaySettings) -> CaptionLanguage | None:
+def _captioner(captions: CaptionJobs, hint: str = "") -> CaptionerClient:
+    """The captioner client, or 422 `captions_unavailable` when none is configured."""
+    if captions.captioner is None:
+        message = "this gateway has no captioner configured"
+        raise ServiceError(422, "captions_unavailable", f"{message}: {hint}" if hint else message)
+    return captions.captioner
+
+
+def _wanted_caption(metadata: UploadMetadata, captions: CaptionJobs) -> CaptionLanguage | None:
     if not metadata.caption and metadata.caption_language is None:
         return None
-    if settings.captioner is None:
-        raise ServiceError(
-            422,
-            "captions_unavailable",
-            "this gateway has no captioner configured: upload without 'caption'",
-            field="caption",
-        )
+    _captioner(captions, "upload without 'caption'")
     return caption_language(metadata.caption_language or CaptionLanguage.ENGLISH.value)
-
-
-def caption_out(row: CaptionRow) -> CaptionOut:
-    return CaptionOut(
-        language=row.language,
-        status=row.status,
-        caption=row.caption,
-        detected_language=row.detected_language,
-        language_ok=row.language_ok,
-        backend=row.backend,
-        model=row.model,
-        prompt_kind=row.prompt_kind,
-        location=row.location,
-        error=row.error,
-        attempts=row.attempts,
-        updated_at=row.updated_at,
-    )
 
 
 def image_out(row: ImageRow, captions: Sequence[CaptionRow] = ()) -> ImageOut:
@@ -183,7 +174,7 @@ def image_out(row: ImageRow, captions: Sequence[CaptionRow] = ()) -> ImageOut:
         attempts=row.attempts,
         created_at=row.created_at,
         updated_at=row.updated_at,
-        captions=[caption_out(c) for c in captions],
+        captions=[CaptionOut.model_validate(c) for c in captions],
     )
 
 
@@ -216,10 +207,10 @@ def _record(request: Request, row: ImageRow, caption: CaptionLanguage | None) ->
             row = existing
         else:
             session.add(row)
-        already = session.get(CaptionRow, (row.id, caption.value)) if caption else None
-        asked = None
-        if caption is not None and already is None:
-            asked = ask_caption(session, row.id, caption, None)
+        asked = None  # a caption this image already has, in any state, is left as it is
+        if caption is not None and session.get(CaptionRow, (row.id, caption.value)) is None:
+            asked = CaptionRow(image_id=row.id, language=caption.value)
+            session.add(asked)
         if existing is None:  # a new image has no captions but the one just asked for
             captions = [asked] if asked is not None else []
         else:
@@ -243,6 +234,7 @@ async def upload_image(
     settings: SettingsDep,
     store: StoreDep,
     queue: QueueDep,
+    captions: CaptionJobsDep,
 ) -> ImageOut:
     form = await _multipart(request, settings)
     try:
@@ -250,7 +242,7 @@ async def upload_image(
         raw = await _read_image_part(form, settings.images)
     finally:
         await form.close()
-    caption = _wanted_caption(metadata, settings)
+    caption = _wanted_caption(metadata, captions)
     cleaned, sha256, decoded = await asyncio.to_thread(_accept, raw, settings.images)
     await asyncio.to_thread(store.put, sha256, cleaned)  # the bytes exist before the record
     recorded = await asyncio.to_thread(
@@ -463,11 +455,10 @@ def _ask_captions(
             if image is None:
                 outcome.unknown.append(image_id)
                 continue
-            existing = session.get(CaptionRow, (image_id, language.value))
-            if existing is not None and existing.status == "done" and not body.redo:
+            row = ask_caption(session, image_id, language, body.location_aware, body.redo)
+            if row is None:
                 outcome.already_done.append(image_id)
                 continue
-            row = ask_caption(session, image_id, language, body.location_aware)
             outcome.queued.append(image_id)
             if image.status in FINISHED:  # else the image's own job queues it when it ends
                 start.append(job_of(row))
@@ -486,12 +477,11 @@ async def queue_captions(
     body: CaptionBatchIn,
     request: Request,
     _: Validator,
-    settings: SettingsDep,
     queue: QueueDep,
+    captions: CaptionJobsDep,
 ) -> CaptionBatchOut:
     language = caption_language(body.language)
-    if settings.captioner is None:
-        raise ServiceError(422, "captions_unavailable", "this gateway has no captioner configured")
+    _captioner(captions)
     outcome, start = await asyncio.to_thread(_ask_captions, request, body, language)
     for job in start:
         await queue.enqueue_caption(job)
@@ -509,8 +499,7 @@ async def queue_captions(
 async def caption_now(
     request: Request, _: Contributor, settings: SettingsDep, captions: CaptionJobsDep
 ) -> CaptionResponse:
-    if captions.captioner is None:
-        raise ServiceError(422, "captions_unavailable", "this gateway has no captioner configured")
+    captioner = _captioner(captions)
     form = await _multipart(request, settings)
     try:
         options = _form_fields(form, CaptionOptions)
@@ -520,4 +509,4 @@ async def caption_now(
         await form.close()
     cleaned = (await asyncio.to_thread(_accept, raw, settings.images))[0]
     body = CaptionRequest(data=base64.b64encode(cleaned).decode("ascii"), **options.model_dump())
-    return await asyncio.to_thread(captions.captioner.caption, body)
+    return await asyncio.to_thread(captioner.caption, body)

@@ -28,12 +28,19 @@ logger = logging.getLogger(__name__)
 
 
 def ask_caption(
-    session: Session, image_id: str, language: CaptionLanguage, location_aware: bool | None
-) -> CaptionRow:
-    """Creates or re-opens the caption row (a failed or redone caption becomes a new request)."""
+    session: Session,
+    image_id: str,
+    language: CaptionLanguage,
+    location_aware: bool | None,
+    redo: bool,
+) -> CaptionRow | None:
+    """The caption row to run: new, still queued, or re-opened as a new request (a failed one,
+    or a done one when `redo`); None for a done caption kept as it is."""
     row = session.get(CaptionRow, (image_id, language.value))
     if row is None:
         row = CaptionRow(image_id=image_id, language=language.value, location_aware=location_aware)
+    elif row.status == "done" and not redo:
+        return None
     elif row.status != "queued":
         row.status, row.requests, row.error, row.attempts = "queued", row.requests + 1, None, 0
         row.location_aware = location_aware

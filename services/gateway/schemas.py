@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.countries import SeaCountry
 from services.common.schemas import Neighbour, PHashMatch
@@ -44,6 +44,8 @@ class UploadMetadata(BaseModel):
 
 
 class CaptionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # read straight from a CaptionRow
+
     language: str
     status: str = Field(description="queued, done or failed")
     caption: str | None
