@@ -115,6 +115,15 @@ async def run_job(queue: JobQueue, batcher: PipelineBatcher, job: Job) -> str:
     return outcome.status
 
 
+async def run_caption(
+    executor: ThreadPoolExecutor, captions: CaptionJobs, job: CaptionJob, attempt: int, final: bool
+) -> str:
+    """One attempt at a caption job, on the threads that wait on the captioner."""
+    return await asyncio.get_running_loop().run_in_executor(
+        executor, captions.run, job, attempt, final
+    )
+
+
 class InProcessQueue:
     """Jobs as asyncio tasks of this process (embedded mode), batched as arq workers batch."""
 
@@ -136,20 +145,18 @@ class InProcessQueue:
         task.add_done_callback(lambda _: self._tasks.pop(key, None))
 
     async def enqueue(self, image_id: str) -> None:
-        async def attempt(number: int, final: bool) -> None:
-            await run_job(self, self._batcher, Job(image_id, number, final))
+        def attempt(number: int, final: bool) -> Awaitable[str]:
+            return run_job(self, self._batcher, Job(image_id, number, final))
 
         self._start(job_id(image_id), lambda: self._retrying(job_id(image_id), attempt))
 
     async def enqueue_caption(self, job: CaptionJob) -> None:
-        async def attempt(number: int, final: bool) -> None:
-            await asyncio.get_running_loop().run_in_executor(
-                self._caption_executor, self.captions.run, job, number, final
-            )
+        def attempt(number: int, final: bool) -> Awaitable[str]:
+            return run_caption(self._caption_executor, self.captions, job, number, final)
 
         self._start(job.job_id, lambda: self._retrying(job.job_id, attempt))
 
-    async def _retrying(self, key: str, attempt: Callable[[int, bool], Awaitable[None]]) -> None:
+    async def _retrying(self, key: str, attempt: Callable[[int, bool], Awaitable[str]]) -> None:
         tries = self.settings.max_tries
         for number in range(1, tries + 1):
             try:

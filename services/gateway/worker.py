@@ -11,6 +11,7 @@ arq services.gateway.worker.CaptionWorkerSettings   # a worker of the caption qu
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq import Retry, func
@@ -34,6 +35,7 @@ from services.gateway.queue import (
     caption_executor,
     pipeline_batcher,
     retry_delay,
+    run_caption,
     run_job,
 )
 from services.gateway.tables import GATEWAY_TABLES
@@ -66,37 +68,38 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     pipeline.engine.dispose()
 
 
-async def process_image(ctx: dict[str, Any], image_id: str) -> str:
-    """The arq job: the pipeline for one image (batched with the worker's other running jobs),
-    retried later while a dependency is down."""
+async def _attempt(ctx: dict[str, Any], run: Callable[[int, bool], Awaitable[str]]) -> str:
+    """One arq try of a job (`run(attempt, final)`), retried later while a dependency is down."""
     settings: GatewaySettings = ctx["settings"]
     attempt = int(ctx.get("job_try", 1))
-    final = attempt >= settings.pipeline.max_tries
     try:
-        # The captions are queued after the record is final: a worker killed in between
-        # leaves the job to run again, and it finds the image done and queues them then.
-        return await run_job(ArqQueue(ctx["redis"]), ctx["batcher"], Job(image_id, attempt, final))
+        return await run(attempt, attempt >= settings.pipeline.max_tries)
     except UnavailableError as exc:
         raise Retry(defer=retry_delay(settings.pipeline, attempt)) from exc
     except ImageGone:
         return "gone"
+
+
+async def process_image(ctx: dict[str, Any], image_id: str) -> str:
+    """The arq job: the pipeline for one image (batched with the worker's other running jobs).
+
+    The captions waiting for it are queued after its record is final: a worker killed in
+    between leaves the job to run again, and it finds the image done and queues them then."""
+
+    def run(attempt: int, final: bool) -> Awaitable[str]:
+        return run_job(ArqQueue(ctx["redis"]), ctx["batcher"], Job(image_id, attempt, final))
+
+    return await _attempt(ctx, run)
 
 
 async def caption_image(ctx: dict[str, Any], image_id: str, language: str, request: int) -> str:
-    """The arq job: one caption of a processed image, retried later while the captioner or its
-    VLM is unavailable."""
-    settings: GatewaySettings = ctx["settings"]
-    attempt = int(ctx.get("job_try", 1))
-    final = attempt >= settings.pipeline.max_tries
+    """The arq job: one caption of a processed image."""
     job = CaptionJob(image_id, language, request)
-    try:
-        return await asyncio.get_running_loop().run_in_executor(
-            ctx["caption_executor"], ctx["captions"].run, job, attempt, final
-        )
-    except UnavailableError as exc:
-        raise Retry(defer=retry_delay(settings.pipeline, attempt)) from exc
-    except ImageGone:
-        return "gone"
+
+    def run(attempt: int, final: bool) -> Awaitable[str]:
+        return run_caption(ctx["caption_executor"], ctx["captions"], job, attempt, final)
+
+    return await _attempt(ctx, run)
 
 
 def _image_functions(settings: GatewaySettings) -> list[Function]:
