@@ -149,32 +149,13 @@ def _wanted_caption(metadata: UploadMetadata, captions: CaptionJobs) -> CaptionL
 
 
 def image_out(row: ImageRow, captions: Sequence[CaptionRow] = ()) -> ImageOut:
-    return ImageOut(
-        id=row.id,
-        status=row.status,
-        format=row.format,
-        size_bytes=row.size_bytes,
-        width=row.width,
-        height=row.height,
-        phash=row.phash,
-        countries=[c for c in row.countries.split(",") if c],
-        location=row.location,
-        native_language=row.native_language,
-        caption_native=row.caption_native,
-        caption_en=row.caption_en,
-        model=row.model,
-        score=row.score,
-        tier=row.tier,
-        accepted=row.accepted,
-        best_country=row.best_country,
-        duplicate_of=row.duplicate_of,
-        is_duplicate=None if row.status != "done" else row.duplicate_of is not None,
-        notes=row.notes,
-        error=row.error,
-        attempts=row.attempts,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        captions=[CaptionOut.model_validate(c) for c in captions],
+    return ImageOut.model_validate(
+        {
+            **row.model_dump(),
+            "countries": [c for c in row.countries.split(",") if c],
+            "is_duplicate": None if row.status != "done" else row.duplicate_of is not None,
+            "captions": [CaptionOut.model_validate(c) for c in captions],
+        }
     )
 
 

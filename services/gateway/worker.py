@@ -17,7 +17,7 @@ from typing import Any
 from arq import Retry, func
 from arq.connections import RedisSettings
 from arq.constants import default_queue_name
-from arq.typing import StartupShutdown
+from arq.typing import StartupShutdown, WorkerCoroutine
 from arq.worker import Function, Worker
 
 from services.common.database import create_tables, make_engine
@@ -102,26 +102,13 @@ async def caption_image(ctx: dict[str, Any], image_id: str, language: str, reque
     return await _attempt(ctx, run)
 
 
-def _image_functions(settings: GatewaySettings) -> list[Function]:
-    return [
-        func(
-            process_image,
-            name=PROCESS_IMAGE,
-            max_tries=settings.pipeline.max_tries,
-            timeout=settings.pipeline.job_timeout_seconds,
-        )
-    ]
-
-
-def _caption_functions(settings: GatewaySettings) -> list[Function]:
-    return [
-        func(
-            caption_image,
-            name=CAPTION_IMAGE,
-            max_tries=settings.pipeline.max_tries,
-            timeout=settings.pipeline.job_timeout_seconds,
-        )
-    ]
+def _job_function(settings: GatewaySettings, coroutine: WorkerCoroutine, name: str) -> Function:
+    return func(
+        coroutine,
+        name=name,
+        max_tries=settings.pipeline.max_tries,
+        timeout=settings.pipeline.job_timeout_seconds,
+    )
 
 
 def redis_settings(settings: GatewaySettings) -> RedisSettings:
@@ -131,7 +118,11 @@ def redis_settings(settings: GatewaySettings) -> RedisSettings:
 def worker_options(settings: GatewaySettings, captions: bool) -> dict[str, Any]:
     """A worker's arq options: of the image pipeline, or of the caption queue."""
     return {
-        "functions": _caption_functions(settings) if captions else _image_functions(settings),
+        "functions": [
+            _job_function(settings, caption_image, CAPTION_IMAGE)
+            if captions
+            else _job_function(settings, process_image, PROCESS_IMAGE)
+        ],
         "queue_name": CAPTION_QUEUE if captions else default_queue_name,
         "redis_settings": redis_settings(settings),
         "on_startup": _on_startup(settings),
