@@ -118,9 +118,10 @@ class OpenAICompatibleBackend:
         )
 
     def _unavailable(self, why: str) -> UnavailableError:
-        error = UnavailableError(f"the VLM at {self.settings.base_url} {why}")
-        error.retry_after_seconds = VLM_RETRY_AFTER_SECONDS
-        return error
+        return UnavailableError(
+            f"the VLM at {self.settings.base_url} {why}",
+            retry_after_seconds=VLM_RETRY_AFTER_SECONDS,
+        )
 
     async def caption(self, task: CaptionTask) -> BackendAnswer:
         body = orjson.dumps(chat_request(self.settings, task))

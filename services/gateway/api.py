@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import func
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 from starlette.datastructures import FormData, UploadFile
 
 from services.common.captions import (
@@ -39,7 +39,7 @@ from services.common.schemas import DedupCheckRequest, EmbeddedImage, ImageFailu
 from services.common.service import from_app_state
 from services.common.storage import ObjectStore
 from services.gateway.auth import Role, require
-from services.gateway.captions import CaptionJobs, ask_caption, job_of
+from services.gateway.captions import CaptionJobs, ask_caption, captions_of, job_of
 from services.gateway.config import GatewaySettings
 from services.gateway.jobs import FINISHED, CaptionJob
 from services.gateway.queue import JobQueue
@@ -126,13 +126,6 @@ def _form_fields(form: FormData, model: type[FormModel]) -> FormModel:
     return validated(model, fields)
 
 
-def _metadata(form: FormData) -> UploadMetadata:
-    metadata = _form_fields(form, UploadMetadata)
-    if metadata.caption_language is not None:
-        caption_language(metadata.caption_language)  # 422 listing the supported ones
-    return metadata
-
-
 def _captioner(captions: CaptionJobs, hint: str = "") -> CaptionerClient:
     """The captioner client, or 422 `captions_unavailable` when none is configured."""
     if captions.captioner is None:
@@ -142,10 +135,12 @@ def _captioner(captions: CaptionJobs, hint: str = "") -> CaptionerClient:
 
 
 def _wanted_caption(metadata: UploadMetadata, captions: CaptionJobs) -> CaptionLanguage | None:
+    """The caption language an upload asks for; 422 when it cannot be had."""
     if not metadata.caption and metadata.caption_language is None:
         return None
+    language = caption_language(metadata.caption_language or CaptionLanguage.ENGLISH.value)
     _captioner(captions, "upload without 'caption'")
-    return caption_language(metadata.caption_language or CaptionLanguage.ENGLISH.value)
+    return language
 
 
 def image_out(row: ImageRow, captions: Sequence[CaptionRow] = ()) -> ImageOut:
@@ -157,18 +152,6 @@ def image_out(row: ImageRow, captions: Sequence[CaptionRow] = ()) -> ImageOut:
             "captions": [CaptionOut.model_validate(c) for c in captions],
         }
     )
-
-
-def _captions_of(session: Session, image_ids: Sequence[str]) -> dict[str, list[CaptionRow]]:
-    rows = session.exec(
-        select(CaptionRow)
-        .where(col(CaptionRow.image_id).in_(image_ids))
-        .order_by(col(CaptionRow.language))
-    ).all()
-    found: dict[str, list[CaptionRow]] = {}
-    for row in rows:
-        found.setdefault(row.image_id, []).append(row)
-    return found
 
 
 @dataclass
@@ -196,7 +179,7 @@ def _record(request: Request, row: ImageRow, caption: CaptionLanguage | None) ->
             captions = [asked] if asked is not None else []
         else:
             session.flush()
-            captions = _captions_of(session, [row.id]).get(row.id, [])
+            captions = captions_of(session, [row.id]).get(row.id, [])
         start = [job_of(asked)] if asked is not None and row.status in FINISHED else []
     return Recorded(row, existing is None, captions, start)
 
@@ -219,11 +202,11 @@ async def upload_image(
 ) -> ImageOut:
     form = await _multipart(request, settings)
     try:
-        metadata = _metadata(form)
+        metadata = _form_fields(form, UploadMetadata)
+        caption = _wanted_caption(metadata, captions)  # refused before the image is read
         raw = await _read_image_part(form, settings.images)
     finally:
         await form.close()
-    caption = _wanted_caption(metadata, captions)
     cleaned, sha256, decoded = await asyncio.to_thread(_accept, raw, settings.images)
     await asyncio.to_thread(store.put, sha256, cleaned)  # the bytes exist before the record
     recorded = await asyncio.to_thread(
@@ -270,7 +253,7 @@ def get_image(image_id: str, request: Request, _: Contributor) -> ImageOut:
         row = session.get(ImageRow, image_id)
         if row is None:
             raise ServiceError(404, "unknown_image", f"no image {image_id}")
-        captions = _captions_of(session, [image_id]).get(image_id, [])
+        captions = captions_of(session, [image_id]).get(image_id, [])
     return image_out(row, captions)
 
 
@@ -317,7 +300,7 @@ def list_images(
         rows = session.exec(
             query.order_by(col(ImageRow.created_at), col(ImageRow.id)).offset(offset).limit(limit)
         ).all()
-        captions = _captions_of(session, [r.id for r in rows])
+        captions = captions_of(session, [r.id for r in rows])
     return ImagePage(
         items=[image_out(r, captions.get(r.id, [])) for r in rows],
         total=int(total),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
@@ -47,6 +48,19 @@ def ask_caption(
         row.updated_at = utcnow()
     session.add(row)
     return row
+
+
+def captions_of(
+    session: Session, image_ids: Sequence[str], status: str | None = None
+) -> dict[str, list[CaptionRow]]:
+    """These images' caption rows (those in `status`, if given), by image, in language order."""
+    query = select(CaptionRow).where(col(CaptionRow.image_id).in_(image_ids))
+    if status is not None:
+        query = query.where(CaptionRow.status == status)
+    found: dict[str, list[CaptionRow]] = {}
+    for row in session.exec(query.order_by(col(CaptionRow.language))).all():
+        found.setdefault(row.image_id, []).append(row)
+    return found
 
 
 def job_of(row: CaptionRow) -> CaptionJob:

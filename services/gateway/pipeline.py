@@ -29,9 +29,10 @@ from services.common.schemas import (
     ImageFailure,
 )
 from services.common.storage import ObjectNotFoundError, ObjectStore, make_store
+from services.gateway.captions import captions_of, job_of
 from services.gateway.config import GatewaySettings
-from services.gateway.jobs import FINISHED, CaptionJob, ImageGone, Job, JobOutcome, Processed
-from services.gateway.tables import CaptionRow, ImageRow
+from services.gateway.jobs import FINISHED, ImageGone, Job, JobOutcome, Processed
+from services.gateway.tables import ImageRow
 
 logger = logging.getLogger(__name__)
 
@@ -52,23 +53,6 @@ def _write_changes(session: Session, changes: dict[str, dict[str, object]]) -> N
             .values({name: bindparam(name) for name in (*names, "updated_at")})
         )
         session.connection().execute(statement, parameters)
-
-
-def _queued_captions(session: Session, image_ids: list[str]) -> dict[str, list[CaptionJob]]:
-    """The captions waiting for these images' processing to end, in one query per batch."""
-    if not image_ids:
-        return {}
-    rows = session.exec(
-        select(CaptionRow)
-        .where(col(CaptionRow.image_id).in_(image_ids))
-        .where(CaptionRow.status == "queued")
-    ).all()
-    found: dict[str, list[CaptionJob]] = {}
-    for row in rows:
-        found.setdefault(row.image_id, []).append(
-            CaptionJob(row.image_id, row.language, row.requests)
-        )
-    return found
 
 
 @dataclass
@@ -151,9 +135,11 @@ class Pipeline:
         }
         with session_scope(self.engine) as session:
             _write_changes(session, changes)
-            captions = _queued_captions(session, [i for i, s in statuses.items() if s in FINISHED])
+            ended = [image_id for image_id, status in statuses.items() if status in FINISHED]
+            waiting = captions_of(session, ended, status="queued") if ended else {}
         for image_id, status in statuses.items():
-            outcomes[image_id] = Processed(status, tuple(captions.get(image_id, ())))
+            jobs_waiting = tuple(job_of(row) for row in waiting.get(image_id, ()))
+            outcomes[image_id] = Processed(status, jobs_waiting)
         return [outcomes[job.image_id] for job in jobs]
 
     def _run(self, rows: list[ImageRow]) -> dict[str, dict[str, object]]:

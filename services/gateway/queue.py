@@ -63,24 +63,24 @@ class ArqQueue:
         settings.conn_retries = 1
         return cls(await create_pool(settings))
 
-    async def enqueue(self, image_id: str) -> None:
+    async def _enqueue(self, function: str, *args: object, **options: Any) -> None:
         try:
-            await self.pool.enqueue_job(PROCESS_IMAGE, image_id, _job_id=job_id(image_id))
+            await self.pool.enqueue_job(function, *args, **options)
         except (RedisError, OSError) as exc:
             raise UnavailableError(f"the job queue (Redis) is unreachable: {exc}") from exc
 
+    async def enqueue(self, image_id: str) -> None:
+        await self._enqueue(PROCESS_IMAGE, image_id, _job_id=job_id(image_id))
+
     async def enqueue_caption(self, job: CaptionJob) -> None:
-        try:
-            await self.pool.enqueue_job(
-                CAPTION_IMAGE,
-                job.image_id,
-                job.language,
-                job.request,
-                _job_id=job.job_id,
-                _queue_name=CAPTION_QUEUE,
-            )
-        except (RedisError, OSError) as exc:
-            raise UnavailableError(f"the job queue (Redis) is unreachable: {exc}") from exc
+        await self._enqueue(
+            CAPTION_IMAGE,
+            job.image_id,
+            job.language,
+            job.request,
+            _job_id=job.job_id,
+            _queue_name=CAPTION_QUEUE,
+        )
 
     async def close(self) -> None:
         await self.pool.aclose()
