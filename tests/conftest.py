@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 from moto.server import ThreadedMotoServer
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlmodel import SQLModel
 
 import services.dedup.tables  # noqa: F401  (registers the tables the reset drops)
@@ -43,18 +43,78 @@ def embedder_settings(models_dir: Path, tmp_path: Path) -> Callable[..., Embedde
     return make
 
 
-POSTGRES_URL = os.environ.get(
+SERVER_POSTGRES_URL = os.environ.get(
     "SEAVL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+# Two test runs on one machine share the PostgreSQL server and Redis: each run works in a
+# database of its own (named after its process, dropped at the end, or by the next run if killed).
+RUN_DATABASE_PREFIX = "seavl_test_run_"
+POSTGRES_URL = f"{SERVER_POSTGRES_URL.rsplit('/', 1)[0]}/{RUN_DATABASE_PREFIX}{os.getpid()}"
+
+
+def _server_engine() -> Engine:
+    """The test server's own database, in autocommit (CREATE / DROP DATABASE need it)."""
+    return make_engine(SERVER_POSTGRES_URL).execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _create_run_database() -> None:
+    """This run's database, created once; databases of runs whose process is gone are dropped."""
+    engine = _server_engine()
+    with engine.connect() as connection:
+        names = connection.execute(
+            text("SELECT datname FROM pg_database WHERE datname LIKE :prefix"),
+            {"prefix": f"{RUN_DATABASE_PREFIX}%"},
+        ).scalars()
+        ours = f"{RUN_DATABASE_PREFIX}{os.getpid()}"
+        existing = set(names)
+        for name in existing - {ours}:
+            if not _process_alive(int(name.removeprefix(RUN_DATABASE_PREFIX))):
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if ours not in existing:
+            connection.execute(text(f'CREATE DATABASE "{ours}"'))
+    engine.dispose()
+
+
+def _drop_run_database() -> None:
+    engine = _server_engine()
+    with engine.connect() as connection:
+        name = f"{RUN_DATABASE_PREFIX}{os.getpid()}"
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+_run_database_created = False
 
 
 def _reset_postgres(url: str) -> None:
-    """Drops every seavl table in the test database, so each test starts empty."""
+    """Drops every seavl table in this run's database, so each test starts empty."""
+    global _run_database_created
+    if not _run_database_created:
+        _create_run_database()
+        _run_database_created = True
     engine = make_engine(url)
     with engine.begin() as connection:
         for table in reversed(SQLModel.metadata.sorted_tables):
             connection.execute(text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
     engine.dispose()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Gives back this run's PostgreSQL database and Redis database."""
+    if _run_database_created:
+        _drop_run_database()
+    if _claimed_redis_database is not None:
+        _release_redis_database(_claimed_redis_database)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -76,16 +136,51 @@ def live_embedder(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         yield url
 
 
-REDIS_URL = os.environ.get("SEAVL_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
+SERVER_REDIS_URL = os.environ.get("SEAVL_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_DATABASES = range(1, 16)
+_claimed_redis_database: int | None = None
+
+
+def _redis_claim_key(database: int) -> str:
+    return f"seavl:test-run:redis-db:{database}"
+
+
+def _claim_redis_database() -> int:
+    """A Redis database (1-15) no other live test run holds; the claims live in database 0."""
+    control = redis.Redis.from_url(f"{SERVER_REDIS_URL}/0")
+    try:
+        for database in REDIS_DATABASES:
+            key = _redis_claim_key(database)
+            holder = control.get(key)
+            if holder is not None and _process_alive(int(holder)):
+                continue
+            if holder is not None:
+                control.delete(key)
+            if control.set(key, os.getpid(), nx=True, ex=24 * 3600):
+                return database
+    finally:
+        control.close()
+    raise RuntimeError("every Redis database 1-15 is held by a running test run")
+
+
+def _release_redis_database(database: int) -> None:
+    control = redis.Redis.from_url(f"{SERVER_REDIS_URL}/0")
+    if control.get(_redis_claim_key(database)) == str(os.getpid()).encode():
+        control.delete(_redis_claim_key(database))
+    control.close()
 
 
 @pytest.fixture
 def redis_url() -> str:
-    """The real Redis, in a database of the tests' own, emptied first."""
-    client = redis.Redis.from_url(REDIS_URL)
+    """The real Redis, in a database of this run's own, emptied first."""
+    global _claimed_redis_database
+    if _claimed_redis_database is None:
+        _claimed_redis_database = _claim_redis_database()
+    url = f"{SERVER_REDIS_URL}/{_claimed_redis_database}"
+    client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
-    return REDIS_URL
+    return url
 
 
 @pytest.fixture(scope="session")
