@@ -2,10 +2,14 @@
 
     .venv/bin/python bench/pipeline.py [--images 600]
 
-(a) the embedder service alone: the same crawl-size JPEGs, one per request, concurrency 8;
+(a) the embedder service alone: the images, one per multipart request, concurrency 8, vectors
+    answered in base64 as the pipeline asks for them;
 (b) the whole system on embedded defaults (gateway with in-process jobs, SQLite, a local folder,
-    Qdrant local mode): POST /v1/images for each image, then poll until every one is done.
-Each service runs as its own process on 127.0.0.1. Prints images/s and the ratio (b)/(a).
+    Qdrant local mode): POST /v1/images for each image, the same way, then poll until every one
+    is done.
+The images are distinct scenes (bench/_images.py), so nearly all of them take dedup's write path;
+the share the pipeline found unique is printed. Both (a) and (b) are warmed up first on other
+images. Each service runs as its own process on 127.0.0.1. Prints images/s and (b)/(a).
 """
 
 from __future__ import annotations
@@ -23,62 +27,83 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._images import crawl_size_jpegs  # noqa: E402
-from bench._service import PIDS, ROOT, cpu_seconds, running_service  # noqa: E402
+from bench._service import PIDS, cpu_seconds, running_service  # noqa: E402
 from services.common.database import create_tables, make_engine  # noqa: E402
+from services.embedder.config import EmbedderSettings  # noqa: E402
 from services.gateway.auth import Role, create_key  # noqa: E402
 from services.gateway.tables import GATEWAY_TABLES  # noqa: E402
 
 CONCURRENCY = 8
+WARM_UP_IMAGES = 16
+
+
+async def post_each(
+    client: httpx.AsyncClient,
+    path: str,
+    field: str,
+    images: list[bytes],
+    form: dict[str, str] | None = None,
+) -> list[httpx.Response]:
+    """Every image in its own multipart request (a JPEG named by its index), CONCURRENCY at a
+    time: how (a) and (b) both send."""
+    queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+    for index, data in enumerate(images):
+        queue.put_nowait((index, data))
+    answers: list[httpx.Response] = []
+
+    async def sender() -> None:
+        while not queue.empty():
+            index, data = queue.get_nowait()
+            response = await client.post(
+                path, files={field: (f"{index}.jpg", data, "image/jpeg")}, data=form
+            )
+            response.raise_for_status()
+            answers.append(response)
+
+    await asyncio.gather(*(sender() for _ in range(CONCURRENCY)))
+    return answers
 
 
 async def embed_all(url: str, images: list[bytes]) -> float:
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for data in images:
-        queue.put_nowait(data)
+    """(a): images/s of the embedder alone."""
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
-
-        async def worker() -> None:
-            while not queue.empty():
-                data = queue.get_nowait()
-                response = await client.post("/v1/embed", files={"images": ("a.jpg", data)})
-                response.raise_for_status()
-
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        await post_each(client, "/v1/embed", "images", images, {"encoding": "base64"})
         return len(images) / (time.perf_counter() - started)
 
 
-async def upload_all(url: str, key: str, viewer_key: str, images: list[bytes]) -> float:
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for data in images:
-        queue.put_nowait(data)
-    ids: list[str] = []
+async def count_images(client: httpx.AsyncClient, **filters: str) -> int:
+    response = await client.get("/v1/images", params={**filters, "limit": 1})
+    response.raise_for_status()
+    return int(response.json()["total"])
+
+
+async def upload_all(
+    url: str, key: str, viewer_key: str, images: list[bytes], already_done: int
+) -> float:
+    """(b): images/s from the first upload until every record is done (`already_done` records
+    were there before)."""
     headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=url, timeout=120, headers=headers) as client:
-
-        async def worker() -> None:
-            while not queue.empty():
-                data = queue.get_nowait()
-                response = await client.post("/v1/images", files={"image": ("a.jpg", data)})
-                response.raise_for_status()
-                ids.append(response.json()["id"])
-
+    viewer = {"Authorization": f"Bearer {viewer_key}"}
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=120, headers=headers) as client,
+        httpx.AsyncClient(base_url=url, timeout=120, headers=viewer) as reader,
+    ):
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
-        viewer = {"Authorization": f"Bearer {viewer_key}"}
-        while True:  # one listing request per poll, not one per image
-            done = await client.get(
-                "/v1/images", params={"status": "done", "limit": 1}, headers=viewer
-            )
-            if done.json()["total"] >= len(set(ids)):
-                break
-            failed = await client.get(
-                "/v1/images", params={"status": "failed", "limit": 1}, headers=viewer
-            )
-            if failed.json()["total"]:
-                raise RuntimeError(f"uploads failed: {failed.json()['items']}")
+        answers = await post_each(client, "/v1/images", "image", images)
+        expected = already_done + len({answer.json()["id"] for answer in answers})
+        while await count_images(reader, status="done") < expected:  # one request per poll
+            if await count_images(reader, status="failed"):
+                raise RuntimeError("uploads failed: see GET /v1/images?status=failed")
             await asyncio.sleep(0.05)
         return len(images) / (time.perf_counter() - started)
+
+
+async def count_unique(url: str, viewer_key: str) -> int:
+    """Records the pipeline kept as unique (done, no `duplicate_of`)."""
+    viewer = {"Authorization": f"Bearer {viewer_key}"}
+    async with httpx.AsyncClient(base_url=url, timeout=120, headers=viewer) as reader:
+        return await count_images(reader, duplicate="false")
 
 
 def main() -> None:
@@ -88,6 +113,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600)
     args = parser.parse_args()
     images = crawl_size_jpegs(args.images, seed=7)
+    warm_up = crawl_size_jpegs(WARM_UP_IMAGES, seed=8)
     with tempfile.TemporaryDirectory() as folder:
         database = f"sqlite:///{folder}/seavl.db"
         engine = make_engine(database)
@@ -99,7 +125,7 @@ def main() -> None:
             "DATABASE_URL": database,
             "SEAVL_DEDUP_QDRANT_PATH": f"{folder}/qdrant",
             "SEAVL_GATEWAY_STORAGE_DIR": f"{folder}/objects",
-            "SEAVL_EMBEDDER_MODELS_DIR": str(ROOT / "var" / "models"),
+            "SEAVL_EMBEDDER_MODELS_DIR": str(EmbedderSettings().models_dir),
         }
         with running_service("embedder", env) as embedder:
             env["SEAVL_FILTER_EMBEDDER__URL"] = env["SEAVL_GATEWAY_EMBEDDER__URL"] = embedder
@@ -122,8 +148,10 @@ def main() -> None:
                     dedup,
                 )
                 with running_service("gateway", env) as gateway:
-                    asyncio.run(embed_all(embedder, images[:16]))  # warm-up
+                    asyncio.run(embed_all(embedder, warm_up))
                     alone = asyncio.run(embed_all(embedder, images))
+                    asyncio.run(upload_all(gateway, key, viewer_key, warm_up, 0))
+                    unique_before = asyncio.run(count_unique(gateway, viewer_key))
                     services = {
                         "embedder": embedder,
                         "filter": filter_url,
@@ -131,13 +159,18 @@ def main() -> None:
                         "gateway": gateway,
                     }
                     before = {n: cpu_seconds(PIDS[u]) for n, u in services.items()}
-                    through = asyncio.run(upload_all(gateway, key, viewer_key, images))
+                    through = asyncio.run(
+                        upload_all(gateway, key, viewer_key, images, len(warm_up))
+                    )
+                    unique_after = asyncio.run(count_unique(gateway, viewer_key))
+                    unique = (unique_after - unique_before) / len(images)
                     cpu = {
                         n: (cpu_seconds(PIDS[u]) - before[n]) * 1000 / len(images)
                         for n, u in services.items()
                     }
     print(
-        f"{args.images} crawl-size JPEGs, concurrency {CONCURRENCY}, every service its own process"
+        f"{args.images} crawl-size JPEGs (distinct scenes; {unique:.0%} kept unique by the "
+        f"pipeline), concurrency {CONCURRENCY}, every service its own process"
     )
     print(f"  (a) embedder alone:                 {alone:6.1f} images/s")
     print(

@@ -1,0 +1,85 @@
+"""Every benchmark in its smoke size: it still runs end to end and prints its figures.
+
+`make bench` runs the same scripts at full size; these runs prove only that the scripts work
+(their numbers on a tiny input mean little), so they check the lines, not the values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT
+
+NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+
+SMOKE_RUNS = {
+    "embedder": (
+        ["--crawl-images", "12", "--phone-images", "2", "--repeats", "1"],
+        [
+            rf"\(a\) raw pipeline, batch +\d+: +{NUMBER} images/s",
+            rf"\(b\) service, concurrency 16: +{NUMBER} images/s .*ratio \(b\)/\(a\) = {NUMBER}",
+        ],
+    ),
+    "filter": (
+        ["--references", "300", "--queries", "64", "--repeats", "1"],
+        [
+            rf"\(a\) mean of cosines, one BLAS product: +{NUMBER} vectors/s",
+            rf"ratio \(b\)/\(a\) = {NUMBER}x",
+            rf"ratio \(c\)/\(a\) = {NUMBER}x",
+        ],
+    ),
+    "dedup": (
+        ["--vectors", "2000", "--queries", "20", "--hashes", "5000"],
+        [
+            rf"pHash within 16 bits, 5000 stored: index {NUMBER} ms/query",
+            rf"near-copy +: p50 {NUMBER} ms, p99 {NUMBER} ms \(20/20 found a neighbour\); "
+            rf"exact numpy scan in process: p50 {NUMBER} ms",
+            rf"no neighbour: p50 {NUMBER} ms, p99 {NUMBER} ms \(0/20 found a neighbour\)",
+            rf"insert-if-unique: {NUMBER} inserts/s",
+        ],
+    ),
+    "dedup_threshold": (
+        ["--edits", "1"],
+        [
+            r"10 to choose the threshold on, 10 held out",
+            rf"threshold chosen on the choice half: {NUMBER}",
+            rf"configured default \(efficientnet-lite0\) +{NUMBER} +recall\(edits\) {NUMBER}",
+        ],
+    ),
+    "pipeline": (
+        ["--images", "20"],
+        [
+            r"20 crawl-size JPEGs \(distinct scenes; \d+% kept unique",
+            rf"\(b\) POST /v1/images until all done: +{NUMBER} images/s +ratio \(b\)/\(a\) = "
+            rf"{NUMBER}",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("script", sorted(SMOKE_RUNS))
+def test_benchmark_smoke_run(script: str, models_dir: Path, tmp_path: Path) -> None:
+    arguments, expected_lines = SMOKE_RUNS[script]
+    env = {
+        **os.environ,
+        "SEAVL_EMBEDDER_MODELS_DIR": str(models_dir),
+        "SEAVL_EMBEDDER_STORAGE_DIR": str(tmp_path / "objects"),
+    }
+    finished = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / f"{script}.py"), *arguments],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    print(finished.stdout)
+    for pattern in expected_lines:
+        assert re.search(pattern, finished.stdout), f"{pattern!r} not in:\n{finished.stdout}"
