@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from services.common.errors import ServiceError
@@ -142,13 +142,53 @@ def _load(image: Image.Image, image_format: str) -> None:
         raise _error(422, "corrupt_image", f"{image_format} data is corrupt: {text}") from exc
 
 
-def _exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation tag (1 = upright); unreadable EXIF counts as upright."""
-    try:
-        value = image.getexif().get(0x0112, 1)
-    except (OSError, SyntaxError, ValueError, TypeError):
+EXIF_HEADER = b"Exif\x00\x00"
+ORIENTATION_TAG = 0x0112
+TIFF_SHORT = 3
+# How to turn pixels stored in each EXIF orientation upright (Pillow's own table).
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def exif_orientation(raw: bytes) -> int:
+    """The orientation (1-8) an EXIF block's first directory states; 1 (upright) when it states
+    none or cannot be read. Read here rather than by Pillow, which warns and raises in many ways
+    on the malformed EXIF untrusted files carry."""
+    tiff = raw.removeprefix(EXIF_HEADER)
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
         return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+    magic, directory = struct.unpack(order + "HI", tiff[2:8])
+    if magic != 42 or directory + 2 > len(tiff):
+        return 1
+    (entries,) = struct.unpack(order + "H", tiff[directory : directory + 2])
+    for index in range(entries):
+        start = directory + 2 + 12 * index
+        if start + 12 > len(tiff):
+            return 1
+        tag, kind, count = struct.unpack(order + "HHI", tiff[start : start + 8])
+        if tag == ORIENTATION_TAG and kind == TIFF_SHORT and count >= 1:
+            (value,) = struct.unpack(order + "H", tiff[start + 8 : start + 10])
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    raw = image.info.get("exif")
+    return exif_orientation(raw) if isinstance(raw, bytes) else 1
+
+
+def upright(image: Image.Image, orientation: int) -> Image.Image:
+    """The pixels as they are meant to be seen, given the EXIF orientation."""
+    method = UPRIGHT.get(orientation)
+    return image if method is None else image.transpose(method)
 
 
 def _sixteen_bit_to_luminance(image: Image.Image) -> Image.Image:
@@ -229,8 +269,7 @@ def decode_image(
 ) -> DecodedImage:
     """Validates and decodes untrusted bytes; raises `ImageIntakeError` with a 4xx status."""
     image, info, orientation = _open_and_load(data, limits, draft_short_side)
-    oriented = ImageOps.exif_transpose(image) if orientation != 1 else image
-    rgb = to_rgb(oriented)
+    rgb = to_rgb(upright(image, orientation))
     return DecodedImage(
         pixels=rgb,
         width=info.width,

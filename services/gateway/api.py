@@ -261,7 +261,9 @@ def get_image(image_id: str, request: Request, _: Contributor) -> ImageOut:
 def get_content(image_id: str, request: Request, _: Validator, store: StoreDep) -> Response:
     row = _get_row(request, image_id)
     return Response(
-        store.get(row.id), media_type=MEDIA_TYPES.get(row.format, "application/octet-stream")
+        store.get(row.id),
+        media_type=MEDIA_TYPES.get(row.format, "application/octet-stream"),
+        headers={"X-Content-Type-Options": "nosniff"},  # served as the image it is, never HTML
     )
 
 
