@@ -3,28 +3,30 @@
 For each image it computes the pHash locally, asks the gateway (`POST /v1/dedup`) whether a
 near-duplicate is stored, and sends it (`POST /v1/images`) only if not. Transient failures are
 retried with backoff; a resume file records what is settled (sent, duplicate, rejected) so a
-rerun skips it. A summary lists what was skipped and what was rejected, with the reason.
+rerun skips it. A summary lists what was skipped and what was rejected, with the reason, and the
+exit status (`ExitStatus`) tells a script whether every file is in.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
-import threading
+import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity.wait import wait_base
 
 from services.common.captions import caption_language
 from services.common.errors import ServiceError
@@ -43,20 +45,63 @@ class UploaderSettings(BaseSettings):
     url: str = "http://127.0.0.1:8000"
     api_key: SecretStr | None = None
     timeout_seconds: float = Field(default=60.0, gt=0)
+    # the wait before a request's second try; it doubles with each further try, up to the max
+    retry_wait_seconds: float = Field(default=0.5, gt=0)
+    retry_wait_max_seconds: float = Field(default=10.0, gt=0)
+
+
+class ExitStatus(IntEnum):
+    """What `seavl upload` exits with, so that a script can tell whether every file is in."""
+
+    DONE = 0  # every file sent, a duplicate of a stored image, or settled by an earlier run
+    INCOMPLETE = 1  # a file failed (tried again on the next run) or was rejected, or no gateway
+    USAGE = 2  # as argparse's own errors: the command cannot work as given, nothing is sent
+
+
+class UploadStatus(StrEnum):
+    SENT = "sent"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    FAILED = "failed"  # the only status not settled: the next run tries the file again
 
 
 class _Transient(Exception):
     """Worth another try: the gateway was unreachable, overloaded or failing."""
 
 
+class _Stopped(Exception):
+    """The run cannot start, so nothing is sent; `status` is what the command exits with."""
+
+    def __init__(self, message: str, status: ExitStatus) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Outcome:
     path: str
-    status: str  # sent, duplicate, rejected, failed
+    status: UploadStatus
     detail: str = ""
 
 
+def _positive_int(text: str) -> int:
+    """A count for argparse: no workers, or no tries, would upload nothing."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Exit status: 0 when every file is in (sent, a duplicate, or settled by an earlier run); "
+        "1 when a file failed (the next run tries it again) or was rejected in this run, or the "
+        "gateway cannot be reached; 2 when the command cannot work as given (as for argparse's "
+        "errors) or the gateway refuses the key."
+    )
     parser.add_argument("directory", type=Path, help="folder of images (searched recursively)")
     parser.add_argument("--countries", default="", help="comma-separated ISO codes, e.g. TH,VN")
     parser.add_argument(
@@ -72,41 +117,84 @@ def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--url", help="the gateway (default: SEAVL_UPLOADER_URL or 127.0.0.1:8000)")
     parser.add_argument("--api-key", help="a contributor key (default: SEAVL_UPLOADER_API_KEY)")
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--retries", type=int, default=5, help="tries per request while transient")
-    parser.add_argument("--resume-file", type=Path, help="default: DIR/.seavl-upload.jsonl")
+    parser.add_argument("--concurrency", type=_positive_int, default=4, help="files at a time")
+    parser.add_argument(
+        "--retries",
+        type=_positive_int,
+        default=5,
+        help="tries of each request (a file's dedup check, its upload) while failures are "
+        "transient (unreachable, 429, 5xx), with a wait between them that doubles from "
+        "SEAVL_UPLOADER_RETRY_WAIT_SECONDS (0.5 s) up to "
+        "SEAVL_UPLOADER_RETRY_WAIT_MAX_SECONDS (10 s)",
+    )
+    parser.add_argument(
+        "--resume-file",
+        type=Path,
+        help="what is settled, one JSON line per file (default: DIR/.seavl-upload.jsonl)",
+    )
 
 
 def _read_captions(path: Path | None) -> dict[str, dict[str, str]]:
     if path is None:
         return {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise _Stopped(f"cannot read the caption file {path}: {exc}", ExitStatus.USAGE) from exc
     if rows and "file" not in rows[0]:
-        raise SystemExit(f"{path}: the caption file needs a 'file' column")
+        raise _Stopped(f"{path}: the caption file needs a 'file' column", ExitStatus.USAGE)
     return {
         row["file"]: {k: v for k, v in row.items() if k in CAPTION_COLUMNS and v} for row in rows
     }
 
 
+_RESUME_RECORD = TypeAdapter(Outcome)
+
+
 class _ResumeLog:
-    """One JSON line per settled file; read at start, appended as files settle."""
+    """One JSON line per settled file; read at start, appended (one write a line) as files
+    settle, so that a run killed mid-write can tear only the last line."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self.settled: dict[str, dict[str, Any]] = {}
+        self.settled: dict[str, Outcome] = {}
+        self.problems: list[str] = []
         if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    entry = json.loads(line)
-                    self.settled[entry["path"]] = entry
+            self._read()
+
+    def _read(self) -> None:
+        """Skips, and reports, lines that are not records; an unfinished last line (no newline)
+        is cut off, so that the next record starts a line of its own."""
+        content = self.path.read_bytes()
+        *lines, unfinished = content.split(b"\n")
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                outcome = _RESUME_RECORD.validate_json(line)
+            except ValidationError:
+                self.problems.append(
+                    f"{self.path} line {number} is not a record of a settled file: ignored"
+                )
+                continue
+            self.settled[outcome.path] = outcome
+        if unfinished:
+            os.truncate(self.path, len(content) - len(unfinished))
+            self.problems.append(
+                f"{self.path} line {len(lines) + 1} is cut short (a run stopped while writing "
+                "it): removed, and its file is sent again"
+            )
 
     def record(self, outcome: Outcome) -> None:
-        entry = {"path": outcome.path, "status": outcome.status, "detail": outcome.detail}
-        with self._lock, self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
-            self.settled[outcome.path] = entry
+        line = _RESUME_RECORD.dump_json(outcome) + b"\n"
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            while line:  # one write, unless the disk fills up
+                line = line[os.write(descriptor, line) :]
+        finally:
+            os.close(descriptor)
+        self.settled[outcome.path] = outcome
 
 
 class Uploader:
@@ -116,12 +204,14 @@ class Uploader:
         countries: list[str],
         captions: dict[str, dict[str, str]],
         retries: int,
+        retry_wait: wait_base,
         caption_language: str | None = None,
     ) -> None:
         self.client = client
         self.countries = countries
         self.captions = captions
         self.retries = retries
+        self.retry_wait = retry_wait
         self.caption_language = caption_language
 
     def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -136,7 +226,7 @@ class Uploader:
 
         retrying = Retrying(
             stop=stop_after_attempt(self.retries),
-            wait=wait_exponential(multiplier=0.5, max=10),
+            wait=self.retry_wait,
             retry=retry_if_exception_type(_Transient),
             reraise=True,
         )
@@ -148,14 +238,14 @@ class Uploader:
         try:
             decoded = decode_image(data, ImageLimits())
         except ServiceError as exc:
-            return Outcome(relative, "rejected", f"{exc.code}: {exc.message}")
+            return Outcome(relative, UploadStatus.REJECTED, f"{exc.code}: {exc.message}")
         try:
             found = self.send("POST", "/v1/dedup", json={"phash": decoded.phash})
             if found.status_code != 200:
-                return Outcome(relative, "failed", f"dedup check: {_error_text(found)}")
+                return Outcome(relative, UploadStatus.FAILED, f"dedup check: {_error_text(found)}")
             matches = found.json()
             if matches["is_duplicate"]:
-                return Outcome(relative, "duplicate", matches["by_phash"][0]["id"])
+                return Outcome(relative, UploadStatus.DUPLICATE, matches["by_phash"][0]["id"])
             fields: dict[str, str] = dict(self.captions.get(relative, {}))
             if self.countries:
                 fields["countries"] = ",".join(self.countries)
@@ -163,10 +253,11 @@ class Uploader:
                 fields["caption_language"] = self.caption_language
             sent = self.send("POST", "/v1/images", files={"image": (file.name, data)}, data=fields)
         except _Transient as exc:
-            return Outcome(relative, "failed", f"gave up after {self.retries} tries: {exc}")
+            gave_up = f"gave up after {self.retries} tries: {exc}"
+            return Outcome(relative, UploadStatus.FAILED, gave_up)
         if sent.status_code in (200, 202):
-            return Outcome(relative, "sent", sent.json()["id"])
-        return Outcome(relative, "rejected", _error_text(sent))
+            return Outcome(relative, UploadStatus.SENT, sent.json()["id"])
+        return Outcome(relative, UploadStatus.REJECTED, _error_text(sent))
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -180,58 +271,76 @@ def _error_text(response: httpx.Response) -> str:
 def _summary(console: Console, outcomes: list[Outcome], skipped_before: int) -> None:
     counts = Counter(o.status for o in outcomes)
     console.print(
-        f"sent {counts['sent']}, skipped as duplicate {counts['duplicate']}, rejected "
-        f"{counts['rejected']}, failed {counts['failed']}; "
+        f"sent {counts[UploadStatus.SENT]}, skipped as duplicate {counts[UploadStatus.DUPLICATE]}, "
+        f"rejected {counts[UploadStatus.REJECTED]}, failed {counts[UploadStatus.FAILED]}; "
         f"settled in an earlier run {skipped_before}",
         soft_wrap=True,
     )
     for status, title in (
-        ("duplicate", "Skipped as duplicates"),
-        ("rejected", "Rejected"),
-        ("failed", "Failed (retried on the next run)"),
+        (UploadStatus.DUPLICATE, "Skipped as duplicates"),
+        (UploadStatus.REJECTED, "Rejected"),
+        (UploadStatus.FAILED, "Failed (retried on the next run)"),
     ):
         rows = [o for o in outcomes if o.status == status]
         if rows:
             table = Table(title=title)
             table.add_column("file")
-            table.add_column("duplicate of" if status == "duplicate" else "reason")
+            table.add_column("duplicate of" if status is UploadStatus.DUPLICATE else "reason")
             for outcome in rows:
                 table.add_row(outcome.path, outcome.detail)
             console.print(table)
 
 
 def run_upload(args: argparse.Namespace) -> int:
-    """Exit status 0 when nothing failed (rejections are the files' fault, not a failure)."""
+    """Uploads the folder; the exit status says whether every file is in (see `ExitStatus`)."""
+    console = Console(stderr=True)
+    try:
+        return _upload_folder(args, console)
+    except _Stopped as stopped:
+        console.print(f"seavl upload: {stopped}", soft_wrap=True, markup=False, highlight=False)
+        return stopped.status
+
+
+def _upload_folder(args: argparse.Namespace, console: Console) -> ExitStatus:
     settings = UploaderSettings()
     key = args.api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
     if not key:
-        raise SystemExit("an API key is needed: --api-key or SEAVL_UPLOADER_API_KEY")
+        raise _Stopped(
+            "an API key is needed: --api-key or SEAVL_UPLOADER_API_KEY", ExitStatus.USAGE
+        )
     root: Path = args.directory
     if not root.is_dir():
-        raise SystemExit(f"{root} is not a folder")
+        raise _Stopped(f"{root} is not a folder", ExitStatus.USAGE)
     countries = [c.strip().upper() for c in args.countries.split(",") if c.strip()]
     captions = _read_captions(args.caption_file)
     if args.caption_language is not None:
         try:
             caption_language(args.caption_language)
         except ServiceError as exc:  # before anything is sent, not once per image
-            raise SystemExit(exc.message) from exc
+            raise _Stopped(exc.message, ExitStatus.USAGE) from exc
     resume = _ResumeLog(args.resume_file or root / ".seavl-upload.jsonl")
+    for problem in resume.problems:
+        console.print(f"warning: {problem}", soft_wrap=True, markup=False, highlight=False)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     pending = [p for p in files if p.relative_to(root).as_posix() not in resume.settled]
-    console = Console(stderr=True)
     outcomes: list[Outcome] = []
     headers = {"Authorization": f"Bearer {key}"}
+    retry_wait = wait_exponential(
+        multiplier=settings.retry_wait_seconds, max=settings.retry_wait_max_seconds
+    )
     with httpx.Client(
         base_url=args.url or settings.url, headers=headers, timeout=settings.timeout_seconds
     ) as client:
-        uploader = Uploader(client, countries, captions, args.retries, args.caption_language)
+        uploader = Uploader(
+            client, countries, captions, args.retries, retry_wait, args.caption_language
+        )
         try:
             probe = uploader.send("POST", "/v1/dedup", json={"phash": "0" * 16})
         except _Transient as exc:
-            raise SystemExit(f"the gateway at {client.base_url} cannot be reached: {exc}") from exc
+            unreachable = f"the gateway at {client.base_url} cannot be reached: {exc}"
+            raise _Stopped(unreachable, ExitStatus.INCOMPLETE) from exc
         if probe.status_code in (401, 403):
-            raise SystemExit(f"the gateway refused the key: {_error_text(probe)}")
+            raise _Stopped(f"the gateway refused the key: {_error_text(probe)}", ExitStatus.USAGE)
         columns = (
             TextColumn("uploading"),
             BarColumn(),
@@ -244,9 +353,10 @@ def run_upload(args: argparse.Namespace) -> int:
         ):
             task = progress.add_task("upload", total=len(pending))
             for outcome in pool.map(lambda f: uploader.upload(root, f), pending):
-                if outcome.status != "failed":
+                if outcome.status is not UploadStatus.FAILED:
                     resume.record(outcome)
                 outcomes.append(outcome)
                 progress.advance(task)
     _summary(console, outcomes, len(files) - len(pending))
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    missing = {UploadStatus.FAILED, UploadStatus.REJECTED}
+    return ExitStatus.INCOMPLETE if any(o.status in missing for o in outcomes) else ExitStatus.DONE

@@ -1,20 +1,33 @@
-"""`seavl upload`, as a user runs it, against a running gateway."""
+"""`seavl upload`, as a user runs it, against a running gateway (or a flaky hop in front of it)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
+from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from itertools import pairwise
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from services.gateway.auth import Role
 from tests.e2e.conftest import ROOT
-from tests.helpers import encode, photo, photo_bytes
+from tests.helpers import encode, live_server, photo, photo_bytes
 from tests.integration.gateway_stack import Stack, running_stack
+
+NO_GATEWAY = "http://127.0.0.1:9"  # nothing listens on the discard port
 
 
 @pytest.fixture
@@ -23,25 +36,42 @@ def stack(tmp_path: Path, live_embedder: str) -> Iterator[Stack]:
         yield running
 
 
-def upload(
-    stack: Stack, folder: Path, *extra: str, key: str | None = None, url: str | None = None
+def seavl_upload(
+    *arguments: str, key: str | None, settings: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`seavl upload FOLDER --countries TH …` as a user runs it, against the stack's gateway."""
-    env = {**os.environ, "SEAVL_UPLOADER_API_KEY": key or stack.keys[Role.CONTRIBUTOR]}
-    gateway = url or str(stack.gateway.base_url)
-    command = [
-        sys.executable,
-        "-m",
-        "services.cli",
-        "upload",
+    """`seavl upload …` as a user runs it, with the key (if any) in SEAVL_UPLOADER_API_KEY."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEAVL_UPLOADER_")}
+    env.update(settings or {})
+    if key is not None:
+        env["SEAVL_UPLOADER_API_KEY"] = key
+    command = [sys.executable, "-m", "services.cli", "upload", *arguments]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def upload(
+    stack: Stack,
+    folder: Path,
+    *extra: str,
+    key: str | None = None,
+    url: str | None = None,
+    settings: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`seavl upload FOLDER --countries TH …` against the stack's gateway (or `url`)."""
+    return seavl_upload(
         str(folder),
         "--url",
-        gateway,
+        url or str(stack.gateway.base_url),
         "--countries",
         "TH",
         *extra,
-    ]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        key=key or stack.keys[Role.CONTRIBUTOR],
+        settings=settings,
+    )
+
+
+def resume_records(folder: Path) -> dict[str, dict[str, str]]:
+    lines = (folder / ".seavl-upload.jsonl").read_text().splitlines()
+    return {entry["path"]: entry for entry in map(json.loads, lines)}
 
 
 def test_upload_skips_duplicates_and_resumes(stack: Stack, tmp_path: Path) -> None:
@@ -75,11 +105,12 @@ def test_upload_skips_duplicates_and_resumes(stack: Stack, tmp_path: Path) -> No
     )
     (folder / "day2" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     second = upload(stack, folder)
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 1, second.stderr  # a rejected file is not in: the script is told
     assert "sent 0, skipped as duplicate 1, rejected 1, failed 0" in second.stderr
     assert "settled in an earlier run 2" in second.stderr
     assert "cat-again.jpg" in second.stderr and "corrupt_image" in second.stderr
     third = upload(stack, folder)
+    assert third.returncode == 0, third.stderr
     assert (
         "sent 0, skipped as duplicate 0, rejected 0, failed 0; settled in an earlier run 4"
         in third.stderr
@@ -91,7 +122,7 @@ def test_a_refused_key_stops_the_upload(stack: Stack, tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "a.jpg").write_bytes(photo_bytes("coffee.png"))
     result = upload(stack, folder, key="seavl_nope_nope")
-    assert result.returncode != 0 and "refused the key" in result.stderr
+    assert result.returncode == 2 and "refused the key" in result.stderr
     assert not (folder / ".seavl-upload.jsonl").exists()
 
 
@@ -99,7 +130,190 @@ def test_a_gateway_that_is_down_fails_without_settling(stack: Stack, tmp_path: P
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "a.jpg").write_bytes(photo_bytes("coffee.png"))
-    result = upload(stack, folder, "--retries", "2", url="http://127.0.0.1:9")
-    assert result.returncode != 0 and "cannot be reached" in result.stderr
+    result = upload(stack, folder, "--retries", "2", url=NO_GATEWAY)
+    assert result.returncode == 1 and "cannot be reached" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (folder / ".seavl-upload.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "key", "message"),
+    [
+        (("{folder}/nowhere",), "a-key", "nowhere is not a folder"),
+        (("{folder}",), None, "an API key is needed"),
+        (("{folder}", "--caption-file", "{folder}/missing.csv"), "a-key", "missing.csv"),
+        (("{folder}", "--caption-language", "xx"), "a-key", "xx"),
+        (("{folder}", "--concurrency", "0"), "a-key", "--concurrency"),
+    ],
+    ids=["no folder", "no key", "no caption file", "unknown caption language", "no concurrency"],
+)
+def test_a_command_that_cannot_work_exits_2_before_sending(
+    tmp_path: Path, arguments: tuple[str, ...], key: str | None, message: str
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(photo_bytes("coffee.png"))
+    given = [argument.format(folder=folder) for argument in arguments]
+    result = seavl_upload(*given, "--url", NO_GATEWAY, "--retries", "1", key=key)
+    assert (result.returncode, "Traceback" in result.stderr) == (2, False), result.stderr
+    assert message in result.stderr
+    assert not (folder / ".seavl-upload.jsonl").exists()
+
+
+def test_a_torn_or_malformed_resume_line_is_reported_and_skipped(
+    stack: Stack, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, source in (
+        ("a.jpg", "coffee.png"),
+        ("b.jpg", "chelsea.png"),
+        ("c.jpg", "rocket.jpg"),
+    ):
+        (folder / name).write_bytes(photo_bytes(source))
+    resume = folder / ".seavl-upload.jsonl"
+    a, c, b = (
+        json.dumps({"path": name, "status": "sent", "detail": "0" * 64})
+        for name in ("a.jpg", "c.jpg", "b.jpg")
+    )
+    # line 2: an editor's leftover; line 4: what a run killed while recording b.jpg leaves
+    resume.write_text(f"{a}\n<<<<<<< mine\n{c}\n{b[:17]}")
+
+    first = upload(stack, folder)
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr
+    warnings = [line for line in first.stderr.splitlines() if str(resume) in line]
+    assert len(warnings) == 2, first.stderr  # one line each, however long the path
+    assert "line 2 " in warnings[0] and "ignored" in warnings[0]
+    assert "line 4 " in warnings[1] and "cut short" in warnings[1]
+    assert "sent 1, skipped as duplicate 0, rejected 0, failed 0; settled in an earlier run 2" in (
+        first.stderr
+    )
+    lines = resume.read_text().splitlines()
+    assert lines[1] == "<<<<<<< mine"  # not ours to drop
+    # b.jpg's new record starts on a line of its own, after the two earlier ones
+    records = [json.loads(line) for number, line in enumerate(lines, 1) if number != 2]
+    assert [r["path"] for r in records] == ["a.jpg", "c.jpg", "b.jpg"]
+    assert records[-1]["status"] == "sent"
+    assert stack.image(records[-1]["detail"])["id"] == records[-1]["detail"]
+
+    second = upload(stack, folder)
+    assert second.returncode == 0, second.stderr
+    assert [line for line in second.stderr.splitlines() if str(resume) in line] == [
+        warnings[0]
+    ]  # the torn line is gone; the leftover is still there, still reported
+    assert "sent 0, skipped as duplicate 0, rejected 0, failed 0; settled in an earlier run 3" in (
+        second.stderr
+    )
+
+
+class Failure(Enum):
+    UNAVAILABLE = "a 503 with Retry-After, as the gateway answers when a dependency is down"
+    DROPPED = "the gateway takes the upload, then the connection drops before its answer"
+
+
+@dataclass(frozen=True)
+class Planned:
+    failure: Failure
+    times: int
+
+
+class _CutShort(Response):
+    """Headers and the start of a body, then the connection closes."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"100")]
+        await send({"type": "http.response.start", "status": 202, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"id": "', "more_body": True})
+
+
+UPLOADED_NAME = re.compile(rb'filename="([^"]+)"')
+
+
+class FlakyHop:
+    """A real HTTP hop in front of the gateway: fails the upload of chosen files as planned,
+    forwards everything else, and notes when each file's upload arrived."""
+
+    def __init__(self, gateway_url: str, plan: dict[str, Planned]) -> None:
+        self.gateway_url = gateway_url
+        self.plan = plan
+        self.arrivals: dict[str, list[float]] = defaultdict(list)
+        self.app = FastAPI()
+        self.app.add_api_route("/{path:path}", self.forward, methods=["GET", "POST"])
+
+    def failure_now(self, request: Request, body: bytes) -> Failure | None:
+        named = UPLOADED_NAME.search(body) if request.url.path == "/v1/images" else None
+        if named is None:
+            return None
+        file = named.group(1).decode()
+        self.arrivals[file].append(time.monotonic())
+        planned = self.plan.get(file)
+        if planned is None or len(self.arrivals[file]) > planned.times:
+            return None
+        return planned.failure
+
+    async def forward(self, request: Request) -> Response:
+        body = await request.body()
+        failure = self.failure_now(request, body)
+        if failure is Failure.UNAVAILABLE:
+            error = {"code": "unavailable", "message": "the embedder cannot be reached"}
+            return JSONResponse({"error": error}, status_code=503, headers={"Retry-After": "1"})
+        headers = {
+            k: v for k, v in request.headers.items() if k in ("authorization", "content-type")
+        }
+        async with httpx.AsyncClient(base_url=self.gateway_url, timeout=60) as gateway:
+            answer = await gateway.request(
+                request.method, request.url.path, content=body, headers=headers
+            )
+        if failure is Failure.DROPPED:
+            return _CutShort()
+        return Response(answer.content, answer.status_code, media_type="application/json")
+
+
+def test_transient_failures_are_retried_with_backoff_per_file(stack: Stack, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, source in (
+        ("steady.jpg", "coffee.png"),
+        ("flaky.jpg", "chelsea.png"),
+        ("dropped.jpg", "rocket.jpg"),
+        ("doomed.jpg", "astronaut.png"),
+    ):
+        (folder / name).write_bytes(photo_bytes(source))
+    hop = FlakyHop(
+        str(stack.gateway.base_url),
+        {
+            "flaky.jpg": Planned(Failure.UNAVAILABLE, times=2),
+            "dropped.jpg": Planned(Failure.DROPPED, times=1),
+            "doomed.jpg": Planned(Failure.UNAVAILABLE, times=5),  # more than one run's 3 tries
+        },
+    )
+    first_wait = 0.2
+    settings = {"SEAVL_UPLOADER_RETRY_WAIT_SECONDS": str(first_wait)}
+    with live_server(hop.app) as hop_url:
+        first = upload(stack, folder, "--retries", "3", url=hop_url, settings=settings)
+        assert first.returncode == 1, first.stderr
+        assert "sent 3, skipped as duplicate 0, rejected 0, failed 1" in first.stderr
+        assert "doomed.jpg" in first.stderr and "gave up after 3 tries" in first.stderr
+        tries = {name: len(times) for name, times in hop.arrivals.items()}
+        assert tries == {"steady.jpg": 1, "flaky.jpg": 3, "dropped.jpg": 2, "doomed.jpg": 3}
+        doomed = hop.arrivals["doomed.jpg"]
+        waits = [later - earlier for earlier, later in pairwise(doomed)]
+        assert waits[0] >= first_wait and waits[1] >= 2 * first_wait  # backs off, doubling
+        settled = resume_records(folder)
+        assert {p: r["status"] for p, r in settled.items()} == {
+            "steady.jpg": "sent",
+            "flaky.jpg": "sent",
+            "dropped.jpg": "sent",  # its retry was told the id of what the gateway had taken
+        }
+        for record in settled.values():
+            assert stack.image(record["detail"])["id"] == record["detail"]
+
+        second = upload(stack, folder, "--retries", "3", url=hop_url, settings=settings)
+        assert second.returncode == 0, second.stderr
+        assert (
+            "sent 1, skipped as duplicate 0, rejected 0, failed 0; settled in an earlier run 3"
+            in (second.stderr)
+        )
+        assert len(hop.arrivals["doomed.jpg"]) == 6
+        assert resume_records(folder)["doomed.jpg"]["status"] == "sent"
