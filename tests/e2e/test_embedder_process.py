@@ -17,8 +17,10 @@ def test_a_client_embeds_an_image_and_reads_metrics(embedder_process: RunningSer
         response = client.post("/v1/embed", files={"images": ("cat.jpg", data, "image/jpeg")})
         assert response.status_code == 200
         assert response.json()["results"][0]["sha256"] == hashlib.sha256(data).hexdigest()
-        assert (
-            client.post("/v1/embed", files={"images": ("x.txt", b"plain text")}).status_code == 415
+        refused = client.post("/v1/embed", files={"images": ("x.txt", b"plain text")})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (
+            415,
+            "unsupported_image_type",
         )
         metrics = client.get("/metrics").text
         assert 'seavl_embedder_images_total{model="efficientnet-lite0",outcome="ok"} 1.0' in metrics

@@ -17,7 +17,7 @@ import pytest
 from services.dedup.app import create_app
 from services.dedup.config import DedupSettings
 from services.dedup.vectors import VectorStore
-from tests.helpers import free_port, live_server
+from tests.helpers import free_port, live_server, wait_for
 
 DIM = 64
 
@@ -150,13 +150,14 @@ def test_bad_checks(dedup: httpx.Client, body: dict[str, Any], status: int, code
 
 def test_bad_inserts_store_nothing(dedup: httpx.Client) -> None:
     insert(dedup, "a", unit(np.ones(DIM)))
-    for body in (
-        {"id": sha("b"), "model": "m", "vector": [1.0] * (DIM - 1)},
-        {"id": "not-a-sha", "model": "m", "vector": [1.0] * DIM},
-        {"id": sha("b"), "vector": [1.0] * DIM},
-        {"id": sha("b")},
+    for body, code in (
+        ({"id": sha("b"), "model": "m", "vector": [1.0] * (DIM - 1)}, "dimension_mismatch"),
+        ({"id": "not-a-sha", "model": "m", "vector": [1.0] * DIM}, "invalid_request"),
+        ({"id": sha("b"), "vector": [1.0] * DIM}, "invalid_request"),
+        ({"id": sha("b")}, "invalid_request"),
     ):
-        assert dedup.post("/v1/dedup/insert", json=body).status_code == 422
+        response = dedup.post("/v1/dedup/insert", json=body)
+        assert (response.status_code, response.json()["error"]["code"]) == (422, code), body
     assert dedup.get("/v1/dedup/collections/default/m").json()["points"] == 1
     missing = dedup.get("/v1/dedup/collections/default/other")
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "unknown_collection")
@@ -238,13 +239,12 @@ def test_batch_dedup_finds_the_known_groups(dedup: httpx.Client) -> None:
     job = dedup.post("/v1/dedup/batch", json={"model": "m"})
     assert job.status_code == 202
     job_id = job.json()["id"]
-    deadline = time.monotonic() + 60
-    while (state := dedup.get(f"/v1/dedup/batch/{job_id}").json())["status"] not in (
-        "done",
-        "failed",
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+
+    def batch_state() -> dict[str, Any]:
+        return dict(dedup.get(f"/v1/dedup/batch/{job_id}").json())
+
+    wait_for(lambda: batch_state()["status"] in ("done", "failed"), timeout=60)
+    state = batch_state()
     assert state["status"] == "done", state
     assert (
         state["processed"]
@@ -256,7 +256,8 @@ def test_batch_dedup_finds_the_known_groups(dedup: httpx.Client) -> None:
     assert set(state["kept"]) == set(expected_groups) | set(singles)
     unknown = dedup.post("/v1/dedup/batch", json={"model": "nope"})
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown_collection")
-    assert dedup.get("/v1/dedup/batch/no-such-job").status_code == 404
+    missing = dedup.get("/v1/dedup/batch/no-such-job")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "unknown_job")
 
 
 def _store_raw(client: httpx.Client, name: str, vector: list[float]) -> None:
@@ -265,7 +266,10 @@ def _store_raw(client: httpx.Client, name: str, vector: list[float]) -> None:
         "/v1/dedup/insert", json={"id": sha(name), "model": "m", "vector": vector, "threshold": 1.0}
     ).json()
     assert outcome["status"] == "inserted", outcome
-    time.sleep(0.002)  # distinct insertion times decide which member is kept
+    # Insertion times decide which member of a group is kept: the next insert must come later on
+    # the clock the service read before it answered.
+    answered_at = time.time()
+    wait_for(lambda: time.time() > answered_at, timeout=1, interval=0.001)
 
 
 def test_qdrant_unreachable_gives_503(database_url: str, tmp_path: Path) -> None:

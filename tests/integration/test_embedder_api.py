@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import socket
-import time
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.storage import LocalFolderStore
 from services.embedder.app import create_app
@@ -24,6 +25,7 @@ from tests.helpers import (
     photo_bytes,
     png_with_header,
     solid,
+    wait_for,
 )
 
 SettingsFactory = Callable[..., EmbedderSettings]
@@ -51,6 +53,29 @@ def metric(client: httpx.Client, name: str, **labels: str) -> float:
         if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+class HangUpListener:
+    """Sets `listening` when the app asks for a message after the whole request body.
+
+    The embed route does that only once its images are queued, to hear the client hang up."""
+
+    def __init__(self, app: ASGIApp, listening: threading.Event) -> None:
+        self.app = app
+        self.listening = listening
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body_read = False
+
+        async def observed_receive() -> Message:
+            nonlocal body_read
+            if body_read:
+                self.listening.set()
+            message = await receive()
+            body_read = message["type"] == "http.request" and not message.get("more_body", False)
+            return message
+
+        await self.app(scope, observed_receive, send)
 
 
 def test_probes_and_models(embedder: httpx.Client) -> None:
@@ -199,11 +224,16 @@ def test_too_many_images_in_one_request(embedder_settings: SettingsFactory) -> N
     settings = embedder_settings(max_images_per_request=2)
     with live_server(create_app(settings)) as url, httpx.Client(base_url=url) as client:
         response = post_images(client, *[photo_bytes("coffee.png")] * 3)
-        assert response.status_code == 400
+        assert (response.status_code, response.json()["error"]["code"]) == (400, "bad_request")
         assert "Too many files" in response.json()["error"]["message"]
         json_images = [{"data": base64.b64encode(photo_bytes("coffee.png")).decode()}] * 3
         response = client.post("/v1/embed", json={"images": json_images})
-        assert (response.status_code, response.json()["error"]["field"]) == (422, "images")
+        error = response.json()["error"]
+        assert (response.status_code, error["code"], error["field"]) == (
+            422,
+            "invalid_request",
+            "images",
+        )
 
 
 def test_concurrent_callers_each_get_their_own_result(embedder: httpx.Client) -> None:
@@ -249,7 +279,10 @@ def test_a_request_whose_client_left_is_dropped_before_inference(
         + body
         + f"\r\n--{boundary}--\r\n".encode()
     )
-    with live_server(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+    app = create_app(settings)
+    listening = threading.Event()
+    app.add_middleware(HangUpListener, listening=listening)
+    with live_server(app) as url, httpx.Client(base_url=url) as client:
         port = int(url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as raw:
             raw.sendall(
@@ -260,13 +293,8 @@ def test_a_request_whose_client_left_is_dropped_before_inference(
                 ).encode()
                 + payload
             )
-            time.sleep(0.5)  # decoded and queued, waiting for the batch to close
-        deadline = time.monotonic() + 10
-        while (
-            metric(client, "seavl_embedder_dropped_images_total") < 1
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.1)
+            assert listening.wait(timeout=10)  # queued; the batch stays open for 1.5 s
+        wait_for(lambda: metric(client, "seavl_embedder_dropped_images_total") >= 1, timeout=10)
         assert (
             metric(client, "seavl_embedder_dropped_images_total", model="efficientnet-lite0") == 1
         )

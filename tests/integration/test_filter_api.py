@@ -141,7 +141,7 @@ def test_set_lifecycle_and_errors(filter_client: httpx.Client) -> None:
         "/v1/reference-sets/sea/references",
         json={"references": [{"vector": [1.0] * DIM, "country": "FR"}]},
     )
-    assert bad_country.status_code == 422
+    assert (bad_country.status_code, error_code(bad_country)) == (422, "invalid_request")
     ids = add(filter_client, np.eye(DIM)[:2]).json()["ids"]
     wrong_dim = add(filter_client, np.ones((1, DIM + 1)))
     assert (wrong_dim.status_code, error_code(wrong_dim)) == (422, "dimension_mismatch")

@@ -131,7 +131,7 @@ def test_a_manifest_that_does_not_fit_its_onnx_file_is_refused(
             files={"images": ("a.png", encode(solid(COLOUR), "PNG"))},
             data={"model": "clip"},
         )
-        assert response.status_code == 503
+        assert (response.status_code, response.json()["error"]["code"]) == (503, "unavailable")
         assert (
             "the manifest says dim 640, the model gives 512" in response.json()["error"]["message"]
         )

@@ -14,13 +14,17 @@ from services.common.errors import OverloadedError
 
 
 class Recorder:
-    """A batch function that doubles its inputs and remembers every batch it saw."""
+    """A batch function that doubles its inputs and remembers every batch it saw.
+
+    `running` is set once a batch has started, so a test knows the batcher is busy."""
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.batches: list[list[int]] = []
         self.gate = gate
+        self.running = threading.Event()
 
     def __call__(self, items: Sequence[int]) -> list[int]:
+        self.running.set()
         if self.gate is not None:
             self.gate.wait(timeout=10)
         self.batches.append(list(items))
@@ -89,11 +93,11 @@ def test_full_queue_refuses_the_whole_request() -> None:
             batcher = make(recorder, executor, max_queue=3, max_batch_size=1, max_wait_seconds=0)
             batcher.start()
             first = batcher.submit_many([1])
-            await asyncio.sleep(0.05)  # the first item is now running, held by the gate
+            assert await asyncio.to_thread(recorder.running.wait, 5)  # held by the gate
             queued = batcher.submit_many([2, 3])
             with pytest.raises(OverloadedError) as refused:
                 batcher.submit_many([4, 5])
-            assert refused.value.status_code == 429
+            assert (refused.value.status_code, refused.value.code) == (429, "overloaded")
             assert batcher.queue_depth == 2  # nothing of the refused request entered
             gate.set()
             assert await asyncio.gather(*first, *queued) == [2, 4, 6]
@@ -119,7 +123,7 @@ def test_items_of_callers_who_left_are_dropped_before_inference() -> None:
             )
             batcher.start()
             busy = batcher.submit_many([1])
-            await asyncio.sleep(0.05)
+            assert await asyncio.to_thread(recorder.running.wait, 5)  # held by the gate
             gone = batcher.submit_many([2, 3])
             staying = batcher.submit_many([4])
             for future in gone:
@@ -189,8 +193,9 @@ def test_batches_run_concurrently_up_to_the_limit_and_a_stop_releases_waiting_ca
             futures = batcher.submit_many([1, 2, 3])
             for _ in range(2):
                 assert await asyncio.to_thread(running.acquire, True, 5)
-            await asyncio.sleep(0.1)
-            assert max(peak) == 2 and len(peak) == 2  # the third batch waits for a slot
+            # Both slots are taken, so the third item is still queued, not collected into a batch.
+            assert batcher.queue_depth == 1
+            assert max(peak) == 2 and len(peak) == 2
             gate.set()
             results = list(await asyncio.gather(*futures))
             # A batch in flight when the batcher stops: its caller is cancelled, not left hanging.
