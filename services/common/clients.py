@@ -2,17 +2,19 @@
 
 A peer that is down or overloaded after the retries becomes `UnavailableError` (503 with
 Retry-After for the caller's client); a 4xx from the peer is the caller's input at fault and is
-passed on with its own status and code.
+passed on with its own status and code. An answer that is not a seavl answer (a proxy's HTML
+page, another app at the URL, a peer of another version) is the peer being unavailable too.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+import logging
+from typing import Any, TypeVar
 
 import httpx
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from tenacity import (
     RetryError,
     Retrying,
@@ -22,7 +24,7 @@ from tenacity import (
 )
 
 from services.common.captions import CaptionRequest, CaptionResponse
-from services.common.errors import ServiceError, UnavailableError
+from services.common.errors import ErrorBody, ErrorResponse, ServiceError, UnavailableError
 from services.common.schemas import (
     DedupCheckRequest,
     DedupCheckResponse,
@@ -36,6 +38,10 @@ from services.common.schemas import (
     ScoreResponse,
 )
 
+logger = logging.getLogger(__name__)
+
+Answer = TypeVar("Answer", bound=BaseModel)
+
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 # orjson: embeddings are long float lists, and the stdlib encoder costs the gateway's CPU.
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -47,6 +53,12 @@ class ServiceClientSettings(BaseModel):
     timeout_seconds: float = Field(default=30.0, gt=0)
     connect_timeout_seconds: float = Field(default=2.0, gt=0)
     attempts: int = Field(default=3, ge=1, description="tries per call, with exponential backoff")
+    backoff_seconds: float = Field(
+        default=0.1, gt=0, description="the wait after the first failed try, doubled after each"
+    )
+    max_backoff_seconds: float = Field(
+        default=2.0, gt=0, description="the longest wait between two tries"
+    )
 
 
 class _Retryable(Exception):
@@ -81,10 +93,13 @@ class ServiceClient:
             raise _Retryable(f"{self.name} answered {response.status_code}", response)
         return response
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
+    def request(self, answer: type[Answer], method: str, path: str, body: Any = None) -> Answer:
+        """The peer's answer read as `answer`, after retrying what may pass (see _send_once)."""
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.attempts),
-            wait=wait_exponential(multiplier=0.1, max=2.0),
+            wait=wait_exponential(
+                multiplier=self.settings.backoff_seconds, max=self.settings.max_backoff_seconds
+            ),
             retry=retry_if_exception_type(_Retryable),
             reraise=False,
         )
@@ -93,37 +108,54 @@ class ServiceClient:
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             raise UnavailableError(str(cause)) from cause
-        if response.status_code == 502:  # only a seavl verdict gets here (see _send_once)
-            raise _peer_error(response)
-        if response.status_code >= 500:
+        if response.status_code < 400:
+            try:
+                return answer.model_validate_json(response.content)
+            except ValidationError as exc:
+                raise self._not_seavl(response) from exc
+        error = _seavl_error(response)
+        if error is None:
+            raise self._not_seavl(response)
+        if response.status_code >= 500 and response.status_code != 502:
             raise UnavailableError(f"{self.name} failed with {response.status_code}")
-        if response.status_code >= 400:
-            raise _peer_error(response)
-        return orjson.loads(response.content)
+        # a 4xx, or a seavl 502 (a verdict on this request, see _bad_upstream_answer)
+        raise ServiceError(
+            response.status_code,
+            error.code,
+            error.message,
+            field=error.field,
+            details=error.details,
+        )
+
+    def _not_seavl(self, response: httpx.Response) -> UnavailableError:
+        """Nothing in the answer is about the caller's input; the body stays in the log."""
+        content_type = response.headers.get("content-type", "no content type")
+        logger.warning(
+            "%s answered %s (%s) at %s: %r",
+            self.name,
+            response.status_code,
+            content_type,
+            response.url,
+            response.content[:300],
+        )
+        return UnavailableError(
+            f"{self.name} gave an answer seavl cannot read ({response.status_code}, "
+            f"{content_type}): a proxy, another app or another version at its URL?"
+        )
+
+
+def _seavl_error(response: httpx.Response) -> ErrorBody | None:
+    """The error a seavl service answers with; None for anything else (a proxy's page)."""
+    try:
+        return ErrorResponse.model_validate_json(response.content).error
+    except ValidationError:
+        return None
 
 
 def _bad_upstream_answer(response: httpx.Response) -> bool:
     """A seavl service's 502 (its own upstream, e.g. a VLM, answered nonsense) is a verdict on
     that request, not an outage to wait out; a proxy's bare 502 is an outage."""
-    if response.status_code != 502:
-        return False
-    try:
-        return isinstance(orjson.loads(response.content)["error"]["code"], str)
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return False
-
-
-def _peer_error(response: httpx.Response) -> ServiceError:
-    try:
-        error = response.json()["error"]
-        return ServiceError(
-            response.status_code,
-            str(error["code"]),
-            str(error["message"]),
-            field=error.get("field"),
-        )
-    except (ValueError, KeyError, TypeError):
-        return ServiceError(response.status_code, "peer_error", response.text[:500])
+    return response.status_code == 502 and _seavl_error(response) is not None
 
 
 class ImageReference(BaseModel):
@@ -149,7 +181,7 @@ class EmbedderClient(ServiceClient):
             for image in images
         ]
         body = {"images": payload_images, "model": model, "encoding": "base64", "top_k": top_k}
-        parsed = EmbedResponse.model_validate(self.request("POST", "/v1/embed", body))
+        parsed = self.request(EmbedResponse, "POST", "/v1/embed", body)
         return sorted(parsed.results, key=lambda result: result.index)
 
     def readiness(self) -> bool:
@@ -167,7 +199,7 @@ class FilterClient(ServiceClient):
         self, reference_set: str, vectors: list[list[float] | str], model: str
     ) -> ScoreResponse:
         body = {"set": reference_set, "vectors": vectors, "model": model}
-        return ScoreResponse.model_validate(self.request("POST", "/v1/score", body))
+        return self.request(ScoreResponse, "POST", "/v1/score", body)
 
 
 class CaptionerClient(ServiceClient):
@@ -176,7 +208,7 @@ class CaptionerClient(ServiceClient):
 
     def caption(self, request: CaptionRequest) -> CaptionResponse:
         body = request.model_dump(mode="json", exclude_none=True)
-        return CaptionResponse.model_validate(self.request("POST", "/v1/captions", body))
+        return self.request(CaptionResponse, "POST", "/v1/captions", body)
 
 
 class DedupClient(ServiceClient):
@@ -185,14 +217,12 @@ class DedupClient(ServiceClient):
 
     def check(self, request: DedupCheckRequest) -> DedupCheckResponse:
         body = request.model_dump(exclude_none=True)
-        return DedupCheckResponse.model_validate(self.request("POST", "/v1/dedup/check", body))
+        return self.request(DedupCheckResponse, "POST", "/v1/dedup/check", body)
 
     def insert(self, request: DedupInsertRequest) -> DedupInsertResponse:
         body = request.model_dump(exclude_none=True)
-        return DedupInsertResponse.model_validate(self.request("POST", "/v1/dedup/insert", body))
+        return self.request(DedupInsertResponse, "POST", "/v1/dedup/insert", body)
 
     def insert_batch(self, batch: DedupInsertBatch) -> DedupInsertBatchResponse:
         body = batch.model_dump(exclude_none=True)
-        return DedupInsertBatchResponse.model_validate(
-            self.request("POST", "/v1/dedup/insert-batch", body)
-        )
+        return self.request(DedupInsertBatchResponse, "POST", "/v1/dedup/insert-batch", body)

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,21 @@ async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return invalid_request(list(exc.errors())).to_response()
 
 
-async def _handle_http_exception(_: Request, exc: Exception) -> JSONResponse:
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of this path answers, asked of the routes themselves: the 405
+    FastAPI raises names only the first route's, and `/v1/reference-sets/{name}` has two."""
+    allowed = []
+    for method in HTTP_METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
+async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {
         400: "bad_request",
@@ -134,12 +149,21 @@ async def _handle_http_exception(_: Request, exc: Exception) -> JSONResponse:
         405: "method_not_allowed",
         413: "request_too_large",
     }.get(exc.status_code, "http_error")
-    return ServiceError(exc.status_code, code, str(exc.detail)).to_response()
+    error = ServiceError(exc.status_code, code, str(exc.detail))
+    error.headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        error.headers["Allow"] = _allowed_methods(request)
+    return error.to_response()
 
 
 async def _handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
-    return ServiceError(500, "internal_error", "an unexpected error occurred").to_response()
+    error = ServiceError(500, "internal_error", "an unexpected error occurred")
+    # Starlette raises the exception again after this answer and uvicorn then closes the
+    # connection; saying so makes the client's next request open a new one (measured: without
+    # it, the next request on the kept-alive connection met "Connection reset by peer").
+    error.headers["Connection"] = "close"
+    return error.to_response()
 
 
 def install_error_handlers(app: FastAPI) -> None:

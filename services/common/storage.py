@@ -10,12 +10,14 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
 import urllib3
 from minio import Minio
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 from pydantic import BaseModel, Field, SecretStr
 
 from services.common.errors import ServiceError, UnavailableError
@@ -86,7 +88,11 @@ class S3Settings(BaseModel):
 
 
 class S3Store:
-    """Objects in one bucket, named by their sha256, through the MinIO client."""
+    """Objects in one bucket, named by their sha256, through the MinIO client.
+
+    Nothing is asked of the server until an object is: a service starts while MinIO is down
+    (and answers 503 meanwhile), and the bucket is made when the first object is put.
+    """
 
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings
@@ -103,65 +109,81 @@ class S3Store:
             http_client=http,
         )
 
-    def _unavailable(self, exc: Exception) -> UnavailableError:
-        return UnavailableError(f"the object store at {self.settings.endpoint} failed: {exc}")
-
-    def ensure_bucket(self) -> None:
+    @contextmanager
+    def _unavailable_on_failure(self) -> Iterator[None]:
+        """The server refusing, timing out or answering what is not S3 (a proxy's page):
+        the store is unavailable, and the work is retried later."""
         try:
-            if not self.client.bucket_exists(self.settings.bucket):
+            yield
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise UnavailableError(
+                f"the object store at {self.settings.endpoint} failed: {exc}"
+            ) from exc
+
+    def _make_bucket(self) -> None:
+        with self._unavailable_on_failure():
+            try:
                 self.client.make_bucket(self.settings.bucket)
-        except S3Error as exc:
-            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise self._unavailable(exc) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            except S3Error as exc:  # made by another service meanwhile
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
 
     def get(self, key: str) -> bytes:
         validate_key(key)
-        try:
-            response = self.client.get_object(self.settings.bucket, key)
+        with self._unavailable_on_failure():
+            try:
+                response = self.client.get_object(self.settings.bucket, key)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchBucket"):  # no bucket yet: nothing put
+                    raise ObjectNotFoundError(key) from exc
+                raise
             try:
                 return response.read()
             finally:
                 response.close()
                 response.release_conn()
-        except S3Error as exc:
-            if exc.code == "NoSuchKey":
-                raise ObjectNotFoundError(key) from exc
-            raise self._unavailable(exc) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._unavailable(exc) from exc
 
     def put(self, key: str, data: bytes) -> None:
         validate_key(key)
         if self.exists(key):
             return
-        try:
-            self.client.put_object(self.settings.bucket, key, io.BytesIO(data), length=len(data))
-        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+        with self._unavailable_on_failure():
+            try:
+                self._put_object(key, data)
+            except S3Error as exc:
+                if exc.code != "NoSuchBucket":
+                    raise
+                self._make_bucket()
+                self._put_object(key, data)
+
+    def _put_object(self, key: str, data: bytes) -> None:
+        self.client.put_object(self.settings.bucket, key, io.BytesIO(data), length=len(data))
 
     def exists(self, key: str) -> bool:
         validate_key(key)
-        try:
-            self.client.stat_object(self.settings.bucket, key)
-        except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
-                return False
-            raise self._unavailable(exc) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+        with self._unavailable_on_failure():
+            try:
+                self.client.stat_object(self.settings.bucket, key)
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"):
+                    return False
+                raise
         return True
 
     def count(self) -> int:
         """Objects in the bucket (for tests and the admin's stats)."""
-        return sum(1 for _ in self.client.list_objects(self.settings.bucket, recursive=True))
+        with self._unavailable_on_failure():
+            try:
+                objects = self.client.list_objects(self.settings.bucket, recursive=True)
+                return sum(1 for _ in objects)
+            except S3Error as exc:
+                if exc.code == "NoSuchBucket":
+                    return 0
+                raise
 
 
 def make_store(s3: S3Settings | None, folder: Path) -> ObjectStore:
     """MinIO / S3 when configured, else the local folder."""
     if s3 is None:
         return LocalFolderStore(folder)
-    store = S3Store(s3)
-    store.ensure_bucket()
-    return store
+    return S3Store(s3)

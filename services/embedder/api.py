@@ -12,7 +12,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import FormData, UploadFile
 
-from services.common.errors import ErrorResponse, ServiceError, validated
+from services.common.errors import ErrorResponse, ServiceError, UnavailableError, validated
 from services.common.http import multipart_body, wait_unless_disconnected
 from services.common.schemas import (
     EmbedJsonRequest,
@@ -189,6 +189,9 @@ async def _embed_sources(
     failures = {i: p for i, p in enumerate(prepared) if isinstance(p, ServiceError)}
     for error in failures.values():
         pool.metrics.images.labels(serving.name, error.code).inc()
+    unavailable = [e for e in failures.values() if isinstance(e, UnavailableError)]
+    if unavailable:  # the store is down: no image is at fault, and the caller retries them all
+        raise unavailable[0]
     if not good:
         first = failures[0]
         raise ServiceError(

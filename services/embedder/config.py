@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings
 
 from services.common.images import ImageLimits
 from services.common.settings import DEFAULT_DATA_DIR, ServerSettings, service_settings_config
+from services.common.storage import S3Settings
 
 EMBEDDER_PORT = 8001
 DEFAULT_MODEL_NAME = "efficientnet-lite0"
@@ -46,6 +47,9 @@ class EmbedderSettings(BaseSettings):
     server: ServerSettings = ServerSettings(port=EMBEDDER_PORT)
     models_dir: Path = DEFAULT_DATA_DIR / "models"
     default_model: str = DEFAULT_MODEL_NAME
+    s3: S3Settings | None = Field(
+        default=None, description="where object keys are read from; a local folder when absent"
+    )
     storage_dir: Path = Field(
         default=DEFAULT_DATA_DIR / "objects",
         description="local object store the embedder reads when a request names object keys",
