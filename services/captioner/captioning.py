@@ -20,13 +20,15 @@ from services.common.storage import ObjectStore, validate_key
 
 
 class CaptionMetrics:
-    """What operators watch: captions by outcome (wrong-language answers apart) and VLM time."""
+    """What operators watch: captions by outcome (wrong-language answers and those too short
+    to tell apart) and VLM time."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.captions = Counter(
             "seavl_captioner_captions",
-            "Captions asked for, by backend, requested language and outcome "
-            "(ok, wrong_language, or the error code)",
+            "Captions asked for, by backend, requested language and outcome (ok; "
+            "wrong_language: another language detected with confidence; unknown: too short or "
+            "too unsure to tell; or the error code)",
             ["backend", "language", "outcome"],
             registry=registry,
         )
@@ -78,15 +80,15 @@ class Captioner:
             self.metrics.captions.labels(backend, language, exc.code).inc()
             raise
         self.metrics.backend_seconds.labels(backend).observe(time.perf_counter() - started)
-        detected = await asyncio.to_thread(self.language_check.detect, answer.text)
-        language_ok = self.language_check.matches(detected, choice.prompts.language)
-        outcome = "ok" if language_ok else "wrong_language"
-        self.metrics.captions.labels(backend, language, outcome).inc()
+        detection = await asyncio.to_thread(self.language_check.detect, answer.text, choice.places)
+        outcome = self.language_check.judge(detection, choice.prompts.language)
+        self.metrics.captions.labels(backend, language, outcome.value).inc()
         return CaptionResponse(
             caption=answer.text,
             language_requested=choice.prompts.language,
-            language=detected,
-            language_ok=language_ok,
+            language=detection.language,
+            language_confidence=detection.confidence,
+            language_ok=outcome.language_ok,
             backend=self.backend.name.value,
             model=answer.model,
             prompt_kind=choice.kind,

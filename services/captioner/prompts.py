@@ -3,6 +3,7 @@ between the location-agnostic prompt and the location-aware one."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,15 @@ class PromptChoice:
     kind: PromptKind
     text: str
     location: str | None
+
+    @property
+    def places(self) -> list[str]:
+        """The place names the prompt gave: "Hue, Vietnam" or "Malaysia and Singapore" names
+        two, which the caption may repeat in any language."""
+        if self.location is None:
+            return []
+        separators = rf",|\s{re.escape(self.prompts.conjunction)}\s"
+        return [part.strip() for part in re.split(separators, self.location) if part.strip()]
 
 
 def _load(path: Path, language: CaptionLanguage) -> LanguagePrompts:

@@ -93,10 +93,21 @@ class CaptionResponse(BaseModel):
     caption: str
     language_requested: CaptionLanguage
     language: str | None = Field(
-        description="ISO 639-1 code of the language the caption is written in (detected), "
-        "or null when the detector cannot tell"
+        description="ISO 639-1 code of the language the caption is written in (detected once "
+        "the names of cultural items, places and people are masked), or null (unknown) when "
+        "too few words are left or the confidence is below the captioner's threshold"
     )
-    language_ok: bool = Field(description="the caption is in the language asked for")
+    language_confidence: float = Field(
+        ge=0,
+        le=1,
+        description="the detector's confidence in `language` or, when unknown, in its best "
+        "guess (0: no guess), among the caption languages and Chinese, Japanese and Korean",
+    )
+    language_ok: bool | None = Field(
+        description="true: in the language asked for (Malay for Indonesian, or the reverse, "
+        "when the detector hesitates between the two); false: in another language, detected "
+        "with confidence; null: unknown, not a wrong language"
+    )
     backend: str = Field(description="'offline-labels' or 'openai-compatible'")
     model: str
     prompt_kind: PromptKind

@@ -50,7 +50,14 @@ class CaptionOut(BaseModel):
     status: str = Field(description="queued, done or failed")
     caption: str | None
     detected_language: str | None = Field(description="what the caption is written in")
-    language_ok: bool | None = Field(description="written in the language asked for")
+    language_ok: bool | None = Field(
+        description="written in the language asked for; null until done, or when the caption "
+        "is too short or unsure to tell"
+    )
+    language_confidence: float | None = Field(
+        description="the language detector's confidence in `detected_language` (or in its "
+        "best guess when that is null)"
+    )
     backend: str | None = Field(description="'openai-compatible' (a VLM) or 'offline-labels'")
     model: str | None
     prompt_kind: str | None = Field(description="'aware' (of the place) or 'agnostic'")

@@ -67,7 +67,8 @@ class CaptionRow(SQLModel, table=True):
     requests: int = 1
     caption: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     detected_language: str | None = Field(default=None, max_length=8)
-    language_ok: bool | None = None
+    language_ok: bool | None = None  # also None: the captioner could not tell the language
+    language_confidence: float | None = None
     backend: str | None = None
     model: str | None = None
     prompt_kind: str | None = Field(default=None, max_length=16)

@@ -104,6 +104,20 @@ def test_offline_caption_in_vietnamese_from_a_stored_key(
     assert answer["language"] == "vi" and answer["language_ok"] is True
 
 
+def test_offline_captions_are_judged_in_the_language_they_were_written_in(
+    offline: httpx.Client,
+) -> None:
+    """The offline sentences of every language, with labels and a place, pass their own check
+    (the Indonesian ones, worded with words Malay shares, once read as confident Malay)."""
+    image = b64(photo_bytes("chelsea.png"))
+    for language in CaptionLanguage:
+        for where in ({"countries": ["ID"]}, {"location": "Huế"}, {}):
+            asked = {"data": image, "language": language.value, **where}
+            answer = offline.post("/v1/captions", json=asked).json()
+            assert answer["language_ok"] is True, answer
+            assert answer["language"] == language.value, answer
+
+
 def test_prompts_are_listed_for_each_language(offline: httpx.Client) -> None:
     listed = offline.get("/v1/prompts").json()
     assert listed["languages"] == ["en", "th", "ms", "tl", "id", "vi"]
@@ -236,3 +250,39 @@ def test_a_wrong_api_key_is_a_setup_error(stub: tuple[StubVlm, str], tmp_path: P
         )
         assert answer.status_code == 502 and answer.json()["error"]["code"] == "vlm_rejected"
         assert "401" in answer.json()["error"]["message"]
+
+
+def test_short_captions_naming_sea_items_are_judged_on_their_own_words(
+    vlm: tuple[StubVlm, httpx.Client],
+) -> None:
+    """English naming Malay food is English; two words are unknown, not wrong; Indonesian
+    asked in Thai is still wrong. Each answer says how sure the detector was."""
+    stub, client = vlm
+    stub.queue(
+        Reply(caption="A plate of nasi lemak with sambal and ikan bilis."),
+        Reply(caption="Kebaya merah."),
+        Reply(caption="Penjual sate ayam sedang membakar sate di pinggir jalan."),
+    )
+    image = b64(photo_bytes("coffee.png"))
+    english = client.post("/v1/captions", json={"data": image, "language": "en"}).json()
+    assert english["language"] == "en" and english["language_ok"] is True
+    assert english["language_confidence"] >= 0.5
+    short = client.post("/v1/captions", json={"data": image, "language": "ms"}).json()
+    assert short["language"] is None and short["language_ok"] is None
+    assert 0 <= short["language_confidence"] <= 1
+    wrong = client.post("/v1/captions", json={"data": image, "language": "th"}).json()
+    assert wrong["language"] == "id" and wrong["language_ok"] is False
+    assert wrong["language_confidence"] >= 0.5
+    metrics = client.get("/metrics").text
+    counted = {
+        labels: float(value)
+        for line in metrics.splitlines()
+        if line.startswith("seavl_captioner_captions_total{")
+        for labels, value in [line.removeprefix("seavl_captioner_captions_total").rsplit(" ", 1)]
+    }
+    vlm = 'backend="openai-compatible"'
+    assert counted == {  # unknown counted apart: wrong_language stays "another language"
+        f'{{{vlm},language="en",outcome="ok"}}': 1.0,
+        f'{{{vlm},language="ms",outcome="unknown"}}': 1.0,
+        f'{{{vlm},language="th",outcome="wrong_language"}}': 1.0,
+    }
