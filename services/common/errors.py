@@ -7,6 +7,7 @@ validation errors and stray HTTP exceptions into that shape, so a client parses 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -95,22 +96,93 @@ class UnavailableError(ServiceError):
         super().__init__(503, "unavailable", message, retry_after_seconds=retry_after_seconds)
 
 
+# Besides a field's name, pydantic's `loc` holds the part of the request and the member of a
+# union it tried ("list[float]", "str", "function-after[...]"): neither is a field.
+LOCATION_PARTS = frozenset({"body", "query", "form", "path", "header", "cookie"})
+TYPE_TAGS = frozenset({"str", "int", "float", "bool"})
+# What a constrained string must look like, in words; filled in by `described_pattern`.
+PATTERN_WORDS: dict[str, str] = {}
+
+
+def described_pattern(pattern: str, words: str) -> str:
+    """`pattern`, registered with the words a 422 uses for a value that does not match it."""
+    PATTERN_WORDS[pattern] = words
+    return pattern
+
+
 def _validation_field(error: dict[str, Any]) -> str:
-    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "form")]
+    location = [
+        str(part)
+        for part in error.get("loc", ())
+        if not (
+            isinstance(part, str)
+            and (part in LOCATION_PARTS or part in TYPE_TAGS or "[" in part or "-" in part)
+        )
+    ]
     return ".".join(location)
 
 
-async def _handle_service_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServiceError)
-    return exc.to_response()
+def _choices(pattern: str) -> str | None:
+    """The words of an alternation pattern such as `^(queued|done)$`, if it is one."""
+    found = re.fullmatch(r"\^\(([\w|]+)\)\$", pattern)
+    return ", ".join(found.group(1).split("|")) if found else None
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """What is wrong with a value, in seavl's words (pydantic's own name its internals)."""
+    kind = str(error.get("type", ""))
+    context: dict[str, Any] = error.get("ctx") or {}
+    message = str(error.get("msg", "is not valid"))
+    limits = {
+        "greater_than": "must be more than {gt}",
+        "greater_than_equal": "must be at least {ge}",
+        "less_than": "must be less than {lt}",
+        "less_than_equal": "must be at most {le}",
+        "string_too_short": "must be at least {min_length} characters",
+        "string_too_long": "must be at most {max_length} characters",
+        "too_short": "must hold at least {min_length} items",
+        "too_long": "must hold at most {max_length} items",
+        "enum": "must be one of {expected}",
+        "literal_error": "must be one of {expected}",
+    }
+    kinds = {
+        "missing": "is required",
+        "extra_forbidden": "is not a field of this request",
+        "int_parsing": "must be a whole number",
+        "int_type": "must be a whole number",
+        "int_from_float": "must be a whole number",
+        "float_parsing": "must be a number",
+        "float_type": "must be a number",
+        "finite_number": "must be a finite number",
+        "bool_parsing": "must be true or false",
+        "bool_type": "must be true or false",
+        "string_type": "must be text",
+        "list_type": "must be a list",
+        "dict_type": "must be an object",
+        "model_type": "must be an object",
+        "model_attributes_type": "must be an object",
+        "json_invalid": "is not valid JSON",
+        "url_parsing": "must be a URL",
+    }
+    if kind in limits:
+        return limits[kind].format(**context)
+    if kind in kinds:
+        return kinds[kind]
+    if kind == "string_pattern_mismatch":
+        pattern = str(context.get("pattern", ""))
+        words = PATTERN_WORDS.get(pattern) or _choices(pattern)
+        return f"must be {words}" if words else f"does not have the accepted form {pattern}"
+    if kind in ("value_error", "assertion_error"):
+        return message.split(", ", 1)[1] if ", " in message else message
+    return "is not valid"
 
 
 def invalid_request(errors: Sequence[Any]) -> ServiceError:
     """422 `invalid_request` naming the first problem of a validation, with all in details."""
-    first = errors[0] if errors else {"msg": "invalid request"}
-    field = _validation_field(first)
-    message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
-    details = [{"field": _validation_field(e), "message": str(e.get("msg"))} for e in errors]
+    problems = [(_validation_field(e), _problem(e)) for e in errors] or [("", "invalid request")]
+    field, first = problems[0]
+    message = f"{field} {first}" if field else first
+    details = [{"field": name, "message": problem} for name, problem in problems]
     return ServiceError(422, "invalid_request", message, field=field or None, details=details)
 
 
@@ -125,6 +197,11 @@ def validated(model: type[Model], data: Any) -> Model:
 async def _handle_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return invalid_request(list(exc.errors())).to_response()
+
+
+async def _handle_service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return exc.to_response()
 
 
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")

@@ -11,9 +11,10 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import FastAPI, Request, Response
+import orjson
+from fastapi import FastAPI, Path, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,9 +24,23 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.common.errors import ErrorBody, ErrorResponse
+from services.common.errors import ErrorBody, ErrorResponse, ServiceError
 
 T = TypeVar("T")
+
+# Ids and offsets are 64-bit signed integers in PostgreSQL and SQLite: a larger number in a path
+# or a query is the caller's mistake, refused before it reaches the database.
+INT64_MAX = 2**63 - 1
+RowId = Annotated[int, Path(ge=1, le=INT64_MAX, description="a row id")]
+
+
+def read_json(body: bytes) -> Any:
+    """A request body parsed as JSON, or a 400 `invalid_json` (orjson refuses nesting deeper
+    than 1024 levels, where the standard library would exhaust the stack)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ServiceError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
 
 
 class HttpMetrics:

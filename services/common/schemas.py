@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, model_validator
 
-from services.common.errors import ErrorBody
+from services.common.errors import ErrorBody, described_pattern
 from services.common.vectors import WireVector
 
 
@@ -111,10 +111,16 @@ class ScoreResponse(BaseModel):
     results: list[ScoreResult]
 
 
-NAMESPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-SHA256_PATTERN = r"^[0-9a-f]{64}$"
-PHASH_PATTERN = r"^[0-9a-f]{16}$"
+NAMESPACE_PATTERN = described_pattern(
+    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+    "1 to 64 letters, digits, '_' or '-', starting with a letter or a digit",
+)
+MODEL_PATTERN = described_pattern(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+    "1 to 100 letters, digits, '.', '_' or '-', starting with a letter or a digit",
+)
+SHA256_PATTERN = described_pattern(r"^[0-9a-f]{64}$", "a sha256: 64 lower-case hex digits")
+PHASH_PATTERN = described_pattern(r"^[0-9a-f]{16}$", "a pHash: 16 lower-case hex digits")
 
 
 class DedupCheckRequest(BaseModel):

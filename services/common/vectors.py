@@ -13,6 +13,9 @@ from pydantic import Field
 from services.common.errors import ServiceError
 
 Vector = npt.NDArray[np.float32]
+# Embeddings in use have 512 to 4096 dimensions; a bound keeps one request from making a service
+# allocate an index or a matrix of any size it names.
+MAX_DIMENSION = 8192
 # A vector as a client sends it: a list of numbers, or little-endian float32 bytes in base64.
 WireVector = Annotated[
     list[float] | str,
@@ -44,6 +47,12 @@ def parse_vectors(
         raise _invalid("empty_input", f"{field} is empty: send at least one vector", field)
     rows = [decode_vector(v, f"{field}[{i}]") for i, v in enumerate(values)]
     expected = dim if dim is not None else rows[0].size
+    if expected > MAX_DIMENSION:
+        raise _invalid(
+            "dimension_too_large",
+            f"{field} have {expected} dimensions, more than the {MAX_DIMENSION} accepted",
+            field,
+        )
     for index, row in enumerate(rows):
         name = f"{field}[{index}]"
         if row.size != expected:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from typing import Annotated, Any
 
 import numpy as np
@@ -13,7 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import FormData, UploadFile
 
 from services.common.errors import ErrorResponse, ServiceError, UnavailableError, validated
-from services.common.http import multipart_body, wait_unless_disconnected
+from services.common.http import multipart_body, read_json, wait_unless_disconnected
 from services.common.schemas import (
     EmbedJsonRequest,
     EmbedOptions,
@@ -70,11 +69,7 @@ async def _parse_multipart(
 async def _parse_json(
     request: Request, settings: EmbedderSettings, store: ObjectStore
 ) -> tuple[EmbedOptions, list[ByteSource]]:
-    try:
-        payload = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ServiceError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
-    parsed = validated(EmbedJsonRequest, payload)
+    parsed = validated(EmbedJsonRequest, read_json(await request.body()))
     if len(parsed.images) > settings.max_images_per_request:
         raise _invalid(
             f"at most {settings.max_images_per_request} images per request", field="images"

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from services.common.clients import EmbedderClient, ImageReference
 from services.common.errors import ErrorResponse, ServiceError, ensure_at_most
+from services.common.http import RowId
 from services.common.schemas import (
     ImageFailure,
     ScoreRequest,
@@ -181,7 +182,7 @@ def add_references(
 
 
 @router.delete("/reference-sets/{name}/references/{reference_id}", status_code=204)
-def delete_reference(name: str, reference_id: int, store: StoreDep) -> Response:
+def delete_reference(name: str, reference_id: RowId, store: StoreDep) -> Response:
     store.delete_reference(name, reference_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -296,7 +297,7 @@ def list_calibrations(name: str, store: StoreDep) -> CalibrationList:
     "/reference-sets/{name}/calibrations/{calibration_id}/apply", response_model=ReferenceSetInfo
 )
 def apply_calibration(
-    name: str, calibration_id: int, store: StoreDep, settings: SettingsDep
+    name: str, calibration_id: RowId, store: StoreDep, settings: SettingsDep
 ) -> ReferenceSetInfo:
     store.apply_calibration(name, calibration_id)
     row, counts = store.get_set(name)

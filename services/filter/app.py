@@ -50,6 +50,7 @@ def create_app(settings: FilterSettings | None = None) -> FastAPI:
         CollectorRegistry(),
         lifespan,
         readiness,
+        max_body_bytes=settings.max_request_bytes,
     )
     app.state.store = ReferenceStore(engine)
     return app

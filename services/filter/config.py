@@ -47,6 +47,11 @@ class FilterSettings(BaseSettings):
     max_vectors_per_request: int = Field(default=1024, ge=1)
     max_references_per_request: int = Field(default=1024, ge=1)
     max_calibration_samples: int = Field(default=10_000, ge=1)
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="a whole request body; refused with 413 while it streams in",
+    )
 
     def tiers_for(self, model: str) -> TierThresholds:
         return self.model_tiers.get(model, self.default_tiers)

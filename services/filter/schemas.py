@@ -7,10 +7,15 @@ from datetime import datetime
 from pydantic import BaseModel, Field, model_validator
 
 from services.common.countries import SeaCountry
-from services.common.vectors import WireVector
+from services.common.errors import described_pattern
+from services.common.schemas import SHA256_PATTERN
+from services.common.vectors import MAX_DIMENSION, WireVector
 from services.filter.relevance import Label
 
-SET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+SET_NAME_PATTERN = described_pattern(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+    "1 to 100 letters, digits, '.', '_' or '-', starting with a letter or a digit",
+)
 
 
 class CreateSetRequest(BaseModel):
@@ -20,7 +25,10 @@ class CreateSetRequest(BaseModel):
     )
     description: str = ""
     dim: int | None = Field(
-        default=None, gt=0, description="fixed by the first references if absent"
+        default=None,
+        gt=0,
+        le=MAX_DIMENSION,
+        description="fixed by the first references if absent",
     )
 
 
@@ -57,7 +65,7 @@ class ImageOrVector(BaseModel):
 
 class NewReference(ImageOrVector):
     country: SeaCountry | None = None
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
 
 
 class AddReferencesRequest(BaseModel):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import func
 from sqlmodel import col, select
 from starlette.datastructures import FormData, UploadFile
@@ -32,7 +31,7 @@ from services.common.clients import (
 )
 from services.common.database import session_scope
 from services.common.errors import ErrorResponse, ServiceError, validated
-from services.common.http import multipart_body
+from services.common.http import INT64_MAX, multipart_body, read_json
 from services.common.images import MEDIA_TYPES, ImageInfo, ImageLimits, validate_image
 from services.common.location import strip_location
 from services.common.schemas import DedupCheckRequest, EmbeddedImage, ImageFailure
@@ -281,7 +280,7 @@ def list_images(
     country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
     duplicate: bool | None = None,
     limit: Annotated[int, Query(ge=1)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
 ) -> ImagePage:
     limit = min(limit, settings.max_page_size)
     query = select(ImageRow)
@@ -372,16 +371,7 @@ async def find_duplicates(
     namespace = settings.pipeline.dedup_namespace
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
-        try:
-            query = DedupQuery.model_validate(json.loads(await request.body()))
-        except (ValueError, ValidationError) as exc:
-            raise _invalid(
-                f"send {{'phash': ...}} or {{'embedding': ..., 'model': ...}}: {exc}"
-            ) from exc
-        if query.phash is None and query.embedding is None:
-            raise _invalid("send 'phash', or 'embedding' with 'model'")
-        if query.embedding is not None and query.model is None:
-            raise _invalid("'model' is needed with 'embedding'", field="model")
+        query = validated(DedupQuery, read_json(await request.body()))
         check = DedupCheckRequest(
             namespace=namespace,
             model=query.model,

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.common.countries import SeaCountry
-from services.common.schemas import Neighbour, PHashMatch
+from services.common.schemas import MODEL_PATTERN, PHASH_PATTERN, Neighbour, PHashMatch
+from services.common.vectors import WireVector
 
 
 class NativeLanguage(StrEnum):
@@ -28,7 +29,9 @@ class NativeLanguage(StrEnum):
 
 class UploadMetadata(BaseModel):
     countries: list[SeaCountry] = Field(
-        default_factory=list, description="countries it is relevant to"
+        default_factory=list,
+        max_length=len(SeaCountry),
+        description="countries it is relevant to, each once",
     )
     location: str | None = Field(
         default=None, max_length=200, description="where taken: 'City, Country'"
@@ -41,6 +44,11 @@ class UploadMetadata(BaseModel):
         default=None,
         description="its language: en, th, ms, tl, id or vi (en by default; implies caption)",
     )
+
+    @field_validator("countries")
+    @classmethod
+    def _each_once(cls, countries: list[SeaCountry]) -> list[SeaCountry]:
+        return list(dict.fromkeys(countries))
 
 
 class CaptionOut(BaseModel):
@@ -133,9 +141,19 @@ class RelevanceOut(BaseModel):
 class DedupQuery(BaseModel):
     """What the bulk uploader already computed: a pHash, or an embedding with its model."""
 
-    phash: str | None = Field(default=None, pattern=r"^[0-9a-f]{16}$")
-    embedding: list[float] | str | None = None
-    model: str | None = None
+    model_config = ConfigDict(extra="forbid")
+
+    phash: str | None = Field(default=None, pattern=PHASH_PATTERN)
+    embedding: WireVector | None = None
+    model: str | None = Field(default=None, pattern=MODEL_PATTERN)
+
+    @model_validator(mode="after")
+    def _phash_or_embedding(self) -> DedupQuery:
+        if (self.phash is None) == (self.embedding is None):
+            raise ValueError("send exactly one of 'phash', or 'embedding' with 'model'")
+        if self.embedding is not None and self.model is None:
+            raise ValueError("'model' is needed with 'embedding'")
+        return self
 
 
 class DuplicatesOut(BaseModel):
