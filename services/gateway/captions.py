@@ -2,7 +2,9 @@
 captioner once the image is processed, stored with the image's record.
 
 A caption job is keyed by (image, language, request number): retried while the captioner or
-its VLM is down, recorded as failed with the reason when the answer is no caption.
+its VLM is down, recorded as failed with the reason when the answer is no caption. A try
+stopped from outside (past its time limit, or its worker died) is recorded by
+`CaptionJobs.stop`; a caption that has ended is not written again by its job.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from services.common.database import session_scope, utcnow
 from services.common.errors import ServiceError, UnavailableError
 from services.common.storage import ObjectStore
 from services.gateway.config import GatewaySettings
-from services.gateway.jobs import FINISHED, CaptionJob, ImageGone
+from services.gateway.jobs import FINISHED, CaptionJob, ImageGone, gave_up
 from services.gateway.tables import CaptionRow, ImageRow
 
 logger = logging.getLogger(__name__)
@@ -94,15 +96,20 @@ class CaptionJobs:
         if self.captioner is not None:
             self.captioner.close()
 
-    def _update(self, job: CaptionJob, **fields: object) -> None:
+    def _update(self, job: CaptionJob, **fields: object) -> str | None:
+        """Writes the job's caption unless it has ended (a try stopped from outside may still be
+        running in its thread); its status after, None when it was asked again since."""
         with session_scope(self.engine) as session:
             row = session.get(CaptionRow, (job.image_id, job.language))
             if row is None or row.requests != job.request:
-                return  # asked again since: the newer job writes
+                return None  # asked again since: the newer job writes
+            if row.status in FINISHED:
+                return row.status
             for name, value in fields.items():
                 setattr(row, name, value)
             row.updated_at = utcnow()
             session.add(row)
+            return row.status
 
     def _load(self, job: CaptionJob) -> tuple[ImageRow, CaptionRow]:
         with session_scope(self.engine) as session:
@@ -139,8 +146,7 @@ class CaptionJobs:
             if not final:
                 self._update(job, error=f"retrying: {exc.message}")
                 raise
-            message = f"gave up after {attempt} tries: {exc.message}"
-            self._update(job, status="failed", error=message)
+            self._update(job, status="failed", error=gave_up(attempt, exc.message))
             return "failed"
         except ServiceError as exc:
             self._update(job, status="failed", error=f"{exc.code}: {exc.message}")
@@ -151,6 +157,7 @@ class CaptionJobs:
             caption=answer.caption,
             detected_language=answer.language,
             language_ok=answer.language_ok,
+            language_confidence=answer.language_confidence,
             backend=answer.backend,
             model=answer.model,
             prompt_kind=answer.prompt_kind.value,
@@ -159,3 +166,20 @@ class CaptionJobs:
         )
         logger.info("caption %s done (%s)", job.job_id, answer.backend)
         return "done"
+
+    def stop(self, job: CaptionJob, attempt: int, final: bool, reason: str) -> str:
+        """A try stopped from outside (past its time limit, or its worker died): raises
+        `UnavailableError` to be retried, or after the last try records the caption failed with
+        `reason`; a caption that ended meanwhile keeps its end."""
+        logger.warning("caption %s, try %d: %s", job.job_id, attempt, reason)
+        if final:
+            status = self._update(
+                job, status="failed", attempts=attempt, error=gave_up(attempt, reason)
+            )
+        else:
+            status = self._update(job, attempts=attempt, error=f"retrying: {reason}")
+        if status is None:
+            raise ImageGone(job.job_id)
+        if status not in FINISHED:
+            raise UnavailableError(reason)
+        return status

@@ -8,6 +8,11 @@ from dataclasses import dataclass
 FINISHED = ("done", "failed")
 
 
+def gave_up(attempt: int, reason: str) -> str:
+    """Why a job failed on its last try."""
+    return f"gave up after {attempt} tries: {reason}"
+
+
 class ImageGone(Exception):
     """The record no longer exists (or was asked again since): nothing to do."""
 

@@ -6,13 +6,15 @@ of them, one transaction for their records.
 Every step is idempotent (the image's sha256 names its object, its dedup point and its job),
 so a job that is retried, or run again after its worker was killed, rewrites the same records.
 A dependency that is down raises `UnavailableError`, and the job is retried later; anything
-else wrong with the image is recorded on it as a failure with its reason.
+else wrong with the image is recorded on it as a failure with its reason. A try stopped from
+outside (past its time limit, or its worker died) is recorded by `Pipeline.stop`; a record that
+has ended is never written again, and a try's late write once it was stopped is dropped.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, update
@@ -31,28 +33,55 @@ from services.common.schemas import (
 from services.common.storage import ObjectNotFoundError, ObjectStore, make_store
 from services.gateway.captions import captions_of, job_of
 from services.gateway.config import GatewaySettings
-from services.gateway.jobs import FINISHED, ImageGone, Job, JobOutcome, Processed
+from services.gateway.jobs import FINISHED, ImageGone, Job, JobOutcome, Processed, gave_up
 from services.gateway.tables import ImageRow
 
 logger = logging.getLogger(__name__)
 
 
-def _write_changes(session: Session, changes: dict[str, dict[str, object]]) -> None:
-    """UPDATE by primary key, one executemany per set of changed fields (no ORM round trips:
-    a batch's records cost one statement, not a SELECT and an UPDATE each)."""
+def _write_changes(
+    session: Session,
+    changes: dict[str, dict[str, object]],
+    claimed: Mapping[str, int] | None = None,
+) -> None:
+    """UPDATE by primary key of the records that have not ended, one executemany per set of
+    changed fields (no ORM round trips: a batch's records cost one statement, not a SELECT and
+    an UPDATE each). With `claimed` (the try that claimed each record), only while that try
+    still holds it: a try stopped from outside, whose thread ran on, writes nothing."""
     now = utcnow()
     by_fields: dict[tuple[str, ...], list[dict[str, object]]] = {}
     for image_id, fields in changes.items():
+        holder = {} if claimed is None else {"claimed_attempt": claimed[image_id]}
         by_fields.setdefault(tuple(sorted(fields)), []).append(
-            {"image_id": image_id, "updated_at": now, **fields}
+            {"image_id": image_id, "updated_at": now, **holder, **fields}
         )
     for names, parameters in by_fields.items():
         statement = (
             update(ImageRow)
             .where(col(ImageRow.id) == bindparam("image_id"))
+            .where(*(col(ImageRow.status) != status for status in FINISHED))
             .values({name: bindparam(name) for name in (*names, "updated_at")})
         )
+        if claimed is not None:
+            statement = statement.where(col(ImageRow.attempts) == bindparam("claimed_attempt"))
         session.connection().execute(statement, parameters)
+
+
+def _retry_or_fail(job: Job, reason: str) -> dict[str, object]:
+    """A try that could not finish: the record waits for the next one, or ends after the last."""
+    if job.final:
+        return {"status": "failed", "error": gave_up(job.attempt, reason)}
+    return {"status": "queued", "error": f"retrying: {reason}"}
+
+
+def _processed(session: Session, statuses: dict[str, str]) -> dict[str, Processed]:
+    """Each image's status, with the captions waiting for those whose processing ended."""
+    ended = [image_id for image_id, status in statuses.items() if status in FINISHED]
+    waiting = captions_of(session, ended, status="queued") if ended else {}
+    return {
+        image_id: Processed(status, tuple(job_of(row) for row in waiting.get(image_id, ())))
+        for image_id, status in statuses.items()
+    }
 
 
 @dataclass
@@ -120,27 +149,32 @@ class Pipeline:
                 changes = self._run([row for _, row in active])
             except UnavailableError as exc:
                 for job, _ in active:
-                    if job.final:
-                        message = f"gave up after {job.attempt} tries: {exc.message}"
-                        changes[job.image_id] = {"status": "failed", "error": message}
-                    else:
-                        changes[job.image_id] = {
-                            "status": "queued",
-                            "error": f"retrying: {exc.message}",
-                        }
+                    changes[job.image_id] = _retry_or_fail(job, exc.message)
+                    if not job.final:
                         outcomes[job.image_id] = exc
         statuses = {
             **{i: o.status for i, o in outcomes.items() if isinstance(o, Processed)},
             **{i: str(c["status"]) for i, c in changes.items() if i not in outcomes},
         }
         with session_scope(self.engine) as session:
-            _write_changes(session, changes)
-            ended = [image_id for image_id, status in statuses.items() if status in FINISHED]
-            waiting = captions_of(session, ended, status="queued") if ended else {}
-        for image_id, status in statuses.items():
-            jobs_waiting = tuple(job_of(row) for row in waiting.get(image_id, ()))
-            outcomes[image_id] = Processed(status, jobs_waiting)
+            _write_changes(session, changes, {job.image_id: job.attempt for job, _ in active})
+            outcomes.update(_processed(session, statuses))
         return [outcomes[job.image_id] for job in jobs]
+
+    def stop(self, job: Job, reason: str) -> JobOutcome:
+        """The outcome of a try stopped from outside (past its time limit, or its worker died):
+        the record waits for the next try, or after the last one ends failed with `reason`; a
+        record that ended meanwhile keeps its end."""
+        logger.warning("image %s, try %d: %s", job.image_id, job.attempt, reason)
+        with session_scope(self.engine) as session:
+            change = {**_retry_or_fail(job, reason), "attempts": job.attempt}
+            _write_changes(session, {job.image_id: change})
+            row = session.get(ImageRow, job.image_id)
+            if row is None:
+                return ImageGone(job.image_id)
+            if row.status not in FINISHED:
+                return UnavailableError(reason)
+            return _processed(session, {row.id: row.status})[row.id]
 
     def _run(self, rows: list[ImageRow]) -> dict[str, dict[str, object]]:
         """Field changes per image; raises `UnavailableError` when a dependency is down."""

@@ -1,9 +1,11 @@
 """Where jobs go: arq on Redis when `REDIS_URL` is set, the gateway's own process if not.
 
 Both run the same job code (`Pipeline.process_batch`, `CaptionJobs.run`) and retry it, with a
-doubling delay, while a dependency is down. A processing job is keyed by the image's sha256, so
-enqueueing the same image twice runs it once; a caption job by image, language and request.
-When an image's processing ends, the captions asked for it are queued.
+doubling delay, while a dependency is down. A try that runs past `job_timeout_seconds` is
+stopped and retried the same way; past the last try, the record ends failed with the reason.
+A processing job is keyed by the image's sha256, so enqueueing the same image twice runs it
+once; a caption job by image, language and request. When an image's processing ends, the
+captions asked for it are queued.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from arq import create_pool
@@ -86,14 +89,26 @@ class ArqQueue:
         await self.pool.aclose()
 
 
+def jobs_at_once(settings: PipelineSettings, captions: bool) -> int:
+    """Tries one process runs at once (a try's time limit runs from its turn): of images,
+    enough to fill a batch; of captions, as many as may wait on a VLM."""
+    return settings.caption_concurrency if captions else settings.batch_size * 2
+
+
 def caption_executor(settings: PipelineSettings) -> ThreadPoolExecutor:
     """Caption jobs wait seconds on a VLM: their own threads, as many as may wait at once."""
     return ThreadPoolExecutor(settings.caption_concurrency, thread_name_prefix="caption")
 
 
-def pipeline_batcher(pipeline: Pipeline, settings: PipelineSettings) -> PipelineBatcher:
+def pipeline_executor(settings: PipelineSettings) -> ThreadPoolExecutor:
+    """The threads that run pipeline batches, one per batch in flight."""
+    return ThreadPoolExecutor(settings.concurrent_batches, thread_name_prefix="pipeline")
+
+
+def pipeline_batcher(
+    pipeline: Pipeline, settings: PipelineSettings, executor: ThreadPoolExecutor
+) -> PipelineBatcher:
     """Groups the jobs running at the same time into `Pipeline.process_batch` calls."""
-    executor = ThreadPoolExecutor(settings.concurrent_batches, thread_name_prefix="pipeline")
     return MicroBatcher(
         pipeline.process_batch,
         executor,
@@ -104,24 +119,78 @@ def pipeline_batcher(pipeline: Pipeline, settings: PipelineSettings) -> Pipeline
     )
 
 
-async def run_job(queue: JobQueue, batcher: PipelineBatcher, job: Job) -> str:
-    """One job through the batcher, then the captions waiting for it onto `queue`; raises what
-    its outcome says to raise."""
-    outcome = await batcher.submit_many([job])[0]
-    if isinstance(outcome, Exception):
-        raise outcome
-    for caption in outcome.captions:
-        await queue.enqueue_caption(caption)
-    return outcome.status
+class Attempts(Protocol):
+    """One job's tries, for the queues: `run` one, or `stop` one from outside (its thread may
+    run on). Each returns the job's status, or raises `UnavailableError` to be retried later
+    (or `ImageGone`: nothing to do)."""
+
+    def run(self, attempt: int, final: bool) -> Awaitable[str]: ...
+
+    def stop(self, attempt: int, final: bool, reason: str) -> Awaitable[str]: ...
 
 
-async def run_caption(
-    executor: ThreadPoolExecutor, captions: CaptionJobs, job: CaptionJob, attempt: int, final: bool
-) -> str:
-    """One attempt at a caption job, on the threads that wait on the captioner."""
-    return await asyncio.get_running_loop().run_in_executor(
-        executor, captions.run, job, attempt, final
-    )
+@dataclass(frozen=True)
+class ImageAttempts:
+    """Tries of an image's processing: through the batcher, then the captions waiting for the
+    image onto `queue`."""
+
+    queue: JobQueue
+    batcher: PipelineBatcher
+    pipeline: Pipeline
+    image_id: str
+
+    async def run(self, attempt: int, final: bool) -> str:
+        job = Job(self.image_id, attempt, final)
+        return await self._settle(await self.batcher.submit_many([job])[0])
+
+    async def stop(self, attempt: int, final: bool, reason: str) -> str:
+        # not on the pipeline's threads: the stopped try may be holding them
+        job = Job(self.image_id, attempt, final)
+        return await self._settle(await asyncio.to_thread(self.pipeline.stop, job, reason))
+
+    async def _settle(self, outcome: JobOutcome) -> str:
+        if isinstance(outcome, Exception):
+            raise outcome
+        for caption in outcome.captions:
+            await self.queue.enqueue_caption(caption)
+        return outcome.status
+
+
+@dataclass(frozen=True)
+class CaptionAttempts:
+    """Tries of a caption job, on the threads that wait on the captioner."""
+
+    executor: ThreadPoolExecutor
+    captions: CaptionJobs
+    job: CaptionJob
+
+    def run(self, attempt: int, final: bool) -> Awaitable[str]:
+        return asyncio.get_running_loop().run_in_executor(
+            self.executor, self.captions.run, self.job, attempt, final
+        )
+
+    def stop(self, attempt: int, final: bool, reason: str) -> Awaitable[str]:
+        # not on the captioner's threads: the stopped try may be holding them
+        return asyncio.to_thread(self.captions.stop, self.job, attempt, final, reason)
+
+
+async def finish_threads(*executors: ThreadPoolExecutor) -> None:
+    """Waits for the tries still running in threads (a try stopped from outside runs on, and may
+    write its record) before their clients and the database engine close; work not started is
+    dropped. The process would wait for these threads at exit anyway."""
+    for executor in executors:
+        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+
+async def attempt_in_time(settings: PipelineSettings, attempts: Attempts, attempt: int) -> str:
+    """One try, stopped after `job_timeout_seconds`: then retried like a dependency that is
+    down, or after the last try recorded as failed ("timed out after N s")."""
+    final = attempt >= settings.max_tries
+    try:
+        return await asyncio.wait_for(attempts.run(attempt, final), settings.job_timeout_seconds)
+    except TimeoutError:
+        reason = f"timed out after {settings.job_timeout_seconds} s"
+        return await attempts.stop(attempt, final, reason)
 
 
 class InProcessQueue:
@@ -131,36 +200,39 @@ class InProcessQueue:
         self, pipeline: Pipeline, captions: CaptionJobs, settings: PipelineSettings
     ) -> None:
         self.settings = settings
+        self.pipeline = pipeline
         self.captions = captions
-        self._batcher = pipeline_batcher(pipeline, settings)
+        self._pipeline_executor = pipeline_executor(settings)
+        self._batcher = pipeline_batcher(pipeline, settings, self._pipeline_executor)
         self._batcher.start()
         self._caption_executor = caption_executor(settings)
+        # as many tries at once as an arq worker runs: a thousand uploads wait for their turn,
+        # not against their time limit
+        self._image_turns = asyncio.Semaphore(jobs_at_once(settings, captions=False))
+        self._caption_turns = asyncio.Semaphore(jobs_at_once(settings, captions=True))
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
-    def _start(self, key: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    def _start(self, key: str, attempts: Attempts, turns: asyncio.Semaphore) -> None:
         if key in self._tasks:
             return
-        task = asyncio.get_running_loop().create_task(work(), name=key)
+        retrying = self._retrying(key, attempts, turns)
+        task = asyncio.get_running_loop().create_task(retrying, name=key)
         self._tasks[key] = task
         task.add_done_callback(lambda _: self._tasks.pop(key, None))
 
     async def enqueue(self, image_id: str) -> None:
-        def attempt(number: int, final: bool) -> Awaitable[str]:
-            return run_job(self, self._batcher, Job(image_id, number, final))
-
-        self._start(job_id(image_id), lambda: self._retrying(job_id(image_id), attempt))
+        attempts = ImageAttempts(self, self._batcher, self.pipeline, image_id)
+        self._start(job_id(image_id), attempts, self._image_turns)
 
     async def enqueue_caption(self, job: CaptionJob) -> None:
-        def attempt(number: int, final: bool) -> Awaitable[str]:
-            return run_caption(self._caption_executor, self.captions, job, number, final)
+        attempts = CaptionAttempts(self._caption_executor, self.captions, job)
+        self._start(job.job_id, attempts, self._caption_turns)
 
-        self._start(job.job_id, lambda: self._retrying(job.job_id, attempt))
-
-    async def _retrying(self, key: str, attempt: Callable[[int, bool], Awaitable[str]]) -> None:
-        tries = self.settings.max_tries
-        for number in range(1, tries + 1):
+    async def _retrying(self, key: str, attempts: Attempts, turns: asyncio.Semaphore) -> None:
+        for number in range(1, self.settings.max_tries + 1):
             try:
-                await attempt(number, number == tries)
+                async with turns:
+                    await attempt_in_time(self.settings, attempts, number)
                 return
             except UnavailableError as exc:
                 logger.warning("job %s: %s; retrying", key, exc.message)
@@ -177,4 +249,4 @@ class InProcessQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._batcher.stop()
-        self._caption_executor.shutdown(wait=False, cancel_futures=True)
+        await finish_threads(self._pipeline_executor, self._caption_executor)

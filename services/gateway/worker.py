@@ -2,6 +2,9 @@
 
 Two kinds: workers of `process_image` (embed, score, dedup) on arq's default queue, and
 workers of `caption_image` (one caption, once its image is processed) on the caption queue.
+arq's own limits sit above ours (one more try, a margin of time), so that our handling of a try
+past its time, and of a last try whose worker stopped during it, always runs: arq alone would
+drop those jobs and leave their records unfinished.
 
 arq services.gateway.worker.WorkerSettings          # run a worker (settings from the env)
 arq services.gateway.worker.WorkerSettings --check  # health check: exit 0 when healthy
@@ -11,7 +14,6 @@ arq services.gateway.worker.CaptionWorkerSettings   # a worker of the caption qu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq import Retry, func
@@ -25,22 +27,30 @@ from services.common.errors import UnavailableError
 from services.common.logging import configure_logging
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import GatewaySettings
-from services.gateway.jobs import CaptionJob, ImageGone, Job
+from services.gateway.jobs import CaptionJob, ImageGone
 from services.gateway.pipeline import Pipeline
 from services.gateway.queue import (
     CAPTION_IMAGE,
     CAPTION_QUEUE,
     PROCESS_IMAGE,
     ArqQueue,
+    Attempts,
+    CaptionAttempts,
+    ImageAttempts,
+    attempt_in_time,
     caption_executor,
+    finish_threads,
+    jobs_at_once,
     pipeline_batcher,
+    pipeline_executor,
     retry_delay,
-    run_caption,
-    run_job,
 )
 from services.gateway.tables import GATEWAY_TABLES
 
 HEALTH_CHECK_SECONDS = 10
+# arq stops a job this long after our own time limit: room to record the try we stopped
+ARQ_TIMEOUT_MARGIN_SECONDS = 5
+LAST_TRY_INTERRUPTED = "its last try was interrupted"
 
 
 def _on_startup(settings: GatewaySettings) -> StartupShutdown:
@@ -51,7 +61,8 @@ def _on_startup(settings: GatewaySettings) -> StartupShutdown:
         ctx["settings"] = settings
         pipeline = await asyncio.to_thread(Pipeline.create, settings, engine)
         ctx["pipeline"] = pipeline
-        ctx["batcher"] = pipeline_batcher(pipeline, settings.pipeline)
+        ctx["pipeline_executor"] = pipeline_executor(settings.pipeline)
+        ctx["batcher"] = pipeline_batcher(pipeline, settings.pipeline, ctx["pipeline_executor"])
         ctx["batcher"].start()
         ctx["captions"] = CaptionJobs.create(settings, engine, pipeline.store)
         ctx["caption_executor"] = caption_executor(settings.pipeline)
@@ -61,19 +72,21 @@ def _on_startup(settings: GatewaySettings) -> StartupShutdown:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["batcher"].stop()
-    ctx["caption_executor"].shutdown(wait=False, cancel_futures=True)
+    await finish_threads(ctx["pipeline_executor"], ctx["caption_executor"])
     ctx["captions"].close()
     pipeline: Pipeline = ctx["pipeline"]
     pipeline.close()
     pipeline.engine.dispose()
 
 
-async def _attempt(ctx: dict[str, Any], run: Callable[[int, bool], Awaitable[str]]) -> str:
-    """One arq try of a job (`run(attempt, final)`), retried later while a dependency is down."""
+async def _attempt(ctx: dict[str, Any], attempts: Attempts) -> str:
+    """One arq try of a job, retried later while a dependency is down or past its time."""
     settings: GatewaySettings = ctx["settings"]
     attempt = int(ctx.get("job_try", 1))
     try:
-        return await run(attempt, attempt >= settings.pipeline.max_tries)
+        if attempt > settings.pipeline.max_tries:  # the worker of the last try stopped during it
+            return await attempts.stop(settings.pipeline.max_tries, True, LAST_TRY_INTERRUPTED)
+        return await attempt_in_time(settings.pipeline, attempts, attempt)
     except UnavailableError as exc:
         raise Retry(defer=retry_delay(settings.pipeline, attempt)) from exc
     except ImageGone:
@@ -85,29 +98,22 @@ async def process_image(ctx: dict[str, Any], image_id: str) -> str:
 
     The captions waiting for it are queued after its record is final: a worker killed in
     between leaves the job to run again, and it finds the image done and queues them then."""
-
-    def run(attempt: int, final: bool) -> Awaitable[str]:
-        return run_job(ArqQueue(ctx["redis"]), ctx["batcher"], Job(image_id, attempt, final))
-
-    return await _attempt(ctx, run)
+    queue = ArqQueue(ctx["redis"])
+    return await _attempt(ctx, ImageAttempts(queue, ctx["batcher"], ctx["pipeline"], image_id))
 
 
 async def caption_image(ctx: dict[str, Any], image_id: str, language: str, request: int) -> str:
     """The arq job: one caption of a processed image."""
     job = CaptionJob(image_id, language, request)
-
-    def run(attempt: int, final: bool) -> Awaitable[str]:
-        return run_caption(ctx["caption_executor"], ctx["captions"], job, attempt, final)
-
-    return await _attempt(ctx, run)
+    return await _attempt(ctx, CaptionAttempts(ctx["caption_executor"], ctx["captions"], job))
 
 
 def _job_function(settings: GatewaySettings, coroutine: WorkerCoroutine, name: str) -> Function:
     return func(
         coroutine,
         name=name,
-        max_tries=settings.pipeline.max_tries,
-        timeout=settings.pipeline.job_timeout_seconds,
+        max_tries=settings.pipeline.max_tries + 1,
+        timeout=settings.pipeline.job_timeout_seconds + ARQ_TIMEOUT_MARGIN_SECONDS,
     )
 
 
@@ -127,12 +133,7 @@ def worker_options(settings: GatewaySettings, captions: bool) -> dict[str, Any]:
         "redis_settings": redis_settings(settings),
         "on_startup": _on_startup(settings),
         "on_shutdown": shutdown,
-        "max_tries": settings.pipeline.max_tries,
-        "job_timeout": settings.pipeline.job_timeout_seconds,
-        # images: enough running jobs to fill a batch; captions: as many as may wait on a VLM
-        "max_jobs": settings.pipeline.caption_concurrency
-        if captions
-        else settings.pipeline.batch_size * 2,
+        "max_jobs": jobs_at_once(settings.pipeline, captions),
         "health_check_interval": HEALTH_CHECK_SECONDS,
     }
 

@@ -48,7 +48,7 @@ def system(
         "SEAVL_GATEWAY_S3__SECRET_KEY": "seavl-secret",
         "SEAVL_GATEWAY_S3__BUCKET": f"seavl-{uuid.uuid4().hex[:8]}",
         "SEAVL_GATEWAY_S3__REGION": "us-east-1",
-        "SEAVL_GATEWAY_PIPELINE__JOB_TIMEOUT_SECONDS": "5",  # a killed worker's job returns in 15 s
+        "SEAVL_GATEWAY_PIPELINE__JOB_TIMEOUT_SECONDS": "5",  # a killed worker's job returns in 20 s
         "SEAVL_GATEWAY_PIPELINE__RETRY_DELAY_SECONDS": "0.5",
         "SEAVL_GATEWAY_FILTER__TIMEOUT_SECONDS": "60",
     }
