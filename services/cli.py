@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -14,7 +16,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.common.logging import configure_logging
-from services.common.settings import ServerSettings
+from services.common.service import UnguardedBindError
+from services.common.settings import (
+    DEFAULT_DATA_DIR,
+    MIN_SERVICE_TOKEN_LENGTH,
+    SERVICE_TOKEN_VARIABLE,
+    ServerSettings,
+)
 from services.uploader import add_upload_arguments, run_upload
 
 
@@ -102,17 +110,43 @@ def _create_key(role: str, name: str) -> None:
     print(create_key(engine, Role(role), name))
 
 
-def _run_all(names: list[str]) -> int:
+def _service_token(token_file: Path) -> str:
+    """The token in `token_file`, made there (readable by its owner only) on the first run."""
+    try:
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = token_file.read_text().strip()
+        if len(token) < MIN_SERVICE_TOKEN_LENGTH:
+            raise SystemExit(
+                f"{token_file} holds no service token of {MIN_SERVICE_TOKEN_LENGTH} characters "
+                "or more: delete it and a new one is made"
+            ) from None
+        return token
+    token = secrets.token_hex(32)
+    with os.fdopen(descriptor, "w") as output:
+        output.write(token + "\n")
+    return token
+
+
+def _run_all(names: list[str], token_file: Path) -> int:
     """Starts each service as its own process (as in production) and stops them all together,
-    on Ctrl-C or SIGTERM, or as soon as one of them exits."""
+    on Ctrl-C or SIGTERM, or as soon as one of them exits. Every process gets the service token
+    of `token_file`, so the internal services answer the gateway and each other only."""
+    environment = {**os.environ, SERVICE_TOKEN_VARIABLE: _service_token(token_file)}
     stop = threading.Event()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         # set explicitly: a shell starting us in the background would have SIGINT ignored
         signal.signal(stop_signal, lambda *_: stop.set())
     processes = {
-        name: subprocess.Popen([sys.executable, "-m", f"services.{name}"]) for name in names
+        name: subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=environment)
+        for name in names
     }
-    print(f"started {', '.join(names)} on 127.0.0.1; Ctrl-C stops them", flush=True)
+    print(
+        f"started {', '.join(names)} on 127.0.0.1; calls to the internal services need the "
+        f"token in {token_file}; Ctrl-C stops them",
+        flush=True,
+    )
     status = 0
     try:
         while not stop.wait(0.5):
@@ -151,6 +185,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     run.add_argument(
         "services", nargs="*", metavar="SERVICE", help=f"any of {sorted(SERVICES)}; all if none"
     )
+    run.add_argument(
+        "--token-file",
+        type=Path,
+        default=DEFAULT_DATA_DIR / "service-token",
+        help="the service token every process gets; made (mode 0600) if absent",
+    )
     models = commands.add_parser("models", help="manage the models folder")
     models_commands = models.add_subparsers(dest="models_command", required=True)
     prepare = models_commands.add_parser(
@@ -179,12 +219,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure_logging()
     if args.command == "serve":
-        SERVICES[args.service]()
+        try:
+            SERVICES[args.service]()
+        except UnguardedBindError as exc:
+            raise SystemExit(f"seavl serve {args.service}: {exc}") from None
     elif args.command == "run":
         unknown = set(args.services) - set(SERVICES)
         if unknown:
             parser.error(f"unknown services {sorted(unknown)}; choose from {sorted(SERVICES)}")
-        raise SystemExit(_run_all(args.services or list(SERVICES)))
+        raise SystemExit(_run_all(args.services or list(SERVICES), args.token_file))
     elif args.command == "models":
         _prepare_models(args.models_dir, args.force)
     elif args.command == "keys":

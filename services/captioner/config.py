@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings
 
 from services.common.clients import ServiceClientSettings
 from services.common.images import ImageLimits
-from services.common.settings import DEFAULT_DATA_DIR, ServerSettings, service_settings_config
+from services.common.settings import (
+    DEFAULT_DATA_DIR,
+    SeavlSettings,
+    ServerSettings,
+    service_settings_config,
+)
 from services.common.storage import S3Settings
 
 CAPTIONER_PORT = 8004
@@ -59,7 +63,7 @@ class LanguageCheckSettings(BaseModel):
     )
 
 
-class CaptionerSettings(BaseSettings):
+class CaptionerSettings(SeavlSettings):
     model_config = service_settings_config("captioner")
 
     server: ServerSettings = ServerSettings(port=CAPTIONER_PORT)

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from services.common.countries import SeaCountry
+from services.common.countries import CountryCode, SeaCountry
 from services.common.errors import ServiceError
 from services.common.schemas import ImageInput
 
@@ -74,8 +74,10 @@ class CaptionOptions(BaseModel):
     location: str | None = Field(
         default=None, max_length=200, description="where it was taken, e.g. 'Hue, Vietnam'"
     )
-    countries: list[SeaCountry] = Field(
-        default_factory=list, max_length=11, description="countries the image belongs to"
+    countries: list[CountryCode] = Field(
+        default_factory=list,
+        max_length=len(SeaCountry),
+        description="countries the image belongs to",
     )
     location_aware: bool | None = Field(
         default=None,

@@ -3,7 +3,8 @@
 A peer that is down or overloaded after the retries becomes `UnavailableError` (503 with
 Retry-After for the caller's client); a 4xx from the peer is the caller's input at fault and is
 passed on with its own status and code. An answer that is not a seavl answer (a proxy's HTML
-page, another app at the URL, a peer of another version) is the peer being unavailable too.
+page, another app at the URL, a peer of another version) is the peer being unavailable too, and
+so is a peer refusing this service's token: the deployment is at fault, not the caller.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import base64
 import logging
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import orjson
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from tenacity import (
     RetryError,
     Retrying,
@@ -25,6 +27,16 @@ from tenacity import (
 
 from services.common.captions import CaptionRequest, CaptionResponse
 from services.common.errors import ErrorBody, ErrorResponse, ServiceError, UnavailableError
+from services.common.reference_sets import (
+    AddReferencesRequest,
+    AddReferencesResponse,
+    CalibrationList,
+    CalibrationOut,
+    CalibrationRequest,
+    CreateSetRequest,
+    ReferenceSetInfo,
+    ReferenceSetList,
+)
 from services.common.schemas import (
     DedupCheckRequest,
     DedupCheckResponse,
@@ -43,6 +55,8 @@ logger = logging.getLogger(__name__)
 Answer = TypeVar("Answer", bound=BaseModel)
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
+# Answers that say the peer did not act on the request, so even a write may be sent again.
+NOT_APPLIED_STATUS = frozenset({429, 503})
 # orjson: embeddings are long float lists, and the stdlib encoder costs the gateway's CPU.
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 JSON_HEADERS = {"content-type": "application/json"}
@@ -59,6 +73,11 @@ class ServiceClientSettings(BaseModel):
     max_backoff_seconds: float = Field(
         default=2.0, gt=0, description="the longest wait between two tries"
     )
+    token: SecretStr | None = Field(
+        default=None,
+        description="sent with every call; the service's settings fill it in from "
+        "SEAVL_SERVICE_TOKEN",
+    )
 
 
 class _Retryable(Exception):
@@ -74,12 +93,19 @@ class ServiceClient:
         self.name = name
         self.settings = settings
         timeout = httpx.Timeout(settings.timeout_seconds, connect=settings.connect_timeout_seconds)
-        self._http = httpx.Client(base_url=settings.url, timeout=timeout)
+        headers = (
+            {"authorization": f"Bearer {settings.token.get_secret_value()}"}
+            if settings.token is not None
+            else None
+        )
+        self._http = httpx.Client(base_url=settings.url, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()
 
-    def _send_once(self, method: str, path: str, body: Any) -> httpx.Response:
+    def _send_once(self, method: str, path: str, body: Any, idempotent: bool) -> httpx.Response:
+        """One try. A write that is not idempotent is tried again only when the peer surely did
+        not apply it: it could not be reached, or it said so (429, 503)."""
         try:
             response = self._http.request(
                 method,
@@ -88,13 +114,39 @@ class ServiceClient:
                 headers=JSON_HEADERS if body is not None else None,
             )
         except httpx.TransportError as exc:
-            raise _Retryable(f"{self.name} unreachable at {self.settings.url}: {exc}") from exc
-        if response.status_code in RETRYABLE_STATUS and not _bad_upstream_answer(response):
+            message = f"{self.name} unreachable at {self.settings.url}: {exc}"
+            if idempotent or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                raise _Retryable(message) from exc
+            raise UnavailableError(f"{message}; it may have applied the request") from exc
+        if (
+            response.status_code in RETRYABLE_STATUS
+            and not _bad_upstream_answer(response)
+            and (idempotent or response.status_code in NOT_APPLIED_STATUS)
+        ):
             raise _Retryable(f"{self.name} answered {response.status_code}", response)
         return response
 
-    def request(self, answer: type[Answer], method: str, path: str, body: Any = None) -> Answer:
+    def request(
+        self,
+        answer: type[Answer],
+        method: str,
+        path: str,
+        body: Any = None,
+        idempotent: bool = True,
+    ) -> Answer:
         """The peer's answer read as `answer`, after retrying what may pass (see _send_once)."""
+        response = self._answer(method, path, body, idempotent)
+        try:
+            return answer.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise self._not_seavl(response) from exc
+
+    def send(self, method: str, path: str, body: Any = None, idempotent: bool = True) -> None:
+        """A call whose success has nothing to read (a 204)."""
+        self._answer(method, path, body, idempotent)
+
+    def _answer(self, method: str, path: str, body: Any, idempotent: bool) -> httpx.Response:
+        """The peer's success, or its failure as the error the caller's client should see."""
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.attempts),
             wait=wait_exponential(
@@ -104,18 +156,21 @@ class ServiceClient:
             reraise=False,
         )
         try:
-            response = retrying(self._send_once, method, path, body)
+            response = retrying(self._send_once, method, path, body, idempotent)
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             raise UnavailableError(str(cause)) from cause
-        if response.status_code < 400:
-            try:
-                return answer.model_validate_json(response.content)
-            except ValidationError as exc:
-                raise self._not_seavl(response) from exc
+        if response.is_success:
+            return response
         error = _seavl_error(response)
         if error is None:
             raise self._not_seavl(response)
+        if response.status_code == 401:
+            logger.error("%s refused this service's call: %s", self.name, error.message)
+            raise UnavailableError(
+                f"{self.name} refused this service's token ({error.code}): every service, the "
+                "gateway and the workers need the same SEAVL_SERVICE_TOKEN"
+            )
         if response.status_code >= 500 and response.status_code != 502:
             raise UnavailableError(f"{self.name} failed with {response.status_code}")
         # a 4xx, or a seavl 502 (a verdict on this request, see _bad_upstream_answer)
@@ -200,6 +255,48 @@ class FilterClient(ServiceClient):
     ) -> ScoreResponse:
         body = {"set": reference_set, "vectors": vectors, "model": model}
         return self.request(ScoreResponse, "POST", "/v1/score", body)
+
+    def list_sets(self) -> ReferenceSetList:
+        return self.request(ReferenceSetList, "GET", "/v1/reference-sets")
+
+    def get_set(self, name: str) -> ReferenceSetInfo:
+        return self.request(ReferenceSetInfo, "GET", _set_path(name))
+
+    def create_set(self, request: CreateSetRequest) -> ReferenceSetInfo:
+        body = request.model_dump(mode="json", exclude_none=True)
+        return self.request(ReferenceSetInfo, "POST", "/v1/reference-sets", body, idempotent=False)
+
+    def delete_set(self, name: str) -> None:
+        self.send("DELETE", _set_path(name), idempotent=False)
+
+    def add_references(self, name: str, request: AddReferencesRequest) -> AddReferencesResponse:
+        body = request.model_dump(mode="json", exclude_none=True)
+        path = f"{_set_path(name)}/references"
+        return self.request(AddReferencesResponse, "POST", path, body, idempotent=False)
+
+    def delete_reference(self, name: str, reference_id: int) -> None:
+        self.send("DELETE", f"{_set_path(name)}/references/{reference_id}", idempotent=False)
+
+    def calibrate(self, name: str, request: CalibrationRequest) -> CalibrationOut:
+        body = request.model_dump(mode="json", exclude_none=True)
+        path = f"{_set_path(name)}/calibrations"
+        return self.request(CalibrationOut, "POST", path, body, idempotent=False)
+
+    def list_calibrations(self, name: str) -> CalibrationList:
+        return self.request(CalibrationList, "GET", f"{_set_path(name)}/calibrations")
+
+    def apply_calibration(self, name: str, calibration_id: int) -> ReferenceSetInfo:
+        path = f"{_set_path(name)}/calibrations/{calibration_id}/apply"
+        return self.request(ReferenceSetInfo, "POST", path)
+
+
+def _set_path(name: str) -> str:
+    """A reference set's path on the filter, naming that one set whatever the name: quoted, and
+    "." or ".." spelled out, as URLs would otherwise resolve them to another route."""
+    quoted = quote(name, safe="")
+    if quoted in (".", ".."):
+        quoted = quoted.replace(".", "%2E")
+    return f"/v1/reference-sets/{quoted}"
 
 
 class CaptionerClient(ServiceClient):

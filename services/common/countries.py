@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Strict
 
 
 class SeaCountry(StrEnum):
@@ -17,3 +20,7 @@ class SeaCountry(StrEnum):
     TH = "TH"  # Thailand
     TL = "TL"  # Timor-Leste
     VN = "VN"  # Vietnam
+
+
+# A country in a JSON body validated strictly (`JsonBody`): given by its code.
+CountryCode = Annotated[SeaCountry, Strict(False)]

@@ -16,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 logger = logging.getLogger(__name__)
 
@@ -207,15 +206,23 @@ async def _handle_service_error(_: Request, exc: Exception) -> JSONResponse:
 HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
+def _template_pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[^}]+\})", template)
+    return re.compile("".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts))
+
+
 def _allowed_methods(request: Request) -> str:
-    """Every method some route of this path answers, asked of the routes themselves: the 405
-    FastAPI raises names only the first route's, and `/v1/reference-sets/{name}` has two."""
-    allowed = []
-    for method in HTTP_METHODS:
-        probe = {**request.scope, "method": method}
-        if any(route.matches(probe)[0] is Match.FULL for route in request.app.routes):
-            allowed.append(method)
-    return ", ".join(allowed)
+    """The methods the app's OpenAPI documents for this path, as `Allow` must list them. A path
+    written out in full (`/v1/images/captions`) is that route's alone, even where a template
+    with a parameter (`/v1/images/{image_id}`) would also match it."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    path = request.url.path
+    matching = [t for t in paths if _template_pattern(t).fullmatch(path)]
+    literal = [t for t in matching if "{" not in t]
+    methods = {
+        m.upper() for t in literal or matching for m in paths[t] if m.upper() in HTTP_METHODS
+    }
+    return ", ".join(sorted(methods))
 
 
 async def _handle_http_exception(request: Request, exc: Exception) -> JSONResponse:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -15,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Path, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -22,6 +24,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.errors import ErrorBody, ErrorResponse, ServiceError
@@ -107,19 +110,25 @@ class BodySizeLimitMiddleware:
             await self._refuse(send)
             return
         received = 0
-        response_started = False
+        too_large = response_started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    too_large = True
                     raise _BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal response_started
+            if too_large:  # FastAPI's JSON parsing catches the refusal and answers 400: ours wins
+                if message["type"] == "http.response.start" and not response_started:
+                    response_started = True
+                    await self._refuse(send)
+                return
             if message["type"] == "http.response.start":
                 response_started = True
             await send(message)
@@ -151,7 +160,55 @@ class _BodyTooLarge(Exception):
     pass
 
 
-BINARY = {"type": "string", "format": "binary"}
+# What a caller without the service token may still ask: the probes and Prometheus' scrape.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+SERVICE_TOKEN_CHALLENGE = (b"www-authenticate", b'Bearer realm="seavl services"')
+
+
+class ServiceTokenMiddleware:
+    """Refuses every call but `OPEN_PATHS` unless it carries the deployment's service token as
+    `Authorization: Bearer …` (401 `service_token_required` / `service_token_invalid`), before
+    the body is read: only the gateway and the workers hold the token."""
+
+    def __init__(self, app: ASGIApp, token: SecretStr) -> None:
+        self.app = app
+        self.expected = token.get_secret_value().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        authorization = dict(scope.get("headers", [])).get(b"authorization", b"")
+        scheme, _, given = authorization.partition(b" ")
+        if scheme.lower() != b"bearer" or not given.strip():
+            await self._refuse(
+                send,
+                "service_token_required",
+                "this service answers only calls with the deployment's service token, sent as "
+                "'Authorization: Bearer <token>' (people use the gateway)",
+            )
+        elif not hmac.compare_digest(given.strip(), self.expected):
+            await self._refuse(
+                send, "service_token_invalid", "the service token sent is not this deployment's"
+            )
+        else:
+            await self.app(scope, receive, send)
+
+    async def _refuse(self, send: Send, code: str, message: str) -> None:
+        body = ErrorResponse(error=ErrorBody(code=code, message=message))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [(b"content-type", b"application/json"), SERVICE_TOKEN_CHALLENGE],
+            }
+        )
+        await send(
+            {"type": "http.response.body", "body": body.model_dump_json(exclude_none=True).encode()}
+        )
+
+
+BINARY = {"type": "string", "format": "binary", "minLength": 1}
 
 
 def multipart_body(
@@ -161,7 +218,10 @@ def multipart_body(
     other_content: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`openapi_extra` for a route that parses its multipart form itself, so /docs shows it."""
-    file_schema = {"type": "array", "items": BINARY} if many_files else BINARY
+    # several files are answered one result each (an empty one gets its own error); one file
+    # must not be empty
+    many = {"type": "array", "items": {"type": "string", "format": "binary"}, "minItems": 1}
+    file_schema = many if many_files else BINARY
     content = {
         "multipart/form-data": {
             "schema": {
@@ -175,6 +235,14 @@ def multipart_body(
     return {"requestBody": {"required": True, "content": content}}
 
 
+class Readiness(BaseModel):
+    """What `/readyz` answers: ready or not, with what each dependency said."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str = Field(description="'ready' or 'not_ready'")
+
+
 def add_probe_routes(
     app: FastAPI,
     registry: CollectorRegistry,
@@ -186,7 +254,12 @@ def add_probe_routes(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["probes"], summary="Ready to serve: models loaded, dependencies up")
+    @app.get(
+        "/readyz",
+        tags=["probes"],
+        summary="Ready to serve: models loaded, dependencies up",
+        responses={200: {"model": Readiness}, 503: {"model": Readiness}},
+    )
     async def readyz() -> Response:
         ready, details = await readiness()
         body = {"status": "ready" if ready else "not_ready", **details}
@@ -198,7 +271,13 @@ def add_probe_routes(
             headers=headers,
         )
 
-    @app.get("/metrics", tags=["probes"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["probes"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.common.errors import ErrorBody, described_pattern
+from services.common.openapi import (
+    WHOLE_NUMBER,
+    JsonBody,
+    all_of,
+    at_least_one_of,
+    exactly_one_of,
+    given,
+    needed_with,
+)
 from services.common.vectors import WireVector
+
+NAMESPACE_PATTERN = described_pattern(
+    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
+    "1 to 64 letters, digits, '_' or '-', starting with a letter or a digit",
+)
+MODEL_PATTERN = described_pattern(
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+    "1 to 100 letters, digits, '.', '_' or '-', starting with a letter or a digit",
+)
+SHA256_PATTERN = described_pattern(r"^[0-9a-f]{64}$", "a sha256: 64 lower-case hex digits")
+PHASH_PATTERN = described_pattern(r"^[0-9a-f]{16}$", "a pHash: 16 lower-case hex digits")
 
 
 class VectorEncoding(StrEnum):
@@ -15,28 +36,38 @@ class VectorEncoding(StrEnum):
     BASE64 = "base64"  # little-endian float32 bytes, base64: ~4x smaller on the wire
 
 
-class ImageInput(BaseModel):
+class ImageInput(JsonBody):
     """One image in a JSON request: its bytes (base64) or the key of a stored object."""
 
-    data: str | None = Field(default=None, description="the image file, base64-encoded")
-    key: str | None = Field(default=None, description="sha256 key of an object already stored")
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("data", "key"))
+
+    data: str | None = Field(
+        default=None, min_length=1, description="the image file, base64-encoded"
+    )
+    key: str | None = Field(
+        default=None, pattern=SHA256_PATTERN, description="sha256 key of an object already stored"
+    )
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ImageInput:
-        if (self.data is None) == (self.key is None):
+        if len(given(self, "data", "key")) != 1:
             raise ValueError("give exactly one of 'data' (base64) or 'key' (stored object)")
         return self
 
 
 class EmbedOptions(BaseModel):
-    model: str | None = Field(default=None, description="model name; the default model if absent")
-    encoding: VectorEncoding = VectorEncoding.FLOAT
-    top_k: int = Field(
-        default=0, ge=0, description="ImageNet-style labels to return, if the model has them"
+    """Options of an embed request, from a multipart form (text, read leniently) or JSON."""
+
+    model: str | None = Field(
+        default=None, pattern=MODEL_PATTERN, description="model name; the default model if absent"
+    )
+    encoding: VectorEncoding = Field(default=VectorEncoding.FLOAT, strict=False)
+    top_k: Annotated[int, Field(ge=0), WHOLE_NUMBER] = Field(
+        default=0, description="ImageNet-style labels to return, if the model has them"
     )
 
 
-class EmbedJsonRequest(EmbedOptions):
+class EmbedJsonRequest(JsonBody, EmbedOptions):
     images: list[ImageInput] = Field(min_length=1)
 
 
@@ -86,13 +117,15 @@ class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
 
-class ScoreRequest(BaseModel):
+class ScoreRequest(JsonBody):
     """Vectors to score against a reference set (POST /v1/score on the filter)."""
 
     set: str = Field(description="reference set name")
     vectors: list[WireVector] = Field(min_length=1)
     model: str | None = Field(
-        default=None, description="model of the vectors, checked against the set"
+        default=None,
+        pattern=MODEL_PATTERN,
+        description="model of the vectors, checked against the set",
     )
 
 
@@ -111,20 +144,15 @@ class ScoreResponse(BaseModel):
     results: list[ScoreResult]
 
 
-NAMESPACE_PATTERN = described_pattern(
-    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$",
-    "1 to 64 letters, digits, '_' or '-', starting with a letter or a digit",
-)
-MODEL_PATTERN = described_pattern(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
-    "1 to 100 letters, digits, '.', '_' or '-', starting with a letter or a digit",
-)
-SHA256_PATTERN = described_pattern(r"^[0-9a-f]{64}$", "a sha256: 64 lower-case hex digits")
-PHASH_PATTERN = described_pattern(r"^[0-9a-f]{16}$", "a pHash: 16 lower-case hex digits")
-
-
-class DedupCheckRequest(BaseModel):
+class DedupCheckRequest(JsonBody):
     """Near-duplicates of vectors (in a model's collection) and/or of pHashes (in a namespace)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=all_of(
+            at_least_one_of("vectors", "phashes", lists=True),
+            needed_with("model", "vectors", field_is_list=True),
+        )
+    )
 
     namespace: str = Field(default="default", pattern=NAMESPACE_PATTERN)
     model: str | None = Field(
@@ -133,8 +161,8 @@ class DedupCheckRequest(BaseModel):
     vectors: list[WireVector] = Field(default_factory=list)
     phashes: list[str] = Field(default_factory=list, description="16 hex digits each")
     threshold: float | None = Field(default=None, gt=0, le=1, description="ε; the model's default")
-    max_hamming: int | None = Field(default=None, ge=0, le=64)
-    limit: int | None = Field(default=None, ge=1, le=1000)
+    max_hamming: Annotated[int, Field(ge=0, le=64), WHOLE_NUMBER] | None = None
+    limit: Annotated[int, Field(ge=1, le=1000), WHOLE_NUMBER] | None = None
 
     @model_validator(mode="after")
     def _something_to_check(self) -> DedupCheckRequest:
@@ -175,8 +203,12 @@ class DedupCheckResponse(BaseModel):
     phashes: list[PHashCheck]
 
 
-class DedupInsertRequest(BaseModel):
+class DedupInsertRequest(JsonBody):
     """Insert an image's vector (and pHash) unless a near-duplicate is already stored."""
+
+    model_config = ConfigDict(
+        json_schema_extra=all_of(at_least_one_of("vector", "phash"), needed_with("model", "vector"))
+    )
 
     id: str = Field(pattern=SHA256_PATTERN, description="sha256 of the image")
     namespace: str = Field(default="default", pattern=NAMESPACE_PATTERN)
@@ -184,7 +216,7 @@ class DedupInsertRequest(BaseModel):
     vector: WireVector | None = None
     phash: str | None = Field(default=None, pattern=PHASH_PATTERN)
     threshold: float | None = Field(default=None, gt=0, le=1)
-    max_hamming: int | None = Field(default=None, ge=0, le=64)
+    max_hamming: Annotated[int, Field(ge=0, le=64), WHOLE_NUMBER] | None = None
     match_phash: bool = Field(
         default=False,
         description="also call it a duplicate when the pHash matches (always, with no vector)",
@@ -212,7 +244,7 @@ class DedupInsertResponse(BaseModel):
     duplicate_of: DuplicateOf | None = None
 
 
-class DedupInsertBatch(BaseModel):
+class DedupInsertBatch(JsonBody):
     """Several inserts in order, under one lock: later items see the ones kept before them."""
 
     items: list[DedupInsertRequest] = Field(min_length=1, max_length=1024)

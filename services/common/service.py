@@ -10,16 +10,26 @@ from fastapi import APIRouter, FastAPI, Request
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
-from services.common.errors import install_error_handlers
+from services.common.errors import ErrorResponse, install_error_handlers
 from services.common.http import (
     BodySizeLimitMiddleware,
     HttpMetrics,
     MetricsMiddleware,
+    ServiceTokenMiddleware,
     add_probe_routes,
 )
+from services.common.openapi import document_shared_errors
+from services.common.settings import SERVICE_TOKEN_VARIABLE, SeavlSettings, is_loopback
 
 T = TypeVar("T")
 Readiness = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+SERVICE_TOKEN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No service token, or not this deployment's"}
+}
+
+
+class UnguardedBindError(RuntimeError):
+    """An internal service asked to listen beyond loopback with nothing to refuse callers by."""
 
 
 def from_app_state(attribute: str, kind: type[T]) -> Callable[[Request], T]:
@@ -43,20 +53,35 @@ def build_service_app(
     name: str,
     summary: str,
     router: APIRouter,
-    settings: Any,
+    settings: SeavlSettings,
     registry: CollectorRegistry,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     readiness: Callable[[FastAPI], Readiness],
     max_body_bytes: int | None = None,
+    public: bool = False,
 ) -> FastAPI:
-    """A service's FastAPI app with the common error shape, probes and HTTP metrics."""
+    """A service's FastAPI app with the common error shape, probes and HTTP metrics.
+
+    Every service but the `public` one (the gateway) answers only calls carrying the service
+    token when one is set, and without one refuses to be built to listen beyond loopback.
+    """
+    token = None if public else settings.service_token
+    if not public and token is None and not is_loopback(settings.server.host):
+        raise UnguardedBindError(
+            f"the {name} would listen on {settings.server.host} without a service token, open "
+            f"to anyone who reaches it: set {SERVICE_TOKEN_VARIABLE} (the same on every "
+            "service, the gateway and the workers), or listen on 127.0.0.1"
+        )
     app = FastAPI(title=f"seavl {name}", version="0.1.0", summary=summary, lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
-    app.include_router(router)
+    app.include_router(router, responses=None if token is None else SERVICE_TOKEN_ERRORS)
     add_probe_routes(app, registry, readiness(app))
+    document_shared_errors(app, max_body_bytes)
     if max_body_bytes is not None:
         app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=max_body_bytes)
-    # added last = outermost: the metrics count every answer, the body limit's 413s included
+    if token is not None:  # outside the body limit: a call without it is refused unread
+        app.add_middleware(ServiceTokenMiddleware, token=token)
+    # added last = outermost: the metrics count every answer, the 401s and 413s included
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(name, registry))
     return app

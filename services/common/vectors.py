@@ -36,7 +36,8 @@ def decode_vector(value: list[float] | str, field: str) -> Vector:
         if len(raw) % 4:
             raise _invalid("invalid_vector", f"{field}: base64 length is not whole float32s", field)
         return np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    return np.asarray(value, dtype=np.float32)
+    with np.errstate(over="ignore"):  # past float32 is infinity, refused with the NaNs below
+        return np.asarray(value, dtype=np.float32)
 
 
 def parse_vectors(

@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings
 
 from services.common.database import database_url_setting
-from services.common.settings import DEFAULT_DATA_DIR, ServerSettings, service_settings_config
+from services.common.settings import (
+    DEFAULT_DATA_DIR,
+    SeavlSettings,
+    ServerSettings,
+    service_settings_config,
+)
 
 DEDUP_PORT = 8003
 
@@ -23,7 +27,7 @@ PAPER_THRESHOLDS = {
 }
 
 
-class DedupSettings(BaseSettings):
+class DedupSettings(SeavlSettings):
     model_config = service_settings_config("dedup")
 
     server: ServerSettings = ServerSettings(port=DEDUP_PORT)

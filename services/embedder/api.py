@@ -13,7 +13,9 @@ from starlette.datastructures import FormData, UploadFile
 
 from services.common.errors import ErrorResponse, ServiceError, UnavailableError, validated
 from services.common.http import multipart_body, read_json, wait_unless_disconnected
+from services.common.openapi import body_schema
 from services.common.schemas import (
+    MODEL_PATTERN,
     EmbedJsonRequest,
     EmbedOptions,
     EmbedResponse,
@@ -129,22 +131,18 @@ def _failure(index: int, error: ServiceError) -> dict[str, Any]:
     summary="Embed one or many images",
     response_model=EmbedResponse,
     responses={
-        400: {"model": ErrorResponse},
-        413: {"model": ErrorResponse},
-        415: {"model": ErrorResponse},
-        422: {"model": ErrorResponse},
-        429: {"model": ErrorResponse},
-        503: {"model": ErrorResponse},
+        code: {"model": ErrorResponse}
+        for code in (400, 404, 413, 415, 422, 429, 503)  # 404: an unknown model or key
     },
     openapi_extra=multipart_body(
         "images",
         {
-            "model": {"type": "string"},
+            "model": {"type": "string", "pattern": MODEL_PATTERN},
             "encoding": {"type": "string", "enum": ["float", "base64"]},
             "top_k": {"type": "integer", "minimum": 0},
         },
         many_files=True,
-        other_content={"application/json": {"schema": EmbedJsonRequest.model_json_schema()}},
+        other_content={"application/json": {"schema": body_schema(EmbedJsonRequest)}},
     ),
 )
 async def embed(

@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings
 
 from services.common.images import ImageLimits
-from services.common.settings import DEFAULT_DATA_DIR, ServerSettings, service_settings_config
+from services.common.settings import (
+    DEFAULT_DATA_DIR,
+    SeavlSettings,
+    ServerSettings,
+    service_settings_config,
+)
 from services.common.storage import S3Settings
 
 EMBEDDER_PORT = 8001
@@ -41,7 +45,7 @@ class RuntimeSettings(BaseModel):
     )
 
 
-class EmbedderSettings(BaseSettings):
+class EmbedderSettings(SeavlSettings):
     model_config = service_settings_config("embedder")
 
     server: ServerSettings = ServerSettings(port=EMBEDDER_PORT)

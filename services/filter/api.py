@@ -13,18 +13,7 @@ from fastapi import APIRouter, Depends, Response, status
 from services.common.clients import EmbedderClient, ImageReference
 from services.common.errors import ErrorResponse, ServiceError, ensure_at_most
 from services.common.http import RowId
-from services.common.schemas import (
-    ImageFailure,
-    ScoreRequest,
-    ScoreResponse,
-    ScoreResult,
-)
-from services.common.service import from_app_state
-from services.common.storage import validate_key
-from services.common.vectors import parse_vectors
-from services.filter.config import FilterSettings
-from services.filter.relevance import calibrate, relevance_scores, tier_bounds, tier_of
-from services.filter.schemas import (
+from services.common.reference_sets import (
     AddReferencesRequest,
     AddReferencesResponse,
     CalibrationList,
@@ -36,6 +25,17 @@ from services.filter.schemas import (
     ReferenceSetList,
     TierRowOut,
 )
+from services.common.schemas import (
+    ImageFailure,
+    ScoreRequest,
+    ScoreResponse,
+    ScoreResult,
+)
+from services.common.service import from_app_state
+from services.common.storage import validate_key
+from services.common.vectors import parse_vectors
+from services.filter.config import FilterSettings
+from services.filter.relevance import calibrate, relevance_scores, tier_bounds, tier_of
 from services.filter.store import (
     Centroids,
     ReferenceStore,
@@ -91,7 +91,18 @@ def resolve_vectors(
     ]
     embedded: dict[int, list[float] | str] = {}
     if images:
-        results = embedder.embed([reference for _, reference in images], model=row.model)
+        try:
+            results = embedder.embed([reference for _, reference in images], model=row.model)
+        except ServiceError as exc:
+            if exc.code != "unknown_model":
+                raise
+            raise ServiceError(
+                409,
+                "model_not_served",
+                f"set {row.name!r} holds {row.model} vectors, a model the embedder does not "
+                "serve: send vectors instead of images",
+                field=field,
+            ) from exc
         for (index, _), result in zip(images, results, strict=True):
             if isinstance(result, ImageFailure):
                 raise ServiceError(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, Field, model_validator
-from pydantic_settings import BaseSettings
 
 from services.common.clients import ServiceClientSettings
 from services.common.database import database_url_setting
-from services.common.settings import ServerSettings, service_settings_config
+from services.common.settings import SeavlSettings, ServerSettings, service_settings_config
 
 FILTER_PORT = 8002
 
@@ -34,7 +33,7 @@ class TierThresholds(BaseModel):
         return self
 
 
-class FilterSettings(BaseSettings):
+class FilterSettings(SeavlSettings):
     model_config = service_settings_config("filter")
 
     server: ServerSettings = ServerSettings(port=FILTER_PORT)

@@ -12,6 +12,7 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
+from services.common.reference_sets import Label
 from services.filter.config import TierThresholds
 
 
@@ -25,12 +26,6 @@ class Tier(StrEnum):
 
 
 TIERS_ASCENDING = [Tier.BRONZE, Tier.SILVER, Tier.GOLD, Tier.PLATINUM, Tier.DIAMOND]
-
-
-class Label(StrEnum):
-    YES = "yes"
-    NO = "no"
-    NOT_SURE = "not_sure"
 
 
 def tier_bounds(thresholds: TierThresholds) -> list[tuple[Tier, float, float | None]]:

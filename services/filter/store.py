@@ -262,8 +262,9 @@ class ReferenceStore:
 
 
 def model_mismatch(row: ReferenceSetRow, model: str) -> ServiceError:
+    """409: the request is well formed, but the set holds vectors of another model."""
     return ServiceError(
-        422,
+        409,
         "model_mismatch",
         f"set {row.name!r} holds {row.model} vectors; these are from {model}",
         field="model",

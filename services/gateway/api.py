@@ -34,6 +34,7 @@ from services.common.errors import ErrorResponse, ServiceError, validated
 from services.common.http import INT64_MAX, multipart_body, read_json
 from services.common.images import MEDIA_TYPES, ImageInfo, ImageLimits, validate_image
 from services.common.location import strip_location
+from services.common.openapi import body_schema
 from services.common.schemas import DedupCheckRequest, EmbeddedImage, ImageFailure
 from services.common.service import from_app_state
 from services.common.storage import ObjectStore
@@ -56,7 +57,7 @@ from services.gateway.schemas import (
 from services.gateway.tables import ApiKeyRow, CaptionRow, ImageRow
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 415, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)
 }
 router = APIRouter(prefix="/v1", tags=["gateway"], responses=ERRORS)
 
@@ -187,8 +188,9 @@ def _record(request: Request, row: ImageRow, caption: CaptionLanguage | None) ->
     "/images",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ImageOut,
+    responses={200: {"model": ImageOut, "description": "The same bytes were stored before"}},
     summary="Upload an image with its metadata; it is processed in the background",
-    openapi_extra=multipart_body("image", UploadMetadata.model_json_schema()["properties"]),
+    openapi_extra=multipart_body("image", body_schema(UploadMetadata)["properties"]),
 )
 async def upload_image(
     request: Request,
@@ -256,7 +258,19 @@ def get_image(image_id: str, request: Request, _: Contributor) -> ImageOut:
     return image_out(row, captions)
 
 
-@router.get("/images/{image_id}/content", summary="The stored image (location data removed)")
+@router.get(
+    "/images/{image_id}/content",
+    summary="The stored image (location data removed)",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                media_type: {"schema": {"type": "string", "format": "binary"}}
+                for media_type in MEDIA_TYPES.values()
+            }
+        }
+    },
+)
 def get_content(image_id: str, request: Request, _: Validator, store: StoreDep) -> Response:
     row = _get_row(request, image_id)
     return Response(
@@ -364,6 +378,9 @@ async def relevance(
     "/dedup",
     response_model=DuplicatesOut,
     summary="Duplicates already stored of an image, a pHash or an embedding (nothing is stored)",
+    openapi_extra=multipart_body(
+        "image", other_content={"application/json": {"schema": body_schema(DedupQuery)}}
+    ),
 )
 async def find_duplicates(
     request: Request, _: Contributor, settings: SettingsDep, embedder: EmbedderDep, dedup: DedupDep
@@ -450,7 +467,7 @@ async def queue_captions(
     summary="Caption one image now, in a language, aware of its place (nothing is stored)",
     description="Waits for the captioner (a VLM takes seconds): 503 with `Retry-After` when it "
     "is unavailable or too slow, 502 `bad_vlm_answer` when the VLM answers no caption.",
-    openapi_extra=multipart_body("image", CaptionOptions.model_json_schema()["properties"]),
+    openapi_extra=multipart_body("image", body_schema(CaptionOptions)["properties"]),
 )
 async def caption_now(
     request: Request, _: Contributor, settings: SettingsDep, captions: CaptionJobsDep

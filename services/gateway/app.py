@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 from sqlmodel import col, select
 
 from services.common.database import create_tables, database_reachable, make_engine, session_scope
 from services.common.service import Readiness, build_service_app, single_threaded_blas
+from services.gateway import reference_sets
 from services.gateway.api import router
 from services.gateway.captions import CaptionJobs, all_pending_captions
 from services.gateway.config import GatewaySettings
@@ -27,6 +28,15 @@ def _unfinished(app: FastAPI) -> list[str]:
             select(ImageRow.id).where(col(ImageRow.status).in_(["queued", "processing"]))
         ).all()
     return list(rows)
+
+
+def _public_routes() -> APIRouter:
+    """Everything the gateway serves: the API for contributors and validators, and the admins'
+    reference sets."""
+    routes = APIRouter()
+    routes.include_router(router)
+    routes.include_router(reference_sets.router)
+    return routes
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -81,12 +91,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = build_service_app(
         "gateway",
         "The public API of seavl: uploads, their relevance and duplicates, and the pipeline.",
-        router,
+        _public_routes(),
         settings,
         CollectorRegistry(),
         lifespan,
         readiness,
         max_body_bytes=settings.images.max_bytes + settings.metadata_allowance_bytes,
+        public=True,
     )
     app.state.engine = engine
     return app

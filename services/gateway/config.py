@@ -5,12 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import AliasChoices, BaseModel, Field
-from pydantic_settings import BaseSettings
 
 from services.common.clients import ServiceClientSettings
 from services.common.database import database_url_setting
 from services.common.images import ImageLimits
-from services.common.settings import DEFAULT_DATA_DIR, ServerSettings, service_settings_config
+from services.common.settings import (
+    DEFAULT_DATA_DIR,
+    SeavlSettings,
+    ServerSettings,
+    service_settings_config,
+)
 from services.common.storage import S3Settings
 
 GATEWAY_PORT = 8000
@@ -40,7 +44,7 @@ class PipelineSettings(BaseModel):
     )
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(SeavlSettings):
     model_config = service_settings_config("gateway")
 
     server: ServerSettings = ServerSettings(port=GATEWAY_PORT)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.common.countries import SeaCountry
-from services.common.schemas import MODEL_PATTERN, PHASH_PATTERN, Neighbour, PHashMatch
+from services.common.openapi import JsonBody, all_of, exactly_one_of, given, needed_with
+from services.common.schemas import (
+    MODEL_PATTERN,
+    PHASH_PATTERN,
+    SHA256_PATTERN,
+    Neighbour,
+    PHashMatch,
+)
 from services.common.vectors import WireVector
 
 
@@ -75,8 +83,10 @@ class CaptionOut(BaseModel):
     updated_at: datetime
 
 
-class CaptionBatchIn(BaseModel):
-    image_ids: list[str] = Field(min_length=1, max_length=1000)
+class CaptionBatchIn(JsonBody):
+    image_ids: list[Annotated[str, Field(pattern=SHA256_PATTERN)]] = Field(
+        min_length=1, max_length=1000, description="ids (sha256) of stored images"
+    )
     language: str = Field(default="en", description="en, th, ms, tl, id or vi")
     location_aware: bool | None = Field(
         default=None, description="by default, aware when the image's place or country is known"
@@ -138,10 +148,15 @@ class RelevanceOut(BaseModel):
     sha256: str
 
 
-class DedupQuery(BaseModel):
+class DedupQuery(JsonBody):
     """What the bulk uploader already computed: a pHash, or an embedding with its model."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=all_of(
+            exactly_one_of("phash", "embedding"), needed_with("model", "embedding")
+        ),
+    )
 
     phash: str | None = Field(default=None, pattern=PHASH_PATTERN)
     embedding: WireVector | None = None
@@ -149,7 +164,7 @@ class DedupQuery(BaseModel):
 
     @model_validator(mode="after")
     def _phash_or_embedding(self) -> DedupQuery:
-        if (self.phash is None) == (self.embedding is None):
+        if len(given(self, "phash", "embedding")) != 1:
             raise ValueError("send exactly one of 'phash', or 'embedding' with 'model'")
         if self.embedding is not None and self.model is None:
             raise ValueError("'model' is needed with 'embedding'")

@@ -59,10 +59,12 @@ def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Pat
     }
     env.pop("QDRANT_URL", None)
     env.pop("REDIS_URL", None)
+    env.pop("SEAVL_SERVICE_TOKEN", None)
     log = tmp_path / "run.log"
+    token_file = tmp_path / "var" / "service-token"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "run"],
+            [sys.executable, "-m", "services.cli", "run", "--token-file", str(token_file)],
             cwd=ROOT,
             env=env,
             stdout=output,
@@ -71,27 +73,41 @@ def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Pat
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     try:
         wait_ready(list(urls.values()), process, log)
+        assert token_file.stat().st_mode & 0o777 == 0o600  # made by the run, its owner's only
+        trusted = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
         cat = photo_bytes("chelsea.png")
+        for name in ("embedder", "filter", "dedup", "captioner"):
+            refused = httpx.get(f"{urls[name]}/openapi.json")
+            assert refused.status_code == 401, name
+            assert refused.json()["error"]["code"] == "service_token_required"
         embedded = httpx.post(
             f"{urls['embedder']}/v1/embed",
             files={"images": ("cat.jpg", cat)},
             data={"encoding": "base64"},
+            headers=trusted,
         ).json()["results"][0]
-        with httpx.Client(base_url=urls["filter"], timeout=60) as filter_service:
-            filter_service.post(
+        engine = make_engine(env["DATABASE_URL"])
+        create_tables(engine, GATEWAY_TABLES)
+        key = create_key(engine, Role.CONTRIBUTOR)
+        admin = {"Authorization": f"Bearer {create_key(engine, Role.ADMIN)}"}
+        engine.dispose()
+        with httpx.Client(base_url=urls["gateway"], timeout=60, headers=admin) as gateway:
+            created = gateway.post(
                 "/v1/reference-sets", json={"name": "cats", "model": "efficientnet-lite0"}
             )
-            added = filter_service.post(
+            assert created.status_code == 201, created.text
+            added = gateway.post(
                 "/v1/reference-sets/cats/references",
                 json={"references": [{"image": base64.b64encode(cat).decode(), "country": "TH"}]},
             )
             assert added.status_code == 201, added.text
+        with httpx.Client(base_url=urls["filter"], timeout=60, headers=trusted) as filter_service:
             score = filter_service.post(
                 "/v1/score", json={"set": "cats", "vectors": [embedded["embedding"]]}
             ).json()["results"][0]
         assert abs(score["score"] - 1.0) < 1e-4
         assert (score["tier"], score["accepted"], score["best_country"]) == ("Diamond", True, "TH")
-        with httpx.Client(base_url=urls["dedup"]) as dedup:
+        with httpx.Client(base_url=urls["dedup"], headers=trusted) as dedup:
             first = {
                 "id": hashlib.sha256(cat).hexdigest(),
                 "model": "efficientnet-lite0",
@@ -106,14 +122,11 @@ def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Pat
         thai = httpx.post(
             f"{urls['captioner']}/v1/captions",
             json={"data": base64.b64encode(cat).decode(), "language": "th", "countries": ["TH"]},
+            headers=trusted,
             timeout=60,
         ).json()
         assert thai["backend"] == "offline-labels" and thai["language_ok"] is True
         assert "ประเทศไทย" in thai["caption"]
-        engine = make_engine(env["DATABASE_URL"])
-        create_tables(engine, GATEWAY_TABLES)
-        key = create_key(engine, Role.CONTRIBUTOR)
-        engine.dispose()
         done = upload_until_captioned(
             urls["gateway"],
             key,

@@ -78,16 +78,30 @@ def settings_for(
     )
 
 
+def service_token_header(service_token: str | None) -> dict[str, str]:
+    """What a call to an internal service carries when the deployment has a service token."""
+    return {} if service_token is None else {"Authorization": f"Bearer {service_token}"}
+
+
 @contextmanager
 def running_stack(
-    database_url: str, folder: Path, embedder_url: str, with_references: bool = True, **extra: Any
+    database_url: str,
+    folder: Path,
+    embedder_url: str,
+    with_references: bool = True,
+    service_token: str | None = None,
+    **extra: Any,
 ) -> Iterator[Stack]:
+    """The filter, dedup and gateway (with `extra` settings) around a running embedder; with
+    `service_token`, every one of them has it (the embedder must have been given it too)."""
     with ExitStack() as stack:
         filter_url = stack.enter_context(
             live_server(
                 create_filter(
                     FilterSettings(
-                        database_url=database_url, embedder=ServiceClientSettings(url=embedder_url)
+                        database_url=database_url,
+                        embedder=ServiceClientSettings(url=embedder_url),
+                        service_token=service_token,
                     )
                 )
             )
@@ -95,14 +109,28 @@ def running_stack(
         dedup_url = stack.enter_context(
             live_server(
                 create_dedup(
-                    DedupSettings(database_url=database_url, qdrant_path=folder / "qdrant")
+                    DedupSettings(
+                        database_url=database_url,
+                        qdrant_path=folder / "qdrant",
+                        service_token=service_token,
+                    )
                 )
             )
         )
-        settings = settings_for(database_url, folder, embedder_url, filter_url, dedup_url, **extra)
+        settings = settings_for(
+            database_url,
+            folder,
+            embedder_url,
+            filter_url,
+            dedup_url,
+            service_token=service_token,
+            **extra,
+        )
         gateway_url = stack.enter_context(live_server(create_gateway(settings)))
         if with_references:
-            with httpx.Client(base_url=filter_url, timeout=60) as filter_client:
+            with httpx.Client(
+                base_url=filter_url, timeout=60, headers=service_token_header(service_token)
+            ) as filter_client:
                 filter_client.post(
                     "/v1/reference-sets", json={"name": "default", "model": "efficientnet-lite0"}
                 )

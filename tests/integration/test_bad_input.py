@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.common.clients import ServiceClientSettings
 from services.filter.app import create_app as create_filter
 from services.filter.config import FilterSettings
 from services.gateway.auth import Role
@@ -108,3 +109,17 @@ def test_embedder_refuses_deeply_nested_json(live_embedder: str) -> None:
         timeout=30,
     )
     assert_error(answer, 400, "invalid_json")
+
+
+def test_images_for_a_model_the_embedder_does_not_serve(live_embedder: str, tmp_path: Path) -> None:
+    settings = FilterSettings(
+        database_url=f"sqlite:///{tmp_path / 'filter.db'}",
+        embedder=ServiceClientSettings(url=live_embedder),
+    )
+    with live_server(create_filter(settings)) as url, httpx.Client(base_url=url) as client:
+        client.post("/v1/reference-sets", json={"name": "clip", "model": "clip-vit-b32"})
+        image = base64.b64encode(photo_bytes("coffee.png")).decode()
+        added = client.post(
+            "/v1/reference-sets/clip/references", json={"references": [{"image": image}]}
+        )
+    assert_error(added, 409, "model_not_served")

@@ -132,7 +132,7 @@ def test_prompts_are_listed_for_each_language(offline: httpx.Client) -> None:
         ({"language": "en", "data": "not base64!"}, 422, "invalid_base64"),
         ({"language": "en", "data": b64(b"not an image")}, 415, None),
         ({"language": "en", "key": "0" * 64}, 404, "object_not_found"),
-        ({"language": "en", "key": "../etc/passwd"}, 422, "invalid_object_key"),
+        ({"language": "en", "key": "../etc/passwd"}, 422, "invalid_request"),  # not a sha256
         ({"language": "en", "data": None}, 422, "invalid_request"),
     ],
 )

@@ -108,7 +108,7 @@ def test_base64_vectors_and_tiers(filter_client: httpx.Client) -> None:
         ({"set": "sea", "vectors": [[0.0] * DIM]}, 422, "invalid_vector"),
         ({"set": "sea", "vectors": []}, 422, "invalid_request"),
         ({"set": "nope", "vectors": [[1.0] * DIM]}, 404, "unknown_set"),
-        ({"set": "sea", "vectors": [[1.0] * DIM], "model": "clip"}, 422, "model_mismatch"),
+        ({"set": "sea", "vectors": [[1.0] * DIM], "model": "clip"}, 409, "model_mismatch"),
         ({"set": "sea", "vectors": ["***"]}, 422, "invalid_vector"),
     ],
 )

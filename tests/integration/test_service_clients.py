@@ -206,7 +206,13 @@ def probe_service() -> FastAPI:
         return ready
 
     return build_service_app(
-        "probe", "One broken route.", router, None, CollectorRegistry(), lifespan, readiness
+        "probe",
+        "One broken route.",
+        router,
+        FilterSettings(),
+        CollectorRegistry(),
+        lifespan,
+        readiness,
     )
 
 

@@ -4,6 +4,8 @@ own schemas, and against what the services need (ports, probes, the embedder's H
 from __future__ import annotations
 
 import json
+import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from services.captioner.config import CaptionerSettings
+from services.common.settings import SeavlSettings
+from services.dedup.config import DedupSettings
+from services.embedder.config import EmbedderSettings
+from services.filter.config import FilterSettings
+from services.gateway.config import GatewaySettings
 from tests.kustomize import render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +115,153 @@ def test_gpu_overlay_puts_the_embedder_on_gpu_nodes() -> None:
     assert container["image"] == "seavl/embedder:0.1.0-gpu"
     assert {"name": "SEAVL_EMBEDDER_RUNTIME__REQUIRE_GPU", "value": "true"} in container["env"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+SERVICE_TOKEN = "SEAVL_SERVICE_TOKEN"
+INTERNAL = ("embedder", "filter", "dedup", "captioner")
+TOKEN_HOLDERS = {*PORTS, "worker", "caption-worker"}
+
+
+def test_compose_gives_the_service_token_to_seavl_services_only() -> None:
+    """Each seavl container gets the token from the operator's environment (or .env), and
+    compose refuses to start without it; no value is written in the file."""
+    for name, service in compose()["services"].items():
+        environment = service.get("environment", {})
+        if "build" in service:
+            value = environment[SERVICE_TOKEN]
+            assert value.startswith("${SEAVL_SERVICE_TOKEN:?") and value.endswith("}"), name
+            assert "$" not in value[2:-1] and "}" not in value[:-1]  # one interpolation
+        else:
+            assert SERVICE_TOKEN not in environment, name
+
+
+def pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    return dict(deployment["spec"]["template"]["metadata"]["labels"])
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and `In` expressions) applied to `labels`."""
+    matched = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In"
+        matched = matched and labels.get(expression["key"]) in expression["values"]
+    return matched
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/gpu"])
+def test_k8s_pods_take_the_service_token_from_a_secret_not_committed(overlay: str) -> None:
+    rendered = render(K8S / overlay)
+    deployments = by_kind(rendered, "Deployment")
+    assert set(deployments) == TOKEN_HOLDERS
+    for name, deployment in deployments.items():
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        reference = env[SERVICE_TOKEN]["valueFrom"]["secretKeyRef"]
+        assert reference == {"name": "seavl-service-token", "key": "token"}, name
+    assert by_kind(rendered, "Secret") == {}  # the operator makes it (README, kustomization)
+    kustomization = (K8S / "base" / "kustomization.yaml").read_text()
+    assert "create secret generic seavl-service-token" in kustomization
+
+
+def test_k8s_only_the_gateway_and_workers_reach_the_internal_services() -> None:
+    rendered = render(K8S / "base")
+    deployments = by_kind(rendered, "Deployment")
+    policies = list(by_kind(rendered, "NetworkPolicy").values())
+    prometheus = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    expected_callers = {
+        "embedder": {"gateway", "worker", "caption-worker", "filter", "captioner"},
+        **{name: {"gateway", "worker", "caption-worker"} for name in INTERNAL[1:]},
+    }
+    for target, deployment in deployments.items():
+        guarding = [
+            p for p in policies if selects(p["spec"]["podSelector"], pod_labels(deployment))
+        ]
+        if target not in INTERNAL:
+            assert guarding == [], target  # the gateway is public; workers take no calls
+            continue
+        assert len(guarding) == 1, target
+        spec = guarding[0]["spec"]
+        assert spec["policyTypes"] == ["Ingress"]
+        [port] = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        callers = set()
+        for rule in spec["ingress"]:
+            assert rule["ports"] == [{"port": port["name"], "protocol": "TCP"}]
+            assert prometheus in rule["from"], target
+            callers |= {
+                source
+                for peer in rule["from"]
+                if "namespaceSelector" not in peer  # a peer without one is in this namespace
+                for source, caller in deployments.items()
+                if selects(peer["podSelector"], pod_labels(caller))
+            }
+        assert callers == expected_callers[target], target
+
+
+SETTINGS: dict[str, type[SeavlSettings]] = {
+    "embedder": EmbedderSettings,
+    "filter": FilterSettings,
+    "dedup": DedupSettings,
+    "captioner": CaptionerSettings,
+    "gateway": GatewaySettings,
+}
+OPERATOR_TOKEN = "t" * 64
+INTERPOLATION = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+
+
+def interpolated(value: str) -> str:
+    """A compose value as compose makes it, with the operator's token set and nothing else."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, kind, text = match.groups()
+        if name == SERVICE_TOKEN:
+            return OPERATOR_TOKEN
+        assert kind == "-", f"{name} has no default"
+        return str(text)
+
+    return INTERPOLATION.sub(substitute, value)
+
+
+def check_settings(
+    service: str, environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service's settings, built from exactly `environment`, listen where the deployment
+    routes traffic and hold the token, which every client they make sends."""
+    for name in list(os.environ):
+        if name.startswith("SEAVL_") or name in ("DATABASE_URL", "REDIS_URL", "QDRANT_URL"):
+            monkeypatch.delenv(name)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = SETTINGS[service]()
+    assert (settings.server.host, settings.server.port) == ("0.0.0.0", PORTS[service])
+    assert settings.service_token is not None
+    assert settings.service_token.get_secret_value() == OPERATOR_TOKEN
+    clients = [getattr(settings, name, None) for name in ("embedder", "filter", "dedup")]
+    for client in filter(None, clients):
+        assert client.token == settings.service_token
+    if isinstance(settings, GatewaySettings):
+        assert settings.captioner is not None
+        assert (settings.captioner.url, settings.captioner.attempts) == (
+            "http://captioner:8004",
+            1,  # the default's single try survives the URL set by the deployment
+        )
+
+
+@pytest.mark.parametrize("service", sorted(PORTS))
+def test_compose_environment_makes_each_services_settings(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment = compose()["services"][service]["environment"]
+    check_settings(service, {k: interpolated(str(v)) for k, v in environment.items()}, monkeypatch)
+
+
+@pytest.mark.parametrize("service", sorted(PORTS))
+def test_k8s_environment_makes_each_services_settings(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = render(K8S / "base")
+    config = by_kind(rendered, "ConfigMap")["seavl-config"]["data"]
+    secrets = yaml.safe_load((K8S / "base" / "secret.template.yaml").read_text())["stringData"]
+    token = {SERVICE_TOKEN: OPERATOR_TOKEN}  # what the operator's seavl-service-token holds
+    check_settings(service, {**config, **secrets, **token}, monkeypatch)

@@ -1,16 +1,28 @@
-"""Bodies of the filter's reference-set and calibration endpoints."""
+"""Reference sets and calibrations on the wire: the filter serves them, the gateway passes them
+on to admins (one type for both, so the two never disagree)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.common.countries import SeaCountry
 from services.common.errors import described_pattern
-from services.common.schemas import SHA256_PATTERN
+from services.common.openapi import WHOLE_NUMBER, JsonBody, exactly_one_of, given
+from services.common.schemas import MODEL_PATTERN, SHA256_PATTERN
 from services.common.vectors import MAX_DIMENSION, WireVector
-from services.filter.relevance import Label
+
+
+class Label(StrEnum):
+    """A person's judgement of a calibration sample's cultural relevance."""
+
+    YES = "yes"
+    NO = "no"
+    NOT_SURE = "not_sure"
+
 
 SET_NAME_PATTERN = described_pattern(
     r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
@@ -18,17 +30,12 @@ SET_NAME_PATTERN = described_pattern(
 )
 
 
-class CreateSetRequest(BaseModel):
+class CreateSetRequest(JsonBody):
     name: str = Field(pattern=SET_NAME_PATTERN)
-    model: str = Field(
-        min_length=1, max_length=100, description="the embedder model of its vectors"
-    )
+    model: str = Field(pattern=MODEL_PATTERN, description="the embedder model of its vectors")
     description: str = ""
-    dim: int | None = Field(
-        default=None,
-        gt=0,
-        le=MAX_DIMENSION,
-        description="fixed by the first references if absent",
+    dim: Annotated[int, Field(gt=0, le=MAX_DIMENSION), WHOLE_NUMBER] | None = Field(
+        default=None, description="fixed by the first references if absent"
     )
 
 
@@ -48,29 +55,34 @@ class ReferenceSetList(BaseModel):
     sets: list[ReferenceSetInfo]
 
 
-class ImageOrVector(BaseModel):
+class ImageOrVector(JsonBody):
     """A vector, or an image for the embedder: base64 bytes or the key of a stored object."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("vector", "image", "key"))
 
     vector: WireVector | None = None
     image: str | None = Field(default=None, description="image file, base64")
-    key: str | None = Field(default=None, description="sha256 key of a stored image")
+    key: str | None = Field(
+        default=None, pattern=SHA256_PATTERN, description="sha256 key of a stored image"
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ImageOrVector:
-        given = [x for x in (self.vector, self.image, self.key) if x is not None]
-        if len(given) != 1:
+        if len(given(self, "vector", "image", "key")) != 1:
             raise ValueError("give exactly one of 'vector', 'image' (base64) or 'key'")
         return self
 
 
 class NewReference(ImageOrVector):
-    country: SeaCountry | None = None
+    country: SeaCountry | None = Field(default=None, strict=False)
     sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
 
 
-class AddReferencesRequest(BaseModel):
+class AddReferencesRequest(JsonBody):
     references: list[NewReference] = Field(min_length=1)
-    model: str | None = Field(default=None, description="model of the given vectors, if known")
+    model: str | None = Field(
+        default=None, pattern=MODEL_PATTERN, description="model of the given vectors, if known"
+    )
 
 
 class AddReferencesResponse(BaseModel):
@@ -79,14 +91,14 @@ class AddReferencesResponse(BaseModel):
 
 
 class LabelledSample(ImageOrVector):
-    label: Label
+    label: Label = Field(strict=False)
 
 
-class CalibrationRequest(BaseModel):
+class CalibrationRequest(JsonBody):
     samples: list[LabelledSample] = Field(min_length=1)
     target_precision: float = Field(default=0.85, gt=0, le=1)
     apply: bool = Field(default=False, description="set the set's rho to the recommendation")
-    model: str | None = None
+    model: str | None = Field(default=None, pattern=MODEL_PATTERN)
 
 
 class TierRowOut(BaseModel):
