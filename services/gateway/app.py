@@ -42,6 +42,7 @@ def _public_routes() -> APIRouter:
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     engine = make_engine(settings.database_url)
+    registry = CollectorRegistry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,7 +52,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         captions = CaptionJobs.create(settings, engine, pipeline.store)
         queue: JobQueue
         if settings.redis_url is None:
-            queue = InProcessQueue(pipeline, captions, settings.pipeline)
+            queue = InProcessQueue(pipeline, captions, settings.pipeline, registry)
         else:
             queue = await ArqQueue.connect(settings.redis_url)
         app.state.store = pipeline.store
@@ -93,7 +94,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "The public API of seavl: uploads, their relevance and duplicates, and the pipeline.",
         _public_routes(),
         settings,
-        CollectorRegistry(),
+        registry,
         lifespan,
         readiness,
         max_body_bytes=settings.images.max_bytes + settings.metadata_allowance_bytes,

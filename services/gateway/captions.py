@@ -24,7 +24,7 @@ from services.common.database import session_scope, utcnow
 from services.common.errors import ServiceError, UnavailableError
 from services.common.storage import ObjectStore
 from services.gateway.config import GatewaySettings
-from services.gateway.jobs import FINISHED, CaptionJob, ImageGone, gave_up
+from services.gateway.jobs import FINISHED, CaptionJob, ImageGone, gave_up, gave_up_waiting
 from services.gateway.tables import CaptionRow, ImageRow
 
 logger = logging.getLogger(__name__)
@@ -86,11 +86,12 @@ class CaptionJobs:
     engine: Engine
     store: ObjectStore
     captioner: CaptionerClient | None  # None: this process has no captioner configured
+    retry_window_seconds: float  # how long a caption waits out a captioner that is down
 
     @classmethod
     def create(cls, settings: GatewaySettings, engine: Engine, store: ObjectStore) -> CaptionJobs:
         captioner = CaptionerClient(settings.captioner) if settings.captioner else None
-        return cls(engine, store, captioner)
+        return cls(engine, store, captioner, settings.pipeline.retry_window_seconds)
 
     def close(self) -> None:
         if self.captioner is not None:
@@ -146,7 +147,8 @@ class CaptionJobs:
             if not final:
                 self._update(job, error=f"retrying: {exc.message}")
                 raise
-            self._update(job, status="failed", error=gave_up(attempt, exc.message))
+            error = gave_up_waiting(self.retry_window_seconds, exc.message)
+            self._update(job, status="failed", error=error)
             return "failed"
         except ServiceError as exc:
             self._update(job, status="failed", error=f"{exc.code}: {exc.message}")

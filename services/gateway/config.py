@@ -28,10 +28,30 @@ class PipelineSettings(BaseModel):
     )
     dedup_namespace: str = "default"
     max_tries: int = Field(
-        default=5, ge=1, description="attempts of a job whose dependency is down"
+        default=5,
+        ge=1,
+        description="tries of a job that are stopped (past job_timeout_seconds, or its worker "
+        "died); a try that finds a dependency down does not count",
     )
     job_timeout_seconds: int = Field(default=300, ge=1)
-    retry_delay_seconds: float = Field(default=2.0, ge=0, description="doubles with each attempt")
+    retry_window_seconds: float = Field(
+        default=1800,
+        ge=0,
+        description="how long a job waits out a dependency that is down, from the first try "
+        "that found it down; then it fails with the reason",
+    )
+    retry_delay_seconds: float = Field(
+        default=2.0, ge=0, description="the first wait before a retry; doubles from there"
+    )
+    retry_delay_max_seconds: float = Field(default=60.0, ge=0, description="the longest wait")
+    reconcile_interval_seconds: float = Field(
+        default=60, gt=0, description="how often jobs that were lost are looked for"
+    )
+    reconcile_grace_seconds: float = Field(
+        default=120,
+        ge=0,
+        description="a record unchanged this long, with no job queued or running, lost its job",
+    )
     batch_size: int = Field(default=16, ge=1, description="jobs processed together, at most")
     concurrent_batches: int = Field(
         default=2,

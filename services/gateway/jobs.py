@@ -8,9 +8,19 @@ from dataclasses import dataclass
 FINISHED = ("done", "failed")
 
 
+def image_job_id(image_id: str) -> str:
+    """The key of an image's processing job (one per image, whichever queue runs it)."""
+    return f"process:{image_id}"
+
+
 def gave_up(attempt: int, reason: str) -> str:
     """Why a job failed on its last try."""
     return f"gave up after {attempt} tries: {reason}"
+
+
+def gave_up_waiting(window_seconds: float, reason: str) -> str:
+    """Why a job failed when a dependency stayed down for its whole retry window."""
+    return f"gave up after retrying for {window_seconds:g} s: {reason}"
 
 
 class ImageGone(Exception):
@@ -48,3 +58,8 @@ class Processed:
 # What a processing job ends in: `Processed`, or the exception its caller raises (retry later,
 # or gone).
 JobOutcome = Processed | Exception
+
+
+class TryStopped(Exception):
+    """A try stopped from outside (past its time limit), to be retried: it counts against
+    `max_tries`, as a try that finds a dependency down does not."""

@@ -33,7 +33,15 @@ from services.common.schemas import (
 from services.common.storage import ObjectNotFoundError, ObjectStore, make_store
 from services.gateway.captions import captions_of, job_of
 from services.gateway.config import GatewaySettings
-from services.gateway.jobs import FINISHED, ImageGone, Job, JobOutcome, Processed, gave_up
+from services.gateway.jobs import (
+    FINISHED,
+    ImageGone,
+    Job,
+    JobOutcome,
+    Processed,
+    gave_up,
+    gave_up_waiting,
+)
 from services.gateway.tables import ImageRow
 
 logger = logging.getLogger(__name__)
@@ -148,9 +156,15 @@ class Pipeline:
             try:
                 changes = self._run([row for _, row in active])
             except UnavailableError as exc:
+                window = self.settings.pipeline.retry_window_seconds
                 for job, _ in active:
-                    changes[job.image_id] = _retry_or_fail(job, exc.message)
-                    if not job.final:
+                    if job.final:  # the dependency stayed down for the job's whole window
+                        changes[job.image_id] = {
+                            "status": "failed",
+                            "error": gave_up_waiting(window, exc.message),
+                        }
+                    else:
+                        changes[job.image_id] = _retry_or_fail(job, exc.message)
                         outcomes[job.image_id] = exc
         statuses = {
             **{i: o.status for i, o in outcomes.items() if isinstance(o, Processed)},

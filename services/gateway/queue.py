@@ -1,8 +1,12 @@
 """Where jobs go: arq on Redis when `REDIS_URL` is set, the gateway's own process if not.
 
 Both run the same job code (`Pipeline.process_batch`, `CaptionJobs.run`) and retry it, with a
-doubling delay, while a dependency is down. A try that runs past `job_timeout_seconds` is
-stopped and retried the same way; past the last try, the record ends failed with the reason.
+doubling delay (capped), while a dependency is down: for `retry_window_seconds` from the first
+try that found it down, without counting tries, so an outage of minutes fails nothing; then
+the record ends failed with the reason. A try that runs past `job_timeout_seconds` is stopped
+and retried the same way, but counts: past `max_tries`, the record ends failed with the reason.
+A reconciler (`services.gateway.reconciler`) runs every `reconcile_interval_seconds` and
+queues again the records whose job was lost.
 A processing job is keyed by the image's sha256, so enqueueing the same image twice runs it
 once; a caption job by image, language and request. When an image's processing ends, the
 captions asked for it are queued.
@@ -20,14 +24,24 @@ from typing import Any, Protocol
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
+from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
 from services.common.batching import MicroBatcher
 from services.common.errors import UnavailableError
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import PipelineSettings
-from services.gateway.jobs import CaptionJob, ImageGone, Job, JobOutcome
+from services.gateway.jobs import (
+    CaptionJob,
+    ImageGone,
+    Job,
+    JobOutcome,
+    TryStopped,
+    image_job_id,
+)
 from services.gateway.pipeline import Pipeline
+from services.gateway.reconciler import Reconciler
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +53,28 @@ CAPTION_QUEUE = "arq:captions"
 PipelineBatcher = MicroBatcher[Job, JobOutcome]
 
 
-def job_id(image_id: str) -> str:
-    return f"process:{image_id}"
+def retry_delay(settings: PipelineSettings, waited: float) -> float:
+    """The wait before the next try of a job that has waited `waited` seconds on a dependency:
+    `retry_delay_seconds` more than that (the wait doubles with each retry), up to
+    `retry_delay_max_seconds`; none when `retry_delay_seconds` is 0."""
+    if settings.retry_delay_seconds == 0:
+        return 0.0
+    return min(settings.retry_delay_seconds + waited, settings.retry_delay_max_seconds)
 
 
-def retry_delay(settings: PipelineSettings, attempt: int) -> float:
-    return float(settings.retry_delay_seconds * 2 ** (attempt - 1))
+def window_over(settings: PipelineSettings, waited: float) -> bool:
+    """Whether a job that has waited `waited` seconds would retry past its retry window."""
+    return waited + retry_delay(settings, waited) > settings.retry_window_seconds
 
 
 class JobQueue(Protocol):
     async def enqueue(self, image_id: str) -> None: ...
 
     async def enqueue_caption(self, job: CaptionJob) -> None: ...
+
+    async def job_gone(self, key: str) -> bool:
+        """Whether no job of this key is queued or running (the reconciler's question)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -73,7 +97,7 @@ class ArqQueue:
             raise UnavailableError(f"the job queue (Redis) is unreachable: {exc}") from exc
 
     async def enqueue(self, image_id: str) -> None:
-        await self._enqueue(PROCESS_IMAGE, image_id, _job_id=job_id(image_id))
+        await self._enqueue(PROCESS_IMAGE, image_id, _job_id=image_job_id(image_id))
 
     async def enqueue_caption(self, job: CaptionJob) -> None:
         await self._enqueue(
@@ -84,6 +108,14 @@ class ArqQueue:
             _job_id=job.job_id,
             _queue_name=CAPTION_QUEUE,
         )
+
+    async def job_gone(self, key: str) -> bool:
+        """No job of `key` queued, deferred or running. The result a finished job left is
+        forgotten, so that enqueueing `key` again runs it (arq keeps results for an hour)."""
+        if await self.pool.exists(job_key_prefix + key, in_progress_key_prefix + key):
+            return False
+        await self.pool.delete(result_key_prefix + key)
+        return True
 
     async def close(self) -> None:
         await self.pool.aclose()
@@ -182,23 +214,35 @@ async def finish_threads(*executors: ThreadPoolExecutor) -> None:
         await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
 
-async def attempt_in_time(settings: PipelineSettings, attempts: Attempts, attempt: int) -> str:
-    """One try, stopped after `job_timeout_seconds`: then retried like a dependency that is
-    down, or after the last try recorded as failed ("timed out after N s")."""
-    final = attempt >= settings.max_tries
+async def attempt_in_time(
+    settings: PipelineSettings, attempts: Attempts, attempt: int, waited: float
+) -> str:
+    """One try, stopped after `job_timeout_seconds`: then `TryStopped` (retried, and counted),
+    or after the last try recorded as failed ("timed out after N s"). A dependency found down
+    raises `UnavailableError` (retried, not counted) until the job has waited `waited` seconds
+    too long: then the record fails with the reason."""
+    run = attempts.run(attempt, window_over(settings, waited))
     try:
-        return await asyncio.wait_for(attempts.run(attempt, final), settings.job_timeout_seconds)
+        return await asyncio.wait_for(run, settings.job_timeout_seconds)
     except TimeoutError:
         reason = f"timed out after {settings.job_timeout_seconds} s"
-        return await attempts.stop(attempt, final, reason)
+        try:
+            return await attempts.stop(attempt, attempt >= settings.max_tries, reason)
+        except UnavailableError as exc:
+            raise TryStopped(reason) from exc
 
 
 class InProcessQueue:
     """Jobs as asyncio tasks of this process (embedded mode), batched as arq workers batch."""
 
     def __init__(
-        self, pipeline: Pipeline, captions: CaptionJobs, settings: PipelineSettings
+        self,
+        pipeline: Pipeline,
+        captions: CaptionJobs,
+        settings: PipelineSettings,
+        registry: CollectorRegistry | None = None,
     ) -> None:
+        """`registry`: where the reconciler's counters are served."""
         self.settings = settings
         self.pipeline = pipeline
         self.captions = captions
@@ -211,6 +255,21 @@ class InProcessQueue:
         self._image_turns = asyncio.Semaphore(jobs_at_once(settings, captions=False))
         self._caption_turns = asyncio.Semaphore(jobs_at_once(settings, captions=True))
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._reconciler = Reconciler.create(pipeline.engine, settings, registry)
+        self._reconciling = asyncio.get_running_loop().create_task(self._reconcile_often())
+
+    async def _reconcile_often(self) -> None:
+        """The reconciler on a timer: records whose task was lost (a bug, or a process that
+        stopped) are queued again."""
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval_seconds)
+            try:
+                await self._reconciler.reconcile(self)
+            except Exception:  # the next round tries again; the queue must not stop
+                logger.exception("reconciling the jobs failed")
+
+    async def job_gone(self, key: str) -> bool:
+        return key not in self._tasks
 
     def _start(self, key: str, attempts: Attempts, turns: asyncio.Semaphore) -> None:
         if key in self._tasks:
@@ -222,28 +281,39 @@ class InProcessQueue:
 
     async def enqueue(self, image_id: str) -> None:
         attempts = ImageAttempts(self, self._batcher, self.pipeline, image_id)
-        self._start(job_id(image_id), attempts, self._image_turns)
+        self._start(image_job_id(image_id), attempts, self._image_turns)
 
     async def enqueue_caption(self, job: CaptionJob) -> None:
         attempts = CaptionAttempts(self._caption_executor, self.captions, job)
         self._start(job.job_id, attempts, self._caption_turns)
 
     async def _retrying(self, key: str, attempts: Attempts, turns: asyncio.Semaphore) -> None:
-        for number in range(1, self.settings.max_tries + 1):
+        loop = asyncio.get_running_loop()
+        waiting_since: float | None = None  # since when a dependency has been found down
+        attempt = 1
+        while True:
+            waited = 0.0 if waiting_since is None else loop.time() - waiting_since
             try:
                 async with turns:
-                    await attempt_in_time(self.settings, attempts, number)
+                    await attempt_in_time(self.settings, attempts, attempt, waited)
                 return
+            except TryStopped as exc:
+                logger.warning("job %s, try %d: %s; retrying", key, attempt, exc)
+                attempt += 1
             except UnavailableError as exc:
                 logger.warning("job %s: %s; retrying", key, exc.message)
-                await asyncio.sleep(retry_delay(self.settings, number))
+                waiting_since = loop.time() if waiting_since is None else waiting_since
             except ImageGone:
                 return
-            except Exception:  # a bug must not kill the queue; the record says where it stopped
+            except Exception:  # a bug must not kill the queue; the reconciler queues it again
                 logger.exception("job %s failed unexpectedly", key)
                 return
+            await asyncio.sleep(retry_delay(self.settings, waited))
 
     async def close(self) -> None:
+        self._reconciling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reconciling
         for task in list(self._tasks.values()):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

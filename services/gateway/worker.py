@@ -6,6 +6,9 @@ arq's own limits sit above ours (one more try, a margin of time), so that our ha
 past its time, and of a last try whose worker stopped during it, always runs: arq alone would
 drop those jobs and leave their records unfinished.
 
+A worker waits for Redis when it is away (at start or later) and goes on once it is back,
+logging once per outage. The image workers also run the reconciler (an arq cron job).
+
 arq services.gateway.worker.WorkerSettings          # run a worker (settings from the env)
 arq services.gateway.worker.WorkerSettings --check  # health check: exit 0 when healthy
 arq services.gateway.worker.CaptionWorkerSettings   # a worker of the caption queue
@@ -14,20 +17,29 @@ arq services.gateway.worker.CaptionWorkerSettings   # a worker of the caption qu
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
-from arq import Retry, func
-from arq.connections import RedisSettings
-from arq.constants import default_queue_name
+from arq import Retry, cron, func
+from arq.connections import ArqRedis, RedisSettings
+from arq.constants import default_queue_name, retry_key_prefix
+from arq.cron import CronJob
 from arq.typing import StartupShutdown, WorkerCoroutine
 from arq.worker import Function, Worker
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common.database import create_tables, make_engine
 from services.common.errors import UnavailableError
 from services.common.logging import configure_logging
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import GatewaySettings
-from services.gateway.jobs import CaptionJob, ImageGone
+from services.gateway.jobs import CaptionJob, ImageGone, TryStopped
 from services.gateway.pipeline import Pipeline
 from services.gateway.queue import (
     CAPTION_IMAGE,
@@ -45,12 +57,51 @@ from services.gateway.queue import (
     pipeline_executor,
     retry_delay,
 )
+from services.gateway.reconciler import Reconciler
 from services.gateway.tables import GATEWAY_TABLES
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 HEALTH_CHECK_SECONDS = 10
 # arq stops a job this long after our own time limit: room to record the try we stopped
 ARQ_TIMEOUT_MARGIN_SECONDS = 5
 LAST_TRY_INTERRUPTED = "its last try was interrupted"
+REDIS_AWAY = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+WAITING_SINCE_PREFIX = "seavl:waiting-since:"
+# the longest wait between two attempts to reach Redis while it is away
+REDIS_RECONNECT_MAX_SECONDS = 10
+
+
+class PatientRetry(RedisRetry):
+    """Every Redis command of a worker waits for Redis while it is away, however long, instead
+    of raising (arq would stop the worker); logs once when the outage starts, once at its end."""
+
+    __slots__ = ("_away",)
+
+    def __init__(self) -> None:
+        super().__init__(
+            ExponentialBackoff(cap=REDIS_RECONNECT_MAX_SECONDS, base=0.2),
+            retries=-1,
+            # a refused connection is an OSError until redis-py wraps it
+            supported_errors=cast(tuple[type[RedisError], ...], REDIS_AWAY),
+        )
+        self._away = False
+
+    async def call_with_retry(
+        self, do: Callable[[], Awaitable[T]], fail: Callable[[RedisError], Any]
+    ) -> T:
+        async def failed(error: RedisError) -> None:
+            if not self._away:
+                self._away = True
+                logger.warning("Redis is unreachable (%s); waiting for it", error)
+            await fail(error)
+
+        result = await super().call_with_retry(do, failed)
+        if self._away:
+            self._away = False
+            logger.warning("Redis is reachable again")
+        return result
 
 
 def _on_startup(settings: GatewaySettings) -> StartupShutdown:
@@ -66,6 +117,7 @@ def _on_startup(settings: GatewaySettings) -> StartupShutdown:
         ctx["batcher"].start()
         ctx["captions"] = CaptionJobs.create(settings, engine, pipeline.store)
         ctx["caption_executor"] = caption_executor(settings.pipeline)
+        ctx["reconciler"] = Reconciler.create(engine, settings.pipeline)
 
     return startup
 
@@ -80,17 +132,59 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 async def _attempt(ctx: dict[str, Any], attempts: Attempts) -> str:
-    """One arq try of a job, retried later while a dependency is down or past its time."""
+    """One arq try of a job, retried later while a dependency is down (for the job's retry
+    window, a try that does not count) or past its time (a try that counts)."""
     settings: GatewaySettings = ctx["settings"]
     attempt = int(ctx.get("job_try", 1))
+    redis: ArqRedis = ctx["redis"]
+    # since when the job has found a dependency down (its retry window runs from there)
+    since_key = f"{WAITING_SINCE_PREFIX}{ctx['job_id']}"
+    since = await redis.get(since_key)
+    waited = 0.0 if since is None else max(0.0, time.time() - float(since))
     try:
         if attempt > settings.pipeline.max_tries:  # the worker of the last try stopped during it
-            return await attempts.stop(settings.pipeline.max_tries, True, LAST_TRY_INTERRUPTED)
-        return await attempt_in_time(settings.pipeline, attempts, attempt)
+            status = await attempts.stop(settings.pipeline.max_tries, True, LAST_TRY_INTERRUPTED)
+        else:
+            status = await attempt_in_time(settings.pipeline, attempts, attempt, waited)
+    except TryStopped as exc:
+        raise Retry(defer=retry_delay(settings.pipeline, waited)) from exc
     except UnavailableError as exc:
-        raise Retry(defer=retry_delay(settings.pipeline, attempt)) from exc
+        window = settings.pipeline.retry_window_seconds
+        await redis.set(since_key, str(time.time()), nx=True, ex=int(window) + 3600)
+        # arq counts every try; this one does not count against max_tries
+        await redis.decr(retry_key_prefix + ctx["job_id"])
+        raise Retry(defer=retry_delay(settings.pipeline, waited)) from exc
     except ImageGone:
-        return "gone"
+        status = "gone"
+    await redis.delete(since_key)
+    return status
+
+
+async def reconcile(ctx: dict[str, Any]) -> str:
+    """The arq cron job: records whose job was lost are queued again, or failed after their
+    last try."""
+    reconciler: Reconciler = ctx["reconciler"]
+    requeued, failed = await reconciler.reconcile(ArqQueue(ctx["redis"]))
+    return f"{requeued} queued again, {failed} failed"
+
+
+def _every(seconds: float) -> dict[str, set[int]]:
+    """arq's cron fields for "every `seconds`" (whole seconds under a minute, else whole
+    minutes)."""
+    if seconds < 60:
+        return {"second": set(range(0, 60, max(1, int(seconds))))}
+    return {"minute": set(range(0, 60, max(1, int(seconds // 60)))), "second": {0}}
+
+
+def _reconcile_cron(settings: GatewaySettings) -> CronJob:
+    return cron(
+        reconcile,
+        name="reconcile",
+        run_at_startup=True,
+        # as long as a job: arq's lease of a dead worker's job is the longest timeout + 10 s
+        timeout=settings.pipeline.job_timeout_seconds + ARQ_TIMEOUT_MARGIN_SECONDS,
+        **_every(settings.pipeline.reconcile_interval_seconds),  # type: ignore[arg-type]
+    )
 
 
 async def process_image(ctx: dict[str, Any], image_id: str) -> str:
@@ -118,7 +212,14 @@ def _job_function(settings: GatewaySettings, coroutine: WorkerCoroutine, name: s
 
 
 def redis_settings(settings: GatewaySettings) -> RedisSettings:
-    return RedisSettings.from_dsn(settings.redis_url or "redis://127.0.0.1:6379")
+    """Redis for a worker: every command, the first connection included, waits out an outage
+    (`PatientRetry`); arq's own connection retries (one log line each) are the fallback."""
+    redis = RedisSettings.from_dsn(settings.redis_url or "redis://127.0.0.1:6379")
+    redis.conn_retries = 1_000_000
+    redis.conn_retry_delay = REDIS_RECONNECT_MAX_SECONDS
+    redis.retry = PatientRetry()
+    redis.retry_on_error = [RedisConnectionError, RedisTimeoutError]
+    return redis
 
 
 def worker_options(settings: GatewaySettings, captions: bool) -> dict[str, Any]:
@@ -130,6 +231,7 @@ def worker_options(settings: GatewaySettings, captions: bool) -> dict[str, Any]:
             else _job_function(settings, process_image, PROCESS_IMAGE)
         ],
         "queue_name": CAPTION_QUEUE if captions else default_queue_name,
+        "cron_jobs": [] if captions else [_reconcile_cron(settings)],
         "redis_settings": redis_settings(settings),
         "on_startup": _on_startup(settings),
         "on_shutdown": shutdown,

@@ -73,7 +73,7 @@ def test_uploads_go_through_redis_workers_and_s3(
 def test_a_dependency_down_is_retried_then_recorded_as_failure(
     postgres_url: str, redis_url: str, tmp_path: Path, live_embedder: str
 ) -> None:
-    pipeline = PipelineSettings(max_tries=2, retry_delay_seconds=0)
+    pipeline = PipelineSettings(retry_delay_seconds=0.1, retry_window_seconds=1)
     with running_stack(
         postgres_url, tmp_path, live_embedder, redis_url=redis_url, pipeline=pipeline
     ) as stack:
@@ -81,8 +81,9 @@ def test_a_dependency_down_is_retried_then_recorded_as_failure(
         stack.settings.dedup.url = f"http://127.0.0.1:{free_port()}"  # the worker's dedup is down
         run_worker_until_idle(stack)
         failed = stack.image(image_id)
-        assert failed["status"] == "failed" and failed["attempts"] == 2
-        assert "gave up after 2 tries" in failed["error"] and "dedup unreachable" in failed["error"]
+        assert failed["status"] == "failed" and failed["attempts"] == 1  # down: not counted
+        assert failed["error"].startswith("gave up after retrying for 1 s: ")
+        assert "dedup unreachable" in failed["error"]
 
 
 def test_arq_check_reports_worker_health(redis_url: str) -> None:

@@ -1,0 +1,145 @@
+"""Jobs that were lost, found and settled by construction.
+
+A record can outlive its job: its enqueue failed (Redis away at upload), Redis lost its data, a
+job crashed on a bug, or arq dropped a job. Every `reconcile_interval_seconds` (an arq cron job
+on the image queue, a timer in the gateway's own process) the reconciler looks at the records
+not ended and unchanged for `reconcile_grace_seconds`: one whose job is gone is queued again, or,
+when its tries are used up (`max_tries`), recorded failed with the reason. Captions waiting for
+an image that ended are treated the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from services.common.database import session_scope, utcnow
+from services.gateway.config import PipelineSettings
+from services.gateway.jobs import FINISHED, CaptionJob, gave_up, image_job_id
+from services.gateway.tables import CaptionRow, ImageRow
+
+logger = logging.getLogger(__name__)
+
+JOB_LOST = "its job was lost"
+
+
+class ReconciledQueue(Protocol):
+    """What the reconciler needs of a queue (both kinds of `JobQueue` have it)."""
+
+    async def enqueue(self, image_id: str) -> None: ...
+
+    async def enqueue_caption(self, job: CaptionJob) -> None: ...
+
+    async def job_gone(self, key: str) -> bool: ...
+
+
+class ReconcilerMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.requeued = Counter(
+            "seavl_gateway_reconciler_requeued_total",
+            "Jobs found lost and queued again by the reconciler",
+            ["kind"],
+            registry=registry,
+        )
+        self.failed = Counter(
+            "seavl_gateway_reconciler_failed_total",
+            "Records whose job was lost after their last try, recorded failed by the reconciler",
+            ["kind"],
+            registry=registry,
+        )
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """A record not ended and unchanged for the grace period, with its job's key."""
+
+    key: str
+    tries: int
+    image_id: str
+    caption: CaptionJob | None = None
+
+
+@dataclass
+class Reconciler:
+    engine: Engine
+    settings: PipelineSettings
+    metrics: ReconcilerMetrics
+
+    @classmethod
+    def create(
+        cls,
+        engine: Engine,
+        settings: PipelineSettings,
+        registry: CollectorRegistry | None = None,
+    ) -> Reconciler:
+        """`registry`: where the counters are served (a fresh one, unserved, when None)."""
+        return cls(engine, settings, ReconcilerMetrics(registry or CollectorRegistry()))
+
+    def stuck(self) -> list[Stuck]:
+        """Images queued or processing, and captions queued whose image ended, unchanged for
+        the grace period."""
+        before = utcnow() - timedelta(seconds=self.settings.reconcile_grace_seconds)
+        with session_scope(self.engine) as session:
+            images = session.exec(
+                select(ImageRow.id, ImageRow.attempts)
+                .where(col(ImageRow.status).in_(["queued", "processing"]))
+                .where(col(ImageRow.updated_at) <= before)
+            ).all()
+            captions = session.exec(
+                select(CaptionRow)
+                .join(ImageRow, col(ImageRow.id) == col(CaptionRow.image_id))
+                .where(CaptionRow.status == "queued")
+                .where(col(ImageRow.status).in_(FINISHED))
+                .where(col(CaptionRow.updated_at) <= before)
+                .where(col(ImageRow.updated_at) <= before)
+            ).all()
+            found = [Stuck(image_job_id(image_id), tries, image_id) for image_id, tries in images]
+            for row in captions:
+                job = CaptionJob(row.image_id, row.language, row.requests)
+                found.append(Stuck(job.job_id, row.attempts, row.image_id, job))
+        return found
+
+    def fail(self, stuck: Stuck) -> None:
+        """Records the job failed after its last try, unless its record ended meanwhile."""
+        error = gave_up(stuck.tries, JOB_LOST)
+        with session_scope(self.engine) as session:
+            row: ImageRow | CaptionRow | None
+            if stuck.caption is None:
+                row = session.get(ImageRow, stuck.image_id)
+            else:
+                row = session.get(CaptionRow, (stuck.image_id, stuck.caption.language))
+                if row is not None and row.requests != stuck.caption.request:
+                    return  # asked again since: a newer job runs it
+            if row is None or row.status in FINISHED:
+                return
+            row.status, row.error, row.updated_at = "failed", error, utcnow()
+            session.add(row)
+
+    async def reconcile(self, queue: ReconciledQueue) -> tuple[int, int]:
+        """One round: (jobs queued again, records failed)."""
+        requeued = failed = 0
+        for stuck in await asyncio.to_thread(self.stuck):
+            if not await queue.job_gone(stuck.key):
+                continue
+            kind = "image" if stuck.caption is None else "caption"
+            if stuck.tries >= self.settings.max_tries:
+                await asyncio.to_thread(self.fail, stuck)
+                self.metrics.failed.labels(kind).inc()
+                failed += 1
+                continue
+            if stuck.caption is None:
+                await queue.enqueue(stuck.image_id)
+            else:
+                await queue.enqueue_caption(stuck.caption)
+            self.metrics.requeued.labels(kind).inc()
+            requeued += 1
+        if requeued or failed:
+            logger.warning("reconciler: %d lost jobs queued again, %d failed", requeued, failed)
+        return requeued, failed
