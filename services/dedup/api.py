@@ -31,9 +31,14 @@ from services.dedup.config import DedupSettings
 from services.dedup.dedup import Deduplicator, InsertItem, collection_name, unknown_collection
 from services.dedup.phash_index import phash_to_int
 from services.dedup.tables import JobRow
+from services.dedup.vectors import Matrix
 
 ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in (404, 422, 503)}
 router = APIRouter(prefix="/v1/dedup", tags=["dedup"], responses=ERRORS)
+# an insert under a new model makes a collection, and their number is bounded
+NEW_COLLECTION_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorResponse, "description": "A new model past max_collections"}
+}
 
 
 SettingsDep = Annotated[DedupSettings, Depends(from_app_state("settings", DedupSettings))]
@@ -41,6 +46,21 @@ DeduplicatorDep = Annotated[Deduplicator, Depends(from_app_state("deduplicator",
 JobsDep = Annotated[BatchJobs, Depends(from_app_state("jobs", BatchJobs))]
 NamespaceQuery = Annotated[str, Query(pattern=NAMESPACE_PATTERN)]
 ModelQuery = Annotated[str, Query(pattern=MODEL_PATTERN)]
+
+
+def _vectors(values: list[Any], settings: DedupSettings, field: str) -> Matrix:
+    """Parsed unit vectors, no longer than this service's bound (each collection's index is
+    sized by its vectors: one request must not make one of any size)."""
+    vectors = parse_vectors(values, field=field)
+    if vectors.shape[1] > settings.max_dimensions:
+        raise ServiceError(
+            422,
+            "dimension_too_large",
+            f"{field} have {vectors.shape[1]} dimensions, more than the {settings.max_dimensions}"
+            " this dedup service accepts (SEAVL_DEDUP_MAX_DIMENSIONS)",
+            field=field,
+        )
+    return vectors
 
 
 def _valid_phash(value: str, field: str) -> str:
@@ -63,7 +83,7 @@ def check(
     vector_checks: list[VectorCheck] = []
     if body.vectors:
         assert body.model is not None and threshold is not None
-        vectors = parse_vectors(list(body.vectors))
+        vectors = _vectors(list(body.vectors), settings, "vectors")
         found = deduplicator.check_vectors(
             body.namespace, body.model, vectors, threshold, body.limit or settings.max_neighbours
         )
@@ -95,7 +115,7 @@ def check(
 
 
 def _insert_item(body: DedupInsertRequest, settings: DedupSettings, field: str) -> InsertItem:
-    vector = parse_vectors([body.vector], field=field)[0] if body.vector is not None else None
+    vector = _vectors([body.vector], settings, field)[0] if body.vector is not None else None
     return InsertItem(
         sha256=body.id,
         model=body.model,
@@ -116,6 +136,7 @@ def _insert_response(sha256: str, duplicate: DuplicateOf | None) -> DedupInsertR
 @router.post(
     "/insert",
     response_model=DedupInsertResponse,
+    responses=NEW_COLLECTION_ERRORS,
     summary="Insert unless a near-duplicate is stored",
 )
 def insert(
@@ -128,6 +149,7 @@ def insert(
 @router.post(
     "/insert-batch",
     response_model=DedupInsertBatchResponse,
+    responses=NEW_COLLECTION_ERRORS,
     summary="Several inserts-if-unique in order, each also checked against those kept before it",
 )
 def insert_batch(

@@ -1,9 +1,8 @@
-"""The dedup service: near-duplicates by embedding (Qdrant) and by pHash (port 8003)."""
+"""The dedup service: near-duplicates by embedding and by pHash (port 8003)."""
 
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,14 +17,22 @@ from services.dedup.api import router
 from services.dedup.batch import BatchJobs
 from services.dedup.config import DedupSettings
 from services.dedup.dedup import Deduplicator
+from services.dedup.embedded import EmbeddedVectorStore
 from services.dedup.tables import DEDUP_TABLES
-from services.dedup.vectors import VectorStore
+from services.dedup.vectors import QdrantServerStore, VectorStore
+
+
+def open_vector_store(settings: DedupSettings) -> VectorStore:
+    """The Qdrant server when one is configured, else the embedded store in its folder."""
+    if settings.qdrant_url is not None:
+        return QdrantServerStore(settings)
+    return EmbeddedVectorStore(settings)
 
 
 def create_app(
     settings: DedupSettings | None = None, vector_store: VectorStore | None = None
 ) -> FastAPI:
-    """`vector_store` lets several apps in one process share a local-mode folder (tests of
+    """`vector_store` lets several apps in one process share one embedded store (tests of
     replicas); normally each app opens its own."""
     settings = settings or DedupSettings()
     engine = make_engine(settings.database_url)
@@ -34,12 +41,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         single_threaded_blas()
         create_tables(engine, DEDUP_TABLES)
-        vectors = vector_store or VectorStore(settings)
-        await asyncio.to_thread(vectors.warm_up)
-        # Local mode holds every point as Python objects; frozen, the garbage collector stops
-        # rescanning them, which would otherwise show up as latency spikes.
-        gc.collect()
-        gc.freeze()
+        # the embedded store loads its graphs and refuses a folder another process has open
+        vectors = (
+            vector_store
+            if vector_store is not None
+            else await asyncio.to_thread(open_vector_store, settings)
+        )
         app.state.deduplicator = Deduplicator(settings, engine, vectors)
         app.state.jobs = BatchJobs(settings, engine, vectors)
         try:
@@ -52,7 +59,7 @@ def create_app(
     def readiness(app: FastAPI) -> Readiness:
         async def check() -> tuple[bool, dict[str, Any]]:
             details: dict[str, Any] = {
-                "qdrant": "local" if settings.qdrant_url is None else "server"
+                "vectors": "embedded" if settings.qdrant_url is None else "qdrant server"
             }
             if not await asyncio.to_thread(database_reachable, engine):
                 return False, {**details, "database": "unreachable"}
@@ -60,7 +67,7 @@ def create_app(
             try:
                 await asyncio.to_thread(deduplicator.vectors.collections)
             except UnavailableError:
-                return False, {**details, "qdrant_status": "unreachable"}
+                return False, {**details, "vectors_status": "unreachable"}
             return True, {**details, "database": engine.dialect.name}
 
         return check
@@ -73,4 +80,5 @@ def create_app(
         CollectorRegistry(),
         lifespan,
         readiness,
+        max_body_bytes=settings.max_request_bytes,
     )

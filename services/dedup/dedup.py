@@ -1,11 +1,11 @@
-"""Near-duplicate checks and race-free insert-if-unique, over Qdrant and the pHash index.
+"""Near-duplicate checks and race-free insert-if-unique, over the vector store and pHashes.
 
 Insert-if-unique holds a per-namespace lock for its whole check-then-write: a row of
 `dedup_insert_locks` updated first in the transaction, which PostgreSQL keeps locked (and SQLite
 keeps the database write lock) until commit. Every replica takes the same lock, so of several
 near-duplicates inserted at once, to one replica or many, the first to get it is kept and the
-others find it when their turn comes. Vectors are written with `wait=True` before commit, so the
-next holder's search sees them.
+others find it when their turn comes. Vectors are written (to Qdrant with `wait=True`) before
+commit, so the next holder's search sees them.
 """
 
 from __future__ import annotations

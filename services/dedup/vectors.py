@@ -1,20 +1,19 @@
-"""Embeddings in Qdrant: a server when configured, Qdrant's local mode (a folder) otherwise.
+"""Where embeddings live: one interface, a Qdrant server or the embedded store behind it.
 
-One collection per namespace and model, cosine distance, created on first insert; a point's id
-is a UUID derived from the image's sha256, so re-inserting an image rewrites the same point.
-Local mode scans every vector on each search, so there an in-memory SimHash index answers
-neighbour queries (the server has its own HNSW index).
+One collection per namespace and model, cosine similarity, created on first insert. The server
+(compose, k8s: `QDRANT_URL`) serves any number of dedup replicas; the embedded store
+(`services.dedup.embedded`, the default) serves one process. A point's id in Qdrant is a UUID
+derived from the image's sha256, so re-inserting an image rewrites the same point.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -24,7 +23,6 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from services.common.errors import ServiceError, UnavailableError
 from services.dedup.config import DedupSettings
-from services.dedup.simhash import SimHashIndex
 
 Matrix = npt.NDArray[np.float32]
 
@@ -41,6 +39,53 @@ class StoredPoint:
     inserted_at: float
 
 
+def too_many_collections(limit: int) -> ServiceError:
+    """Each collection holds an index: their number is bounded, whoever names new models."""
+    return ServiceError(
+        409,
+        "too_many_collections",
+        f"the dedup service holds its limit of {limit} collections (namespace and model pairs):"
+        " use a model already stored, or raise SEAVL_DEDUP_MAX_COLLECTIONS",
+        field="model",
+    )
+
+
+class VectorStore(Protocol):
+    """What the deduplicator needs of a vector index; exact cosine scores in every answer."""
+
+    def collections(self) -> list[str]: ...
+
+    def dim(self, name: str) -> int | None:
+        """The collection's vector size, or None if it does not exist."""
+        ...
+
+    def ensure(self, name: str, dim: int) -> None:
+        """Creates the collection if needed (within the bound); refuses another dimension."""
+        ...
+
+    def search(
+        self, name: str, vectors: Matrix, threshold: float, limit: int
+    ) -> list[list[tuple[str, float]]]:
+        """Per vector, (sha256, cosine) of stored points with cosine ≥ threshold, best first."""
+        ...
+
+    def upsert(
+        self, name: str, sha256s: list[str], vectors: Matrix, extra: list[dict[str, Any]]
+    ) -> None:
+        """Written when it returns: the next search sees the points."""
+        ...
+
+    def delete(self, name: str, sha256: str) -> bool: ...
+
+    def count(self, name: str) -> int: ...
+
+    def pages(self, name: str) -> Iterator[list[StoredPoint]]:
+        """Every point with its vector, a page at a time."""
+        ...
+
+    def close(self) -> None: ...
+
+
 @contextmanager
 def qdrant_errors() -> Iterator[None]:
     """Qdrant down or refusing: 503 for the caller, who may retry."""
@@ -54,47 +99,32 @@ def qdrant_errors() -> Iterator[None]:
         raise
 
 
-class VectorStore:
-    def __init__(self, settings: DedupSettings) -> None:
-        self.settings = settings
-        self.local = settings.qdrant_url is None
-        if self.local:
-            settings.qdrant_path.mkdir(parents=True, exist_ok=True)
-            self.client = QdrantClient(path=str(settings.qdrant_path))
-        else:
-            self.client = QdrantClient(
-                url=settings.qdrant_url,
-                api_key=settings.qdrant_api_key,
-                timeout=int(settings.qdrant_timeout_seconds),
-                # /readyz reports reachability; a version probe at start-up would only warn
-                check_compatibility=False,
-            )
-        # qdrant-client's local mode is not made for concurrent callers: one at a time there.
-        self._lock = threading.RLock() if self.local else None
-        self._accelerators: dict[str, SimHashIndex] = {}
-        self._dims: dict[str, int] = {}
+class QdrantServerStore:
+    """A Qdrant server shared by every dedup replica (its own HNSW index, its own storage)."""
 
-    @contextmanager
-    def _access(self) -> Iterator[None]:
-        with qdrant_errors():
-            if self._lock is None:
-                yield
-            else:
-                with self._lock:
-                    yield
+    def __init__(self, settings: DedupSettings) -> None:
+        assert settings.qdrant_url is not None
+        self.settings = settings
+        self.client = QdrantClient(
+            url=settings.qdrant_url,
+            api_key=settings.qdrant_api_key,
+            timeout=int(settings.qdrant_timeout_seconds),
+            # /readyz reports reachability; a version probe at start-up would only warn
+            check_compatibility=False,
+        )
+        self._dims: dict[str, int] = {}
 
     def close(self) -> None:
         self.client.close()
 
     def collections(self) -> list[str]:
-        with self._access():
+        with qdrant_errors():
             return sorted(c.name for c in self.client.get_collections().collections)
 
     def dim(self, name: str) -> int | None:
-        """The collection's vector size, or None if it does not exist."""
         if name in self._dims:
             return self._dims[name]
-        with self._access():
+        with qdrant_errors():
             if not self.client.collection_exists(name):
                 return None
             params = self.client.get_collection(name).config.params.vectors
@@ -105,7 +135,11 @@ class VectorStore:
     def ensure(self, name: str, dim: int) -> None:
         existing = self.dim(name)
         if existing is None:
-            with self._access():
+            # replicas creating different models at once may pass the bound together: it holds
+            # to within the number of replicas
+            if len(self.collections()) >= self.settings.max_collections:
+                raise too_many_collections(self.settings.max_collections)
+            with qdrant_errors():
                 try:
                     self.client.create_collection(
                         name,
@@ -113,10 +147,9 @@ class VectorStore:
                             size=dim, distance=models.Distance.COSINE
                         ),
                     )
-                except (UnexpectedResponse, ValueError):
+                except UnexpectedResponse:
                     if not self.client.collection_exists(name):  # not just a concurrent creation
                         raise
-            self._dims.pop(name, None)
             existing = self.dim(name)
         if existing != dim:
             raise ServiceError(
@@ -126,38 +159,12 @@ class VectorStore:
                 field="vectors",
             )
 
-    def _accelerator(self, name: str) -> SimHashIndex:
-        """Local mode: the SimHash index of the collection, built from the folder on first use."""
-        accelerator = self._accelerators.get(name)
-        if accelerator is None:
-            dim = self.dim(name)
-            assert dim is not None
-            accelerator = SimHashIndex(
-                dim, self.settings.simhash_bits, self.settings.simhash_miss_probability
-            )
-            for page in self.pages(name):
-                accelerator.upsert(
-                    [p.sha256 for p in page], np.stack([p.vector for p in page]).astype(np.float32)
-                )
-            self._accelerators[name] = accelerator
-        return accelerator
-
-    def warm_up(self) -> None:
-        """Local mode: builds every collection's index now, not in the first caller's request."""
-        if self.local:
-            for name in self.collections():
-                with self._access():
-                    self._accelerator(name)
-
     def search(
         self, name: str, vectors: Matrix, threshold: float, limit: int
     ) -> list[list[tuple[str, float]]]:
-        """Per vector, (sha256, cosine) of stored points with cosine ≥ threshold, best first."""
         if self.dim(name) is None:
             return [[] for _ in vectors]
-        with self._access():
-            if self.local:
-                return self._accelerator(name).search(vectors, threshold, limit)
+        with qdrant_errors():
             responses = self.client.query_batch_points(
                 name,
                 requests=[
@@ -179,7 +186,7 @@ class VectorStore:
         payloads = [
             {"sha256": s, "inserted_at": now, **e} for s, e in zip(sha256s, extra, strict=True)
         ]
-        with self._access():
+        with qdrant_errors():
             self.client.upsert(
                 name,
                 points=models.Batch(
@@ -187,30 +194,25 @@ class VectorStore:
                 ),
                 wait=True,
             )
-            if self.local:
-                self._accelerator(name).upsert(sha256s, vectors)
 
     def delete(self, name: str, sha256: str) -> bool:
-        with self._access():
+        with qdrant_errors():
             found = self.client.retrieve(name, ids=[point_id(sha256)])
             if not found:
                 return False
             self.client.delete(
                 name, points_selector=models.PointIdsList(points=[point_id(sha256)]), wait=True
             )
-            if self.local:
-                self._accelerator(name).remove(sha256)
         return True
 
     def count(self, name: str) -> int:
-        with self._access():
+        with qdrant_errors():
             return int(self.client.count(name, exact=True).count)
 
     def pages(self, name: str) -> Iterator[list[StoredPoint]]:
-        """Every point with its vector, a page at a time."""
         offset: Any = None
         while True:
-            with self._access():
+            with qdrant_errors():
                 points, offset = self.client.scroll(
                     name,
                     limit=self.settings.batch_page_size,

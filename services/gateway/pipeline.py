@@ -199,7 +199,8 @@ class Pipeline:
             changes[image_id] = {"status": "failed", "error": f"{error.code}: {error.message}"}
 
         stored: list[tuple[ImageRow, bytes]] = []
-        for row in rows:
+        # in upload order: of two copies in one batch, dedup keeps the one uploaded first
+        for row in sorted(rows, key=lambda row: (row.created_at, row.id)):
             try:
                 stored.append((row, self.store.get(row.id)))
             except ObjectNotFoundError as exc:

@@ -1,4 +1,4 @@
-"""The dedup service over HTTP: Qdrant's local mode, on SQLite and on the real PostgreSQL."""
+"""The dedup service over HTTP: the embedded vector store, on SQLite and on the real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from services.dedup.app import create_app
+from services.dedup.app import create_app, open_vector_store
 from services.dedup.config import DedupSettings
-from services.dedup.vectors import VectorStore
 from tests.helpers import free_port, live_server, wait_for
 
 DIM = 64
@@ -178,9 +177,9 @@ def test_concurrent_near_duplicates_keep_exactly_one(dedup: httpx.Client) -> Non
 
 
 def test_replicas_keep_exactly_one(database_url: str, tmp_path: Path) -> None:
-    """Two replicas, each its own app and database connections; Qdrant shared as in production."""
+    """Two replicas, each its own app and database connections, sharing one vector store."""
     settings = settings_for(database_url, tmp_path)
-    shared = VectorStore(settings)
+    shared = open_vector_store(settings)
     rng = np.random.default_rng(4)
     try:
         with (
@@ -205,7 +204,7 @@ def test_phashes_written_by_one_replica_are_seen_by_another(
     database_url: str, tmp_path: Path
 ) -> None:
     settings = settings_for(database_url, tmp_path)
-    shared = VectorStore(settings)
+    shared = open_vector_store(settings)
     try:
         with (
             live_server(create_app(settings, shared)) as first,
