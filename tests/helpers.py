@@ -8,6 +8,7 @@ import struct
 import subprocess
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,10 +18,12 @@ import httpx
 import numpy as np
 import skimage
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from PIL import Image
+from pydantic import SecretStr
 
 from services.common.location import GPS_IFD
+from services.common.storage import S3Settings
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 
@@ -127,3 +130,32 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout: float)
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} was not ready within {timeout} s")
         time.sleep(0.2)
+
+
+async def forward(target: str, path: str, request: Request) -> Response:
+    """`request` passed on to `target` (a fake peer standing in front of a real one)."""
+    async with httpx.AsyncClient(base_url=target, timeout=60) as client:
+        forwarded = await client.request(
+            request.method,
+            f"/{path}",
+            content=await request.body(),
+            headers={"content-type": request.headers.get("content-type", "")},
+        )
+    return Response(
+        forwarded.content,
+        status_code=forwarded.status_code,
+        media_type=forwarded.headers.get("content-type"),
+    )
+
+
+def s3_settings(endpoint: str, **overrides: object) -> S3Settings:
+    """A bucket of its own (that does not exist yet) on the S3-protocol server at `endpoint`."""
+    fields: dict[str, object] = {
+        "endpoint": endpoint,
+        "access_key": "seavl",
+        "secret_key": SecretStr("seavl-secret"),
+        "bucket": f"seavl-{uuid.uuid4().hex[:8]}",
+        "region": "us-east-1",
+        **overrides,
+    }
+    return S3Settings.model_validate(fields)

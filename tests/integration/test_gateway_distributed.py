@@ -6,28 +6,16 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 
-from services.common.storage import S3Settings, S3Store
+from services.common.storage import S3Store
 from services.gateway.config import PipelineSettings
 from services.gateway.worker import make_worker
 from tests.conftest import POSTGRES_URL, _reset_postgres
-from tests.helpers import free_port, photo_bytes
+from tests.helpers import free_port, photo_bytes, s3_settings
 from tests.integration.gateway_stack import Stack, running_stack
-
-
-def s3_settings(endpoint: str) -> S3Settings:
-    return S3Settings(
-        endpoint=endpoint,
-        access_key="seavl",
-        secret_key=SecretStr("seavl-secret"),
-        bucket=f"seavl-{uuid.uuid4().hex[:8]}",
-        region="us-east-1",
-    )
 
 
 def run_worker_until_idle(stack: Stack, captions: bool = False) -> None:

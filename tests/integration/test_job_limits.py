@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -23,7 +22,7 @@ from fastapi.responses import JSONResponse
 from services.common.clients import ServiceClientSettings
 from services.gateway.config import PipelineSettings
 from tests.conftest import POSTGRES_URL, _reset_postgres
-from tests.helpers import encode, live_server, noise_image, photo_bytes, wait_for
+from tests.helpers import encode, forward, live_server, noise_image, photo_bytes, wait_for
 from tests.integration.gateway_stack import Stack, running_stack
 from tests.integration.test_gateway_distributed import run_worker_until_idle
 
@@ -69,18 +68,7 @@ class HeldPeer:
                     headers={"Retry-After": "1"},
                 )
             await asyncio.sleep(self.delay_seconds)
-            async with httpx.AsyncClient(base_url=self.target, timeout=60) as client:
-                forwarded = await client.request(
-                    request.method,
-                    f"/{path}",
-                    content=await request.body(),
-                    headers={"content-type": request.headers.get("content-type", "")},
-                )
-            return Response(
-                forwarded.content,
-                status_code=forwarded.status_code,
-                media_type=forwarded.headers.get("content-type"),
-            )
+            return await forward(self.target, path, request)
 
         return app
 

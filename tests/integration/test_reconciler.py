@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 from fastapi import FastAPI, Request, Response
@@ -22,7 +21,7 @@ from services.common.storage import make_store
 from services.gateway.config import PipelineSettings
 from services.gateway.tables import ImageRow
 from tests.conftest import POSTGRES_URL, _reset_postgres
-from tests.helpers import free_port, live_server, photo_bytes, wait_for
+from tests.helpers import forward, free_port, live_server, photo_bytes, wait_for
 from tests.integration.gateway_stack import Stack, running_stack
 from tests.integration.test_gateway_distributed import run_worker_until_idle
 from tests.integration.test_job_limits import start_worker_process
@@ -110,18 +109,7 @@ class OutagePeer:
                     status_code=503,
                     headers={"Retry-After": "1"},
                 )
-            async with httpx.AsyncClient(base_url=self.target, timeout=60) as client:
-                forwarded = await client.request(
-                    request.method,
-                    f"/{path}",
-                    content=await request.body(),
-                    headers={"content-type": request.headers.get("content-type", "")},
-                )
-            return Response(
-                forwarded.content,
-                status_code=forwarded.status_code,
-                media_type=forwarded.headers.get("content-type"),
-            )
+            return await forward(self.target, path, request)
 
         return app
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 from fastapi import FastAPI, Response
 from moto.server import ThreadedMotoServer
-from pydantic import SecretStr
 
 from services.common.errors import UnavailableError
 from services.common.storage import (
@@ -27,6 +25,7 @@ from services.common.storage import (
 )
 from services.embedder.app import create_app as create_embedder
 from services.embedder.config import EmbedderSettings
+from tests import helpers
 from tests.helpers import free_port, live_server, photo_bytes
 
 SettingsFactory = Callable[..., EmbedderSettings]
@@ -36,15 +35,7 @@ MISSING_KEY = "0" * 64
 
 
 def s3_settings(endpoint: str) -> S3Settings:
-    """A bucket of its own that does not exist yet."""
-    return S3Settings(
-        endpoint=endpoint,
-        access_key="seavl",
-        secret_key=SecretStr("seavl-secret"),
-        bucket=f"seavl-{uuid.uuid4().hex[:8]}",
-        region="us-east-1",
-        timeout_seconds=2,
-    )
+    return helpers.s3_settings(endpoint, timeout_seconds=2)
 
 
 @pytest.fixture(params=["folder", "s3"])
