@@ -159,3 +159,13 @@ def s3_settings(endpoint: str, **overrides: object) -> S3Settings:
         **overrides,
     }
     return S3Settings.model_validate(fields)
+
+
+@contextmanager
+def sigkilled_after(process: subprocess.Popen[bytes]) -> Iterator[None]:
+    """SIGKILLs `process` when the block ends (as a crash would), and reaps it."""
+    try:
+        yield
+    finally:
+        process.kill()
+        process.wait(timeout=10)

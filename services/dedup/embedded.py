@@ -38,9 +38,13 @@ import numpy as np
 import numpy.typing as npt
 from usearch.index import BatchMatches, Index
 
-from services.common.errors import ServiceError
 from services.dedup.config import DedupSettings
-from services.dedup.vectors import Matrix, StoredPoint, too_many_collections
+from services.dedup.vectors import (
+    Matrix,
+    StoredPoint,
+    dimension_mismatch,
+    too_many_collections,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -228,12 +232,7 @@ class EmbeddedVectorStore:
                 collection = _Collection(name, dim, planes, self._new_graph(planes.shape[1]))
                 self._collections[name] = collection
         if collection.dim != dim:
-            raise ServiceError(
-                422,
-                "dimension_mismatch",
-                f"collection {name} holds {collection.dim}-d vectors; got {dim}-d",
-                field="vectors",
-            )
+            raise dimension_mismatch(name, collection.dim, dim)
 
     # ---- reads
     def search(

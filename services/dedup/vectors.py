@@ -39,6 +39,16 @@ class StoredPoint:
     inserted_at: float
 
 
+def dimension_mismatch(name: str, held: int | None, given: int) -> ServiceError:
+    """A collection holds vectors of one dimension, fixed by its first."""
+    return ServiceError(
+        422,
+        "dimension_mismatch",
+        f"collection {name} holds {held}-d vectors; got {given}-d",
+        field="vectors",
+    )
+
+
 def too_many_collections(limit: int) -> ServiceError:
     """Each collection holds an index: their number is bounded, whoever names new models."""
     return ServiceError(
@@ -152,12 +162,7 @@ class QdrantServerStore:
                         raise
             existing = self.dim(name)
         if existing != dim:
-            raise ServiceError(
-                422,
-                "dimension_mismatch",
-                f"collection {name} holds {existing}-d vectors; got {dim}-d",
-                field="vectors",
-            )
+            raise dimension_mismatch(name, existing, dim)
 
     def search(
         self, name: str, vectors: Matrix, threshold: float, limit: int

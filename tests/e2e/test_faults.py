@@ -4,14 +4,13 @@ record ends `done`."""
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import pytest
 
 from services.gateway.config import PipelineSettings
 from tests.conftest import POSTGRES_URL, _reset_postgres
-from tests.helpers import photo_bytes, wait_for
+from tests.helpers import photo_bytes, sigkilled_after, wait_for
 from tests.integration.gateway_stack import running_stack
 from tests.integration.test_gateway_distributed import run_worker_until_idle
 from tests.integration.test_job_limits import held_peer, start_worker_process
@@ -47,18 +46,12 @@ def test_uploads_during_a_redis_cut_and_a_killed_worker_all_end_done(
         first = stack.upload(photo_bytes("rocket.jpg")).json()["id"]
         log = tmp_path / "worker.log"
         worker = start_worker_process(stack, redis.url, log)
-        try:
+        with sigkilled_after(worker):
             # more tries on a refusing embedder than max_tries: none of them counts
             wait_for(lambda: outage.refused >= 4 * PIPELINE.max_tries, timeout=30)
             embedder.hold()
             outage.down = False
             assert embedder.arrived.wait(20), log.read_text()[-3000:]  # a try is running
-            worker.send_signal(signal.SIGKILL)
-            worker.wait(timeout=10)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
         assert stack.image(first)["status"] == "processing"  # as the killed worker left it
         redis.stop()
         refused = [stack.upload(photo_bytes(name)) for name in ("chelsea.png", "coffee.png")]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +21,15 @@ from fastapi.responses import JSONResponse
 from services.common.clients import ServiceClientSettings
 from services.gateway.config import PipelineSettings
 from tests.conftest import POSTGRES_URL, _reset_postgres
-from tests.helpers import encode, forward, live_server, noise_image, photo_bytes, wait_for
+from tests.helpers import (
+    encode,
+    forward,
+    live_server,
+    noise_image,
+    photo_bytes,
+    sigkilled_after,
+    wait_for,
+)
 from tests.integration.gateway_stack import Stack, running_stack
 from tests.integration.test_gateway_distributed import run_worker_until_idle
 
@@ -126,14 +133,8 @@ def test_an_arq_job_whose_last_try_was_killed_is_recorded_as_failed(
         image_id = stack.upload(cat).json()["id"]
         log = tmp_path / "worker.log"
         worker = start_worker_process(stack, redis_url, log)
-        try:
+        with sigkilled_after(worker):
             assert embedder.arrived.wait(60), log.read_text()[-3000:]  # the job is running
-            worker.send_signal(signal.SIGKILL)
-            worker.wait(timeout=10)
-        finally:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
         assert stack.image(image_id)["status"] == "processing"  # as the killed worker left it
         run_worker_until_idle(stack)  # waits out the dead worker's lease, then runs the job
         failed = stack.image(image_id)

@@ -342,7 +342,7 @@ def test_the_public_gateway_needs_no_token_to_listen(tmp_path: Path) -> None:
         "http://a",
         "http://b",
         "http://c",
-        server=ServerSettings(host="0.0.0.0", port=8000),
+        server=ServerSettings(host="192.0.2.10", port=8000),
     )
     assert isinstance(create_gateway(settings), FastAPI)
 
