@@ -20,8 +20,10 @@ $(MODEL): $(INSTALLED)
 
 models: $(MODEL)
 
-# Every service on 127.0.0.1 with embedded defaults: SQLite, local folders, Qdrant's local mode.
+# Every service on 127.0.0.1 with embedded defaults: SQLite, local folders, the embedded vector
+# store; the database schema is migrated first (the services wait for it, never make tables).
 run: $(MODEL)
+	$(BIN)/seavl db upgrade
 	$(BIN)/seavl run
 
 # PostgreSQL and Redis on 127.0.0.1 for the integration tests (installed and started if absent).

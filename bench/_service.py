@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from services.common.database import DEFAULT_DATABASE_URL
+from services.databases import OWNERS, upgrade_all
 from tests.helpers import free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +28,14 @@ PIDS: dict[str, int] = {}
 @contextmanager
 def running_service(name: str, env: dict[str, str], startup_timeout: float = 600) -> Iterator[str]:
     """`python -m services.<name>` with `env` added; yields its URL once /readyz answers 200
-    (`PIDS[url]` is its process id, for CPU accounting)."""
+    (`PIDS[url]` is its process id, for CPU accounting). A service with tables gets its
+    database migrated first, as `seavl db upgrade` does in a deployment."""
     port = free_port()
     prefix = f"SEAVL_{name.upper()}_"
     environment = {**os.environ, **env, f"{prefix}SERVER__PORT": str(port)}
+    if name in OWNERS:
+        database_url = environment.get(f"{prefix}DATABASE_URL") or environment.get("DATABASE_URL")
+        upgrade_all(database_url or DEFAULT_DATABASE_URL, services=[name])
     process = subprocess.Popen(
         [sys.executable, "-m", f"services.{name}"],
         cwd=ROOT,

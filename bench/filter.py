@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services.filter.app import create_app  # noqa: E402
 from services.filter.config import FilterSettings  # noqa: E402
 from services.filter.relevance import mean_of_normalised, relevance_scores  # noqa: E402
-from tests.helpers import live_server  # noqa: E402
+from tests.helpers import live_server, migrated_sqlite  # noqa: E402
 
 DIM, BATCH = 1280, 256
 
@@ -87,7 +87,7 @@ def main() -> None:
     fast = rates(args.queries, centroid_scores, args.repeats)
 
     with tempfile.TemporaryDirectory() as folder:
-        settings = FilterSettings(database_url=f"sqlite:///{folder}/bench.db")
+        settings = FilterSettings(database_url=migrated_sqlite(Path(folder) / "bench.db"))
         with (
             live_server(create_app(settings)) as url,
             httpx.Client(base_url=url, timeout=120) as client,

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._images import crawl_size_jpegs  # noqa: E402
 from bench._service import PIDS, cpu_seconds, running_service  # noqa: E402
-from services.common.database import create_tables, make_engine  # noqa: E402
+from services.common.database import make_engine  # noqa: E402
+from services.databases import upgrade_all  # noqa: E402
 from services.embedder.config import EmbedderSettings  # noqa: E402
 from services.gateway.auth import Role, create_key  # noqa: E402
-from services.gateway.tables import GATEWAY_TABLES  # noqa: E402
 
 CONCURRENCY = 8
 WARM_UP_IMAGES = 16
@@ -116,8 +116,8 @@ def main() -> None:
     warm_up = crawl_size_jpegs(WARM_UP_IMAGES, seed=8)
     with tempfile.TemporaryDirectory() as folder:
         database = f"sqlite:///{folder}/seavl.db"
+        upgrade_all(database)
         engine = make_engine(database)
-        create_tables(engine, GATEWAY_TABLES)
         key = create_key(engine, Role.CONTRIBUTOR)
         viewer_key = create_key(engine, Role.VALIDATOR)
         engine.dispose()

@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from services.common.logging import configure_logging
+from services.common.migrations import SchemaError
 from services.common.service import UnguardedBindError
 from services.common.settings import (
     DEFAULT_DATA_DIR,
@@ -100,14 +101,35 @@ def _worker(check: bool, captions: bool) -> int:
 
 
 def _create_key(role: str, name: str) -> None:
-    from services.common.database import create_tables, make_engine
+    from services.common.database import make_engine
+    from services.common.migrations import wait_for_schema
     from services.gateway.auth import Role, create_key
     from services.gateway.config import GatewaySettings
-    from services.gateway.tables import GATEWAY_TABLES
+    from services.gateway.tables import GATEWAY_SCHEMA
 
     engine = make_engine(GatewaySettings().database_url)
-    create_tables(engine, GATEWAY_TABLES)
+    wait_for_schema(GATEWAY_SCHEMA, engine, wait_seconds=0)
     print(create_key(engine, Role(role), name))
+
+
+def _database(command: str, services: list[str], revision: str, message: str) -> None:
+    from services.common.migrations import new_revision
+    from services.databases import describe_all, downgrade_all, owned_schemas, upgrade_all
+
+    if command == "upgrade":
+        lines = upgrade_all(services=services)
+    elif command == "current":
+        lines = describe_all(services)
+    elif command == "downgrade":
+        lines = downgrade_all(revision, services)
+    else:
+        if len(services) != 1:
+            raise SchemaError("a revision belongs to one service: give --service once")
+        (owned,) = owned_schemas(services)
+        number = sum(1 for _ in owned.schema.scripts.walk_revisions()) + 1
+        revision_id = f"{owned.schema.service}_{number:04d}"
+        lines = [f"wrote {new_revision(owned.schema, message, revision_id)}: review it"]
+    print("\n".join(lines))
 
 
 def _service_token(token_file: Path) -> str:
@@ -205,6 +227,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     create.add_argument("--role", choices=["contributor", "validator", "admin"], required=True)
     create.add_argument("--name", default="", help="who or what the key is for")
+    database = commands.add_parser("db", help="the services' database schemas (Alembic migrations)")
+    database_commands = database.add_subparsers(dest="db_command", required=True)
+    for name, help_text in [
+        ("upgrade", "bring every service's tables to this version (run before the services)"),
+        ("current", "show each service's revision and whether it is up to date"),
+        ("downgrade", "revert a service's tables to REVISION (base: none)"),
+        ("revision", "write a revision of what a service's models changed (developers)"),
+    ]:
+        database_command = database_commands.add_parser(name, help=help_text)
+        database_command.add_argument(
+            "--service",
+            dest="db_services",
+            action="append",
+            choices=["gateway", "filter", "dedup"],
+            required=name in ("downgrade", "revision"),
+            help="only this service's tables (repeatable; all if none)",
+        )
+        if name == "downgrade":
+            database_command.add_argument("revision")
+        if name == "revision":
+            database_command.add_argument("-m", "--message", required=True)
     worker = commands.add_parser(
         "worker", help="an arq worker of the upload pipeline (needs REDIS_URL)"
     )
@@ -231,7 +274,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "models":
         _prepare_models(args.models_dir, args.force)
     elif args.command == "keys":
-        _create_key(args.role, args.name)
+        try:
+            _create_key(args.role, args.name)
+        except SchemaError as exc:
+            raise SystemExit(f"seavl keys create: {exc}") from None
+    elif args.command == "db":
+        try:
+            _database(
+                args.db_command,
+                args.db_services or [],
+                getattr(args, "revision", ""),
+                getattr(args, "message", ""),
+            )
+        except SchemaError as exc:
+            raise SystemExit(f"seavl db {args.db_command}: {exc}") from None
     elif args.command == "worker":
         raise SystemExit(_worker(args.check, args.captions))
     elif args.command == "upload":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,13 +11,10 @@ from typing import Any
 import pytest
 import redis
 from moto.server import ThreadedMotoServer
-from sqlalchemy import Engine, text
-from sqlmodel import SQLModel
+from sqlalchemy import Connection, Engine, inspect, text
 
-import services.dedup.tables  # noqa: F401  (registers the tables the reset drops)
-import services.filter.tables  # noqa: F401
-import services.gateway.tables  # noqa: F401
 from services.common.database import make_engine
+from services.databases import upgrade_all
 from services.embedder.app import create_app as create_embedder_app
 from services.embedder.config import EmbedderSettings
 from services.embedder.prepare import prepare_default_model
@@ -94,19 +92,61 @@ def _drop_run_database() -> None:
 
 
 _run_database_created = False
+_run_database_migrated = False
 
 
-def _reset_postgres(url: str) -> None:
-    """Drops every seavl table in this run's database, so each test starts empty."""
+def _run_database() -> str:
+    """This run's PostgreSQL database, created on first use."""
     global _run_database_created
     if not _run_database_created:
         _create_run_database()
         _run_database_created = True
-    engine = make_engine(url)
+    return POSTGRES_URL
+
+
+def _service_tables(connection: Connection) -> list[str]:
+    return [
+        name
+        for name in inspect(connection).get_table_names()
+        if name.startswith(("gateway_", "filter_", "dedup_", "alembic_version_"))
+    ]
+
+
+def _empty_postgres() -> str:
+    """This run's database with no seavl table at all, migrated or not."""
+    global _run_database_migrated
+    engine = make_engine(_run_database())
     with engine.begin() as connection:
-        for table in reversed(SQLModel.metadata.sorted_tables):
-            connection.execute(text(f'DROP TABLE IF EXISTS "{table.name}" CASCADE'))
+        for name in _service_tables(connection):
+            connection.execute(text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
     engine.dispose()
+    _run_database_migrated = False
+    return POSTGRES_URL
+
+
+def migrated_postgres() -> str:
+    """This run's database migrated to head (once per run) with every table emptied, so each
+    test starts from nothing without paying for the migrations again."""
+    global _run_database_migrated
+    if not _run_database_migrated:
+        upgrade_all(_empty_postgres())
+        _run_database_migrated = True
+        return POSTGRES_URL
+    engine = make_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        names = [n for n in _service_tables(connection) if not n.startswith("alembic_version_")]
+        quoted = ", ".join(f'"{name}"' for name in names)
+        connection.execute(text(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at head, copied for each test that wants one."""
+    path = tmp_path_factory.mktemp("migrated") / "seavl.db"
+    upgrade_all(f"sqlite:///{path}")
+    return path
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -118,12 +158,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The same test on the embedded default (SQLite) and on the real PostgreSQL server."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, _migrated_sqlite: Path) -> str:
+    """The same test on the embedded default (SQLite) and on the real PostgreSQL server, with
+    every service's tables migrated (as `seavl db upgrade` leaves them) and empty."""
+    if request.param == "sqlite":
+        path = tmp_path / "seavl.db"
+        shutil.copyfile(_migrated_sqlite, path)
+        return f"sqlite:///{path}"
+    return migrated_postgres()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database with no seavl table: what a fresh install starts from."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'seavl.db'}"
-    _reset_postgres(POSTGRES_URL)
-    return POSTGRES_URL
+    return _empty_postgres()
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from services.common.location import GPS_IFD
 from services.common.storage import S3Settings
+from services.databases import upgrade_all
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 
@@ -78,6 +79,14 @@ def png_with_header(width: int, height: int) -> bytes:
         + chunk(b"IDAT", zlib.compress(b""))
         + chunk(b"IEND", b"")
     )
+
+
+def migrated_sqlite(path: Path) -> str:
+    """A SQLite database at `path` with every service's tables migrated, as after `seavl db
+    upgrade` (services no longer make tables themselves)."""
+    url = f"sqlite:///{path}"
+    upgrade_all(url)
+    return url
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 from services.common.errors import UnavailableError
 
@@ -34,6 +34,16 @@ def database_url_setting(service: str) -> Any:
     return Field(
         default=DEFAULT_DATABASE_URL,
         validation_alias=AliasChoices(f"SEAVL_{service.upper()}_DATABASE_URL", "DATABASE_URL"),
+    )
+
+
+def schema_wait_setting() -> Any:
+    """How long a process waits at start-up for `seavl db upgrade` to bring its tables to the
+    revision its code needs (a compose one-shot or a k8s Job may still be running it)."""
+    return Field(
+        default=300.0,
+        ge=0,
+        description="seconds to wait at start-up for the database schema to be migrated",
     )
 
 
@@ -60,7 +70,7 @@ def is_postgres(engine: Engine) -> bool:
 
 
 def make_engine(url: str, connect_timeout_seconds: float = 5.0) -> Engine:
-    """An engine with the tables of every imported SQLModel created."""
+    """An engine (the tables are made by migrations: services/common/migrations.py)."""
     url = normalise_url(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -75,14 +85,6 @@ def make_engine(url: str, connect_timeout_seconds: float = 5.0) -> Engine:
             connect_args={"connect_timeout": max(1, int(connect_timeout_seconds))},
         )
     return engine
-
-
-def create_tables(engine: Engine, tables: list[Any]) -> None:
-    """Creates the service's own tables (concurrent start-ups may race: losing is harmless)."""
-    try:
-        SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in tables])
-    except OperationalError as exc:
-        raise UnavailableError(f"the database cannot be reached: {exc.orig}") from exc
 
 
 def database_reachable(engine: Engine) -> bool:

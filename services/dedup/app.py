@@ -10,15 +10,16 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from services.common.database import create_tables, database_reachable, make_engine
+from services.common.database import database_reachable, make_engine
 from services.common.errors import UnavailableError
+from services.common.migrations import wait_for_schema
 from services.common.service import Readiness, build_service_app, single_threaded_blas
 from services.dedup.api import router
 from services.dedup.batch import BatchJobs
 from services.dedup.config import DedupSettings
 from services.dedup.dedup import Deduplicator
 from services.dedup.embedded import EmbeddedVectorStore
-from services.dedup.tables import DEDUP_TABLES
+from services.dedup.tables import DEDUP_SCHEMA
 from services.dedup.vectors import QdrantServerStore, VectorStore
 
 
@@ -40,7 +41,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         single_threaded_blas()
-        create_tables(engine, DEDUP_TABLES)
+        await asyncio.to_thread(wait_for_schema, DEDUP_SCHEMA, engine, settings.schema_wait_seconds)
         # the embedded store loads its graphs and refuses a folder another process has open
         vectors = (
             vector_store

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import AliasChoices, Field
 
-from services.common.database import database_url_setting
+from services.common.database import database_url_setting, schema_wait_setting
 from services.common.settings import (
     DEFAULT_DATA_DIR,
     SeavlSettings,
@@ -33,6 +33,7 @@ class DedupSettings(SeavlSettings):
 
     server: ServerSettings = ServerSettings(port=DEDUP_PORT)
     database_url: str = database_url_setting("dedup")
+    schema_wait_seconds: float = schema_wait_setting()
     qdrant_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("SEAVL_DEDUP_QDRANT_URL", "QDRANT_URL"),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
 from services.common.database import utcnow
+from services.common.migrations import Schema
 
 
 class InsertLockRow(SQLModel, table=True):
@@ -52,4 +54,9 @@ class JobRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-DEDUP_TABLES = [InsertLockRow, PHashRow, JobRow]
+DEDUP_SCHEMA = Schema(
+    service="dedup",
+    versions=Path(__file__).with_name("migrations"),
+    baseline="dedup_0001",
+    baseline_tables=("dedup_insert_locks", "dedup_phashes", "dedup_jobs"),
+)

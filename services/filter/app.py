@@ -11,12 +11,13 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.common.clients import EmbedderClient
-from services.common.database import create_tables, database_reachable, make_engine
+from services.common.database import database_reachable, make_engine
+from services.common.migrations import wait_for_schema
 from services.common.service import Readiness, build_service_app, single_threaded_blas
 from services.filter.api import router
 from services.filter.config import FilterSettings
 from services.filter.store import ReferenceStore
-from services.filter.tables import FILTER_TABLES
+from services.filter.tables import FILTER_SCHEMA
 
 
 def create_app(settings: FilterSettings | None = None) -> FastAPI:
@@ -26,7 +27,9 @@ def create_app(settings: FilterSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         single_threaded_blas()
-        create_tables(engine, FILTER_TABLES)
+        await asyncio.to_thread(
+            wait_for_schema, FILTER_SCHEMA, engine, settings.schema_wait_seconds
+        )
         app.state.embedder = EmbedderClient(settings.embedder)
         try:
             yield

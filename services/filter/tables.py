@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import Column, LargeBinary, Text
 from sqlmodel import Field, SQLModel
 
 from services.common.database import utcnow
+from services.common.migrations import Schema
 
 
 class ReferenceSetRow(SQLModel, table=True):
@@ -63,4 +65,14 @@ class CalibrationRow(SQLModel, table=True):
     applied: bool = False
 
 
-FILTER_TABLES = [ReferenceSetRow, ReferenceRow, GroupSumRow, CalibrationRow]
+FILTER_SCHEMA = Schema(
+    service="filter",
+    versions=Path(__file__).with_name("migrations"),
+    baseline="filter_0001",
+    baseline_tables=(
+        "filter_reference_sets",
+        "filter_references",
+        "filter_group_sums",
+        "filter_calibrations",
+    ),
+)

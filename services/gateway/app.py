@@ -11,7 +11,8 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 from sqlmodel import col, select
 
-from services.common.database import create_tables, database_reachable, make_engine, session_scope
+from services.common.database import database_reachable, make_engine, session_scope
+from services.common.migrations import wait_for_schema
 from services.common.service import Readiness, build_service_app, single_threaded_blas
 from services.gateway import reference_sets
 from services.gateway.api import router
@@ -19,7 +20,7 @@ from services.gateway.captions import CaptionJobs, all_pending_captions
 from services.gateway.config import GatewaySettings
 from services.gateway.pipeline import Pipeline
 from services.gateway.queue import ArqQueue, InProcessQueue, JobQueue
-from services.gateway.tables import GATEWAY_TABLES, ImageRow
+from services.gateway.tables import GATEWAY_SCHEMA, ImageRow
 
 
 def _unfinished(app: FastAPI) -> list[str]:
@@ -47,7 +48,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         single_threaded_blas()
-        create_tables(engine, GATEWAY_TABLES)
+        await asyncio.to_thread(
+            wait_for_schema, GATEWAY_SCHEMA, engine, settings.schema_wait_seconds
+        )
         pipeline = await asyncio.to_thread(Pipeline.create, settings, engine)
         captions = CaptionJobs.create(settings, engine, pipeline.store)
         queue: JobQueue

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import AliasChoices, BaseModel, Field
 
 from services.common.clients import ServiceClientSettings
-from services.common.database import database_url_setting
+from services.common.database import database_url_setting, schema_wait_setting
 from services.common.images import ImageLimits
 from services.common.settings import (
     DEFAULT_DATA_DIR,
@@ -69,6 +69,7 @@ class GatewaySettings(SeavlSettings):
 
     server: ServerSettings = ServerSettings(port=GATEWAY_PORT)
     database_url: str = database_url_setting("gateway")
+    schema_wait_seconds: float = schema_wait_setting()
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("SEAVL_GATEWAY_REDIS_URL", "REDIS_URL"),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import Column, Text
 from sqlmodel import Field, SQLModel
 
 from services.common.database import utcnow
+from services.common.migrations import Schema
 
 
 class ApiKeyRow(SQLModel, table=True):
@@ -79,4 +81,9 @@ class CaptionRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-GATEWAY_TABLES = [ApiKeyRow, ImageRow, CaptionRow]
+GATEWAY_SCHEMA = Schema(
+    service="gateway",
+    versions=Path(__file__).with_name("migrations"),
+    baseline="gateway_0001",
+    baseline_tables=("gateway_api_keys", "gateway_images", "gateway_captions"),
+)

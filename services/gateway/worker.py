@@ -34,9 +34,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services.common.database import create_tables, make_engine
+from services.common.database import make_engine
 from services.common.errors import UnavailableError
 from services.common.logging import configure_logging
+from services.common.migrations import wait_for_schema
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import GatewaySettings
 from services.gateway.jobs import CaptionJob, ImageGone, TryStopped
@@ -58,7 +59,7 @@ from services.gateway.queue import (
     retry_delay,
 )
 from services.gateway.reconciler import Reconciler
-from services.gateway.tables import GATEWAY_TABLES
+from services.gateway.tables import GATEWAY_SCHEMA
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,7 +109,9 @@ def _on_startup(settings: GatewaySettings) -> StartupShutdown:
     async def startup(ctx: dict[str, Any]) -> None:
         configure_logging(settings.server.log_level)
         engine = make_engine(settings.database_url)
-        create_tables(engine, GATEWAY_TABLES)
+        await asyncio.to_thread(
+            wait_for_schema, GATEWAY_SCHEMA, engine, settings.schema_wait_seconds
+        )
         ctx["settings"] = settings
         pipeline = await asyncio.to_thread(Pipeline.create, settings, engine)
         ctx["pipeline"] = pipeline

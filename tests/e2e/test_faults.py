@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.gateway.config import PipelineSettings
-from tests.conftest import POSTGRES_URL, _reset_postgres
+from tests.conftest import POSTGRES_URL, migrated_postgres
 from tests.helpers import photo_bytes, sigkilled_after, wait_for
 from tests.integration.gateway_stack import running_stack
 from tests.integration.test_gateway_distributed import run_worker_until_idle
@@ -31,7 +31,7 @@ PIPELINE = PipelineSettings(
 def test_uploads_during_a_redis_cut_and_a_killed_worker_all_end_done(
     tmp_path: Path, live_embedder: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _reset_postgres(POSTGRES_URL)
+    migrated_postgres()
     for name, value in PIPELINE.model_dump().items():  # the worker process's settings
         monkeypatch.setenv(f"SEAVL_GATEWAY_PIPELINE__{name.upper()}", str(value))
     with (

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from services.common.database import make_engine
-from tests.conftest import POSTGRES_URL, _reset_postgres
+from tests.conftest import POSTGRES_URL, migrated_postgres
 from tests.e2e.conftest import ROOT, start, stop, upload_until_captioned
 from tests.helpers import free_port, photo_bytes, wait_for
 
@@ -28,7 +28,7 @@ SERVICES = ("embedder", "filter", "dedup", "captioner", "gateway")
 def system(
     models_dir: Path, tmp_path: Path, redis_url: str, s3_endpoint: str
 ) -> Iterator[dict[str, object]]:
-    _reset_postgres(POSTGRES_URL)
+    migrated_postgres()
     ports = {name: free_port() for name in SERVICES}
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = {

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import httpx
 
-from services.common.database import create_tables, make_engine
+from services.common.database import make_engine
 from services.gateway.auth import Role, create_key
-from services.gateway.tables import GATEWAY_TABLES
 from tests.e2e.conftest import ROOT, upload_until_captioned
 from tests.helpers import free_port, photo_bytes
 
@@ -62,6 +61,17 @@ def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Pat
     env.pop("SEAVL_SERVICE_TOKEN", None)
     log = tmp_path / "run.log"
     token_file = tmp_path / "var" / "service-token"
+    # as `make run` does: the schema first, once, then the services
+    upgraded = subprocess.run(
+        [sys.executable, "-m", "services.cli", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "gateway: at gateway_" in upgraded.stdout
     with log.open("wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "run", "--token-file", str(token_file)],
@@ -87,7 +97,6 @@ def test_the_readme_session_on_embedded_defaults(models_dir: Path, tmp_path: Pat
             headers=trusted,
         ).json()["results"][0]
         engine = make_engine(env["DATABASE_URL"])
-        create_tables(engine, GATEWAY_TABLES)
         key = create_key(engine, Role.CONTRIBUTOR)
         admin = {"Authorization": f"Bearer {create_key(engine, Role.ADMIN)}"}
         engine.dispose()

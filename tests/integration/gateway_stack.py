@@ -13,7 +13,8 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from services.common.clients import ServiceClientSettings
-from services.common.database import create_tables, make_engine
+from services.common.database import make_engine
+from services.databases import upgrade_all
 from services.dedup.app import create_app as create_dedup
 from services.dedup.config import DedupSettings
 from services.filter.app import create_app as create_filter
@@ -21,7 +22,6 @@ from services.filter.config import FilterSettings
 from services.gateway.app import create_app as create_gateway
 from services.gateway.auth import Role, create_key
 from services.gateway.config import GatewaySettings
-from services.gateway.tables import GATEWAY_TABLES
 from tests.helpers import live_server, photo_bytes, wait_for
 
 REFERENCE_PHOTOS = ("chelsea.png", "coffee.png")
@@ -93,7 +93,9 @@ def running_stack(
     **extra: Any,
 ) -> Iterator[Stack]:
     """The filter, dedup and gateway (with `extra` settings) around a running embedder; with
-    `service_token`, every one of them has it (the embedder must have been given it too)."""
+    `service_token`, every one of them has it (the embedder must have been given it too).
+    The database is migrated first, as a deployment's `seavl db upgrade` does."""
+    upgrade_all(database_url)
     with ExitStack() as stack:
         filter_url = stack.enter_context(
             live_server(
@@ -143,7 +145,6 @@ def running_stack(
                 )
                 assert added.status_code == 201, added.text
         engine = make_engine(database_url)
-        create_tables(engine, GATEWAY_TABLES)
         keys = {role: create_key(engine, role) for role in Role}
         client = stack.enter_context(httpx.Client(base_url=gateway_url, timeout=60))
         yield Stack(client, settings, engine, keys)

@@ -14,7 +14,7 @@ from services.common.clients import ServiceClientSettings
 from services.filter.app import create_app as create_filter
 from services.filter.config import FilterSettings
 from services.gateway.auth import Role
-from tests.helpers import live_server, photo_bytes
+from tests.helpers import live_server, migrated_sqlite, photo_bytes
 from tests.integration.gateway_stack import Stack, running_stack
 
 BEYOND_INT64 = 2**63
@@ -32,7 +32,7 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 @pytest.fixture
 def filter_service(tmp_path: Path) -> Iterator[httpx.Client]:
     settings = FilterSettings(
-        database_url=f"sqlite:///{tmp_path / 'filter.db'}", max_request_bytes=1024 * 1024
+        database_url=migrated_sqlite(tmp_path / "filter.db"), max_request_bytes=1024 * 1024
     )
     with (
         live_server(create_filter(settings)) as url,
@@ -113,7 +113,7 @@ def test_embedder_refuses_deeply_nested_json(live_embedder: str) -> None:
 
 def test_images_for_a_model_the_embedder_does_not_serve(live_embedder: str, tmp_path: Path) -> None:
     settings = FilterSettings(
-        database_url=f"sqlite:///{tmp_path / 'filter.db'}",
+        database_url=migrated_sqlite(tmp_path / "filter.db"),
         embedder=ServiceClientSettings(url=live_embedder),
     )
     with live_server(create_filter(settings)) as url, httpx.Client(base_url=url) as client:

@@ -15,7 +15,7 @@ import pytest
 
 from services.dedup.app import create_app
 from services.dedup.config import DedupSettings
-from tests.helpers import live_server
+from tests.helpers import live_server, migrated_sqlite
 
 
 def sha(text: str) -> str:
@@ -25,7 +25,7 @@ def sha(text: str) -> str:
 @pytest.fixture
 def dedup(tmp_path: Path) -> Iterator[httpx.Client]:
     settings = DedupSettings(
-        database_url=f"sqlite:///{tmp_path}/dedup.db",
+        database_url=migrated_sqlite(tmp_path / "dedup.db"),
         qdrant_path=tmp_path / "vectors",
         max_dimensions=4096,
         max_collections=2,

@@ -14,7 +14,7 @@ import pytest
 
 from services.dedup.config import DedupSettings
 from services.dedup.embedded import EmbeddedVectorStore, StoreInUseError
-from tests.helpers import free_port
+from tests.helpers import free_port, migrated_sqlite
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "default__m"
@@ -31,7 +31,9 @@ def unit_rows(count: int, dim: int, seed: int) -> np.ndarray:
 
 def settings_for(tmp_path: Path, **extra: object) -> DedupSettings:
     return DedupSettings(
-        database_url=f"sqlite:///{tmp_path}/dedup.db", qdrant_path=tmp_path / "vectors", **extra
+        database_url=migrated_sqlite(tmp_path / "dedup.db"),
+        qdrant_path=tmp_path / "vectors",
+        **extra,
     )
 
 

@@ -16,7 +16,7 @@ from services.captioner.config import CaptionerSettings
 from services.common.clients import ServiceClientSettings
 from services.gateway.auth import Role
 from services.gateway.config import PipelineSettings
-from tests.conftest import POSTGRES_URL, _reset_postgres
+from tests.conftest import POSTGRES_URL, migrated_postgres
 from tests.helpers import free_port, live_server, photo_bytes, wait_for
 from tests.integration.gateway_stack import Stack, running_stack
 from tests.integration.test_captioner_api import vlm_captioner
@@ -205,7 +205,7 @@ def test_a_vlm_that_is_down_is_retried_and_a_bad_answer_recorded(
 
 
 def test_captions_on_arq_workers(redis_url: str, tmp_path: Path, live_embedder: str) -> None:
-    _reset_postgres(POSTGRES_URL)
+    migrated_postgres()
     stub = StubVlm()
     stub.queue(Reply(status=503), Reply(caption=REAL_CAPTIONS["vi"]))
     pipeline = PipelineSettings(max_tries=3, retry_delay_seconds=0, retry_window_seconds=1)

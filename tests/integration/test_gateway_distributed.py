@@ -13,7 +13,7 @@ import pytest
 from services.common.storage import S3Store
 from services.gateway.config import PipelineSettings
 from services.gateway.worker import make_worker
-from tests.conftest import POSTGRES_URL, _reset_postgres
+from tests.conftest import POSTGRES_URL, migrated_postgres
 from tests.helpers import free_port, photo_bytes, s3_settings
 from tests.integration.gateway_stack import Stack, running_stack
 
@@ -34,7 +34,7 @@ def run_worker_until_idle(stack: Stack, captions: bool = False) -> None:
 
 @pytest.fixture
 def postgres_url() -> str:
-    _reset_postgres(POSTGRES_URL)
+    migrated_postgres()
     return POSTGRES_URL
 
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from services.common.clients import ServiceClientSettings
 from services.gateway.config import PipelineSettings
-from tests.conftest import POSTGRES_URL, _reset_postgres
+from tests.conftest import POSTGRES_URL, migrated_postgres
 from tests.helpers import (
     encode,
     forward,
@@ -93,7 +93,7 @@ def held_peer(hold_seconds: float, target: str | None = None) -> Iterator[HeldPe
 
 @pytest.fixture
 def postgres_url() -> str:
-    _reset_postgres(POSTGRES_URL)
+    migrated_postgres()
     return POSTGRES_URL
 
 

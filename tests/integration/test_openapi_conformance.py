@@ -24,7 +24,7 @@ from services.dedup.config import DedupSettings
 from services.filter.app import create_app as create_filter
 from services.filter.config import FilterSettings
 from services.gateway.auth import Role
-from tests.helpers import live_server
+from tests.helpers import live_server, migrated_sqlite
 from tests.integration.gateway_stack import running_stack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ def test_embedder_conforms(live_embedder: str) -> None:
 
 def test_filter_conforms(live_embedder: str, tmp_path: Path) -> None:
     settings = FilterSettings(
-        database_url=f"sqlite:///{tmp_path / 'filter.db'}",
+        database_url=migrated_sqlite(tmp_path / "filter.db"),
         embedder=ServiceClientSettings(url=live_embedder),
     )
     with live_server(create_filter(settings)) as url:
@@ -74,7 +74,7 @@ def test_filter_conforms(live_embedder: str, tmp_path: Path) -> None:
 
 def test_dedup_conforms(tmp_path: Path) -> None:
     settings = DedupSettings(
-        database_url=f"sqlite:///{tmp_path / 'dedup.db'}", qdrant_path=tmp_path / "qdrant"
+        database_url=migrated_sqlite(tmp_path / "dedup.db"), qdrant_path=tmp_path / "qdrant"
     )
     with live_server(create_dedup(settings)) as url:
         schemathesis(url)

@@ -20,7 +20,7 @@ from services.common.database import session_scope
 from services.common.storage import make_store
 from services.gateway.config import PipelineSettings
 from services.gateway.tables import ImageRow
-from tests.conftest import POSTGRES_URL, _reset_postgres
+from tests.conftest import POSTGRES_URL, migrated_postgres
 from tests.helpers import forward, free_port, live_server, photo_bytes, wait_for
 from tests.integration.gateway_stack import Stack, running_stack
 from tests.integration.test_gateway_distributed import run_worker_until_idle
@@ -124,7 +124,7 @@ def outage_peer(target: str) -> Iterator[OutagePeer]:
 
 @pytest.fixture
 def postgres_url() -> str:
-    _reset_postgres(POSTGRES_URL)
+    migrated_postgres()
     return POSTGRES_URL
 
 

@@ -28,7 +28,7 @@ from services.common.errors import UnavailableError
 from services.common.service import Readiness, build_service_app
 from services.filter.app import create_app as create_filter
 from services.filter.config import FilterSettings
-from tests.helpers import free_port, live_server, photo_bytes
+from tests.helpers import free_port, live_server, migrated_sqlite, photo_bytes
 
 SEAVL_OK = b'{"ok": true}'
 
@@ -163,7 +163,7 @@ def test_a_peer_answer_that_is_no_seavl_answer_is_our_503(failure: str, tmp_path
     embedder = FakePeer(UNREADABLE[failure])
     with live_server(embedder.app) as embedder_url:
         settings = FilterSettings(
-            database_url=f"sqlite:///{tmp_path / 'filter.db'}",
+            database_url=migrated_sqlite(tmp_path / "filter.db"),
             embedder=ServiceClientSettings(url=embedder_url, attempts=2, backoff_seconds=0.01),
         )
         with (
@@ -231,7 +231,7 @@ def test_an_unexpected_exception_is_a_500_internal_error_that_leaks_nothing() ->
 
 def test_unknown_paths_and_wrong_methods_get_their_codes(tmp_path: Path) -> None:
     settings = FilterSettings(
-        database_url=f"sqlite:///{tmp_path / 'filter.db'}",
+        database_url=migrated_sqlite(tmp_path / "filter.db"),
         embedder=ServiceClientSettings(url=f"http://127.0.0.1:{free_port()}"),
     )
     with live_server(create_filter(settings)) as url, httpx.Client(base_url=url) as client:

@@ -30,7 +30,7 @@ from services.filter.app import create_app as create_filter
 from services.filter.config import FilterSettings
 from services.gateway.app import create_app as create_gateway
 from services.gateway.auth import Role, create_key
-from tests.helpers import live_server, photo_bytes, wait_for
+from tests.helpers import live_server, migrated_sqlite, photo_bytes, wait_for
 from tests.integration.gateway_stack import running_stack, service_token_header, settings_for
 from tests.integration.test_gateway_distributed import run_worker_until_idle
 
@@ -73,7 +73,7 @@ def _embedder(tmp_path: Path, models_dir: Path, embedder_url: str) -> FastAPI:
 def _filter(tmp_path: Path, models_dir: Path, embedder_url: str) -> FastAPI:
     return create_filter(
         FilterSettings(
-            database_url=f"sqlite:///{tmp_path / 'filter.db'}",
+            database_url=migrated_sqlite(tmp_path / "filter.db"),
             embedder=ServiceClientSettings(url=embedder_url),
             service_token=TOKEN,
         )
@@ -83,7 +83,7 @@ def _filter(tmp_path: Path, models_dir: Path, embedder_url: str) -> FastAPI:
 def _dedup(tmp_path: Path, models_dir: Path, embedder_url: str) -> FastAPI:
     return create_dedup(
         DedupSettings(
-            database_url=f"sqlite:///{tmp_path / 'dedup.db'}",
+            database_url=migrated_sqlite(tmp_path / "dedup.db"),
             qdrant_path=tmp_path / "qdrant",
             service_token=TOKEN,
         )
@@ -282,7 +282,7 @@ def test_a_peer_refusing_the_token_is_the_gateways_503(
 ) -> None:
     """A token that differs between services is the deployment's fault, not the caller's: the
     caller gets 503 with Retry-After, never the peer's 401."""
-    database_url = f"sqlite:///{tmp_path / 'seavl.db'}"
+    database_url = migrated_sqlite(tmp_path / "seavl.db")
     settings = settings_for(
         database_url,
         tmp_path,
@@ -315,10 +315,10 @@ def test_an_internal_service_without_a_token_refuses_to_listen_beyond_loopback(
     builders: dict[str, Callable[[], Any]] = {
         "embedder": lambda: create_embedder(EmbedderSettings(**settings)),
         "filter": lambda: create_filter(
-            FilterSettings(database_url=f"sqlite:///{tmp_path / 'f.db'}", **settings)
+            FilterSettings(database_url=migrated_sqlite(tmp_path / "f.db"), **settings)
         ),
         "dedup": lambda: create_dedup(
-            DedupSettings(database_url=f"sqlite:///{tmp_path / 'd.db'}", **settings)
+            DedupSettings(database_url=migrated_sqlite(tmp_path / "d.db"), **settings)
         ),
         "captioner": lambda: create_captioner(CaptionerSettings(**settings)),
     }

@@ -265,3 +265,40 @@ def test_k8s_environment_makes_each_services_settings(
     secrets = yaml.safe_load((K8S / "base" / "secret.template.yaml").read_text())["stringData"]
     token = {SERVICE_TOKEN: OPERATOR_TOKEN}  # what the operator's seavl-service-token holds
     check_settings(service, {**config, **secrets, **token}, monkeypatch)
+
+
+DATABASE_USERS = ("filter", "dedup", "gateway", "worker", "caption-worker")
+
+
+def test_compose_migrates_once_before_anything_uses_the_database() -> None:
+    services = compose()["services"]
+    migrate = services["migrate"]
+    assert migrate["command"] == ["seavl", "db", "upgrade"]
+    assert migrate["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert (
+        migrate["environment"]["DATABASE_URL"] == services["gateway"]["environment"]["DATABASE_URL"]
+    )
+    for name in DATABASE_USERS:
+        assert services[name]["depends_on"]["migrate"] == {
+            "condition": "service_completed_successfully"
+        }, name
+
+
+def test_k8s_migrates_with_a_job_that_a_new_rollout_runs_again() -> None:
+    rendered = render(K8S / "base")
+    job = by_kind(rendered, "Job")["db-upgrade"]
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["command"] == ["seavl", "db", "upgrade"]
+    assert container["image"] == "seavl/gateway:0.1.0"
+    assert {"configMapRef": {"name": "seavl-config"}} in container["envFrom"]
+    assert pod["restartPolicy"] == "OnFailure" and pod["securityContext"]["runAsNonRoot"]
+    # a Job's template is immutable: the finished one must go for the next apply to make one
+    assert 0 < job["spec"]["ttlSecondsAfterFinished"] <= 3600
+    deployments = by_kind(rendered, "Deployment")
+    for name in ("filter", "dedup", "gateway", "worker"):
+        commands = " ".join(
+            deployments[name]["spec"]["template"]["spec"]["containers"][0].get("command", [])
+        )
+        assert "db upgrade" not in commands  # the services only wait for it
+
