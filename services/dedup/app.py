@@ -19,6 +19,7 @@ from services.dedup.batch import BatchJobs
 from services.dedup.config import DedupSettings
 from services.dedup.dedup import Deduplicator
 from services.dedup.embedded import EmbeddedVectorStore
+from services.dedup.exclusive import claim_database
 from services.dedup.tables import DEDUP_SCHEMA
 from services.dedup.vectors import QdrantServerStore, VectorStore
 
@@ -42,12 +43,21 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         single_threaded_blas()
         await asyncio.to_thread(wait_for_schema, DEDUP_SCHEMA, engine, settings.schema_wait_seconds)
-        # the embedded store loads its graphs and refuses a folder another process has open
-        vectors = (
-            vector_store
-            if vector_store is not None
-            else await asyncio.to_thread(open_vector_store, settings)
-        )
+        # the embedded store loads its graphs and refuses a folder another process has open, or
+        # a database that another process's embedded store uses
+        claim = None
+        if vector_store is None and settings.qdrant_url is None:
+            claim = await asyncio.to_thread(claim_database, engine, settings.qdrant_path)
+        try:
+            vectors = (
+                vector_store
+                if vector_store is not None
+                else await asyncio.to_thread(open_vector_store, settings)
+            )
+        except BaseException:
+            if claim is not None:
+                claim.release()
+            raise
         app.state.deduplicator = Deduplicator(settings, engine, vectors)
         app.state.jobs = BatchJobs(settings, engine, vectors)
         try:
@@ -55,6 +65,8 @@ def create_app(
         finally:
             if vector_store is None:
                 vectors.close()
+            if claim is not None:
+                claim.release()
             engine.dispose()
 
     def readiness(app: FastAPI) -> Readiness:
