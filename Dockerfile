@@ -1,6 +1,6 @@
 # One image per service: docker build --build-arg SERVICE=gateway -t seavl-gateway .
 # SERVICE is one of embedder, filter, dedup, captioner, gateway, worker.
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 
 ARG SERVICE=gateway
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 SEAVL_SERVICE=${SERVICE}

@@ -302,3 +302,16 @@ def test_k8s_migrates_with_a_job_that_a_new_rollout_runs_again() -> None:
         )
         assert "db upgrade" not in commands  # the services only wait for it
 
+
+def test_compose_pins_every_image_to_a_release_that_still_pulls() -> None:
+    """`:latest` (or a tag that moves) pulls something else tomorrow, and MinIO's Docker Hub
+    images are gone: every image names an exact release, MinIO's from quay.io."""
+    images = {name: s["image"] for name, s in compose()["services"].items() if "image" in s}
+    assert set(images) == {"redis", "minio", "qdrant", "postgres"}
+    for name, image in images.items():
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag != "latest", name
+        assert re.fullmatch(r"v?\d+\.\d+(\.\d+)?(-[a-z]+)?|RELEASE\.[0-9T-]+Z", tag), (name, tag)
+    assert images["minio"].startswith("quay.io/minio/minio:RELEASE.")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:\d+\.\d+\.\d+-slim", dockerfile, re.MULTILINE)
