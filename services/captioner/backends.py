@@ -182,7 +182,7 @@ class OfflineLabelsBackend:
             )
         )[0]
         if isinstance(result, ImageFailure):
-            raise ServiceError(422, result.error.code, result.error.message, field="image")
+            raise result.as_error(field="image")
         if result.labels is None:
             raise ServiceError(
                 503, "no_labels", f"the embedder's model {result.model} gives no labels"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.common.errors import ErrorBody, described_pattern
+from services.common.errors import ErrorBody, ServiceError, described_pattern
 from services.common.openapi import (
     WHOLE_NUMBER,
     JsonBody,
@@ -91,8 +91,23 @@ class EmbeddedImage(BaseModel):
 
 
 class ImageFailure(BaseModel):
+    """One image of a batch that could not be embedded; the others were."""
+
     index: int
     error: ErrorBody
+    status: int = Field(
+        default=422,
+        ge=400,
+        le=499,
+        description="the status this image alone would have got (413 too large, 415 not a "
+        "format served, 422 unreadable)",
+    )
+
+    def as_error(self, field: str | None = None, prefix: str = "") -> ServiceError:
+        """The caller's error for this image, with the status the embedder gave it."""
+        return ServiceError(
+            self.status, self.error.code, f"{prefix}{self.error.message}", field=field
+        )
 
 
 class EmbedResponse(BaseModel):
@@ -129,9 +144,20 @@ class ScoreRequest(JsonBody):
     )
 
 
+class Tier(StrEnum):
+    """The paper's relevance tiers, lowest first (the filter decides, the gateway filters)."""
+
+    REJECTED = "Rejected"
+    BRONZE = "Bronze"
+    SILVER = "Silver"
+    GOLD = "Gold"
+    PLATINUM = "Platinum"
+    DIAMOND = "Diamond"
+
+
 class ScoreResult(BaseModel):
     score: float = Field(description="mean cosine similarity to the set's references")
-    tier: str
+    tier: Tier
     accepted: bool
     country_scores: dict[str, float] | None = None
     best_country: str | None = None

@@ -123,7 +123,11 @@ def _encode_vector(vector: np.ndarray[Any, Any], encoding: VectorEncoding) -> An
 
 
 def _failure(index: int, error: ServiceError) -> dict[str, Any]:
-    return {"index": index, "error": error.body().model_dump(exclude_none=True)}
+    return {
+        "index": index,
+        "error": error.body().model_dump(exclude_none=True),
+        "status": error.status_code,
+    }
 
 
 @router.post(

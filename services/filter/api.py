@@ -105,12 +105,7 @@ def resolve_vectors(
             ) from exc
         for (index, _), result in zip(images, results, strict=True):
             if isinstance(result, ImageFailure):
-                raise ServiceError(
-                    422,
-                    result.error.code,
-                    f"{field}[{index}]: {result.error.message}",
-                    field=f"{field}[{index}]",
-                )
+                raise result.as_error(field=f"{field}[{index}]", prefix=f"{field}[{index}]: ")
             embedded[index] = result.embedding
     wire = [item.vector if item.vector is not None else embedded[i] for i, item in enumerate(items)]
     return parse_vectors(wire, field=field, dim=row.dim)

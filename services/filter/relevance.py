@@ -7,23 +7,13 @@ references kept, a score costs O(d) whatever the size of the reference set.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
 
 from services.common.reference_sets import Label
+from services.common.schemas import Tier
 from services.filter.config import TierThresholds
-
-
-class Tier(StrEnum):
-    REJECTED = "Rejected"
-    BRONZE = "Bronze"
-    SILVER = "Silver"
-    GOLD = "Gold"
-    PLATINUM = "Platinum"
-    DIAMOND = "Diamond"
-
 
 TIERS_ASCENDING = [Tier.BRONZE, Tier.SILVER, Tier.GOLD, Tier.PLATINUM, Tier.DIAMOND]
 

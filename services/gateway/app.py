@@ -7,37 +7,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from sqlmodel import col, select
 
-from services.common.database import database_reachable, make_engine, session_scope
+from services.common.database import database_reachable, make_engine
 from services.common.migrations import wait_for_schema
 from services.common.service import Readiness, build_service_app, single_threaded_blas
-from services.gateway import reference_sets
-from services.gateway.api import router
-from services.gateway.captions import CaptionJobs, all_pending_captions
+from services.gateway import records
+from services.gateway.captions import CaptionJobs
 from services.gateway.config import GatewaySettings
 from services.gateway.pipeline import Pipeline
 from services.gateway.queue import ArqQueue, InProcessQueue, JobQueue
-from services.gateway.tables import GATEWAY_SCHEMA, ImageRow
-
-
-def _unfinished(app: FastAPI) -> list[str]:
-    with session_scope(app.state.engine) as session:
-        rows = session.exec(
-            select(ImageRow.id).where(col(ImageRow.status).in_(["queued", "processing"]))
-        ).all()
-    return list(rows)
-
-
-def _public_routes() -> APIRouter:
-    """Everything the gateway serves: the API for contributors and validators, and the admins'
-    reference sets."""
-    routes = APIRouter()
-    routes.include_router(router)
-    routes.include_router(reference_sets.router)
-    return routes
+from services.gateway.routes import public_routes
+from services.gateway.tables import GATEWAY_SCHEMA
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -68,9 +50,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.captions = captions
         if settings.redis_url is None:
             # in-process jobs die with the process: the ones it left unfinished start again
-            for image_id in await asyncio.to_thread(_unfinished, app):
+            for image_id in await asyncio.to_thread(records.unfinished_images, engine):
                 await queue.enqueue(image_id)
-            for job in await asyncio.to_thread(all_pending_captions, engine):
+            for job in await asyncio.to_thread(records.pending_captions, engine):
                 await queue.enqueue_caption(job)
         try:
             yield
@@ -95,7 +77,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = build_service_app(
         "gateway",
         "The public API of seavl: uploads, their relevance and duplicates, and the pipeline.",
-        _public_routes(),
+        public_routes(),
         settings,
         registry,
         lifespan,

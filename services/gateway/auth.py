@@ -10,13 +10,15 @@ import hmac
 import secrets
 from collections.abc import Callable
 from enum import StrEnum
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from services.common.database import session_scope
 from services.common.errors import ServiceError
+from services.common.service import from_app_state
 from services.gateway.tables import ApiKeyRow
 
 KEY_PREFIX = "seavl"
@@ -65,11 +67,13 @@ def authenticate(engine: Engine, authorization: str | None) -> ApiKeyRow:
     return row
 
 
-def require(role: Role) -> Callable[[Request], ApiKeyRow]:
+def require(role: Role) -> Callable[[Request, Engine], ApiKeyRow]:
     """A dependency that admits keys of `role` or higher."""
 
-    def check(request: Request) -> ApiKeyRow:
-        key = authenticate(request.app.state.engine, request.headers.get("authorization"))
+    def check(
+        request: Request, engine: Annotated[Engine, Depends(from_app_state("engine", Engine))]
+    ) -> ApiKeyRow:
+        key = authenticate(engine, request.headers.get("authorization"))
         if Role(key.role).rank < role.rank:
             raise ServiceError(
                 403, "forbidden", f"this needs the {role.value} role; the key is {key.role}"

@@ -11,74 +11,22 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
 
-from services.common.captions import CaptionLanguage, CaptionRequest
+from services.common.captions import CaptionRequest
 from services.common.clients import CaptionerClient
 from services.common.countries import SeaCountry
-from services.common.database import session_scope, utcnow
 from services.common.errors import ServiceError, UnavailableError
+from services.common.states import FINISHED, JobStatus
 from services.common.storage import ObjectStore
+from services.gateway import records
 from services.gateway.config import GatewaySettings
-from services.gateway.jobs import FINISHED, CaptionJob, ImageGone, gave_up, gave_up_waiting
+from services.gateway.jobs import CaptionJob, ImageGone, gave_up, gave_up_waiting
 from services.gateway.tables import CaptionRow, ImageRow
 
 logger = logging.getLogger(__name__)
-
-
-def ask_caption(
-    session: Session,
-    image_id: str,
-    language: CaptionLanguage,
-    location_aware: bool | None,
-    redo: bool,
-) -> CaptionRow | None:
-    """The caption row to run: new, still queued, or re-opened as a new request (a failed one,
-    or a done one when `redo`); None for a done caption kept as it is."""
-    row = session.get(CaptionRow, (image_id, language.value))
-    if row is None:
-        row = CaptionRow(image_id=image_id, language=language.value, location_aware=location_aware)
-    elif row.status == "done" and not redo:
-        return None
-    elif row.status != "queued":
-        row.status, row.requests, row.error, row.attempts = "queued", row.requests + 1, None, 0
-        row.location_aware = location_aware
-        row.updated_at = utcnow()
-    session.add(row)
-    return row
-
-
-def captions_of(
-    session: Session, image_ids: Sequence[str], status: str | None = None
-) -> dict[str, list[CaptionRow]]:
-    """These images' caption rows (those in `status`, if given), by image, in language order."""
-    query = select(CaptionRow).where(col(CaptionRow.image_id).in_(image_ids))
-    if status is not None:
-        query = query.where(CaptionRow.status == status)
-    found: dict[str, list[CaptionRow]] = {}
-    for row in session.exec(query.order_by(col(CaptionRow.language))).all():
-        found.setdefault(row.image_id, []).append(row)
-    return found
-
-
-def job_of(row: CaptionRow) -> CaptionJob:
-    return CaptionJob(row.image_id, row.language, row.requests)
-
-
-def all_pending_captions(engine: Engine) -> list[CaptionJob]:
-    """Every queued caption whose image is processed (in-process jobs restart with these)."""
-    with session_scope(engine) as session:
-        rows = session.exec(
-            select(CaptionRow)
-            .join(ImageRow, col(ImageRow.id) == col(CaptionRow.image_id))
-            .where(CaptionRow.status == "queued")
-            .where(col(ImageRow.status).in_(FINISHED))
-        ).all()
-    return [job_of(row) for row in rows]
 
 
 @dataclass
@@ -98,41 +46,27 @@ class CaptionJobs:
             self.captioner.close()
 
     def _update(self, job: CaptionJob, **fields: object) -> str | None:
-        """Writes the job's caption unless it has ended (a try stopped from outside may still be
-        running in its thread); its status after, None when it was asked again since."""
-        with session_scope(self.engine) as session:
-            row = session.get(CaptionRow, (job.image_id, job.language))
-            if row is None or row.requests != job.request:
-                return None  # asked again since: the newer job writes
-            if row.status in FINISHED:
-                return row.status
-            for name, value in fields.items():
-                setattr(row, name, value)
-            row.updated_at = utcnow()
-            session.add(row)
-            return row.status
+        return records.update_caption(self.engine, job, **fields)
 
     def _load(self, job: CaptionJob) -> tuple[ImageRow, CaptionRow]:
-        with session_scope(self.engine) as session:
-            image = session.get(ImageRow, job.image_id)
-            caption = session.get(CaptionRow, (job.image_id, job.language))
-        if image is None or caption is None or caption.requests != job.request:
+        found = records.caption_job_records(self.engine, job)
+        if found is None:
             raise ImageGone(job.job_id)
-        return image, caption
+        return found
 
     def run(self, job: CaptionJob, attempt: int, final: bool) -> str:
         """The caption's status after this attempt; raises `UnavailableError` to be retried."""
         image, caption = self._load(job)
         if caption.status in FINISHED:
             return caption.status  # a job run twice writes once
-        if image.status == "failed":
-            self._update(job, status="failed", error=f"the image failed: {image.error}")
-            return "failed"
-        if image.status != "done":
+        if image.status == JobStatus.FAILED:
+            self._update(job, status=JobStatus.FAILED, error=f"the image failed: {image.error}")
+            return JobStatus.FAILED
+        if image.status != JobStatus.DONE:
             return "waiting"  # the image's own job queues the caption when it ends
         if self.captioner is None:
-            self._update(job, status="failed", error="no captioner is configured")
-            return "failed"
+            self._update(job, status=JobStatus.FAILED, error="no captioner is configured")
+            return JobStatus.FAILED
         self._update(job, attempts=attempt)
         try:
             request = CaptionRequest(
@@ -148,14 +82,14 @@ class CaptionJobs:
                 self._update(job, error=f"retrying: {exc.message}")
                 raise
             error = gave_up_waiting(self.retry_window_seconds, exc.message)
-            self._update(job, status="failed", error=error)
-            return "failed"
+            self._update(job, status=JobStatus.FAILED, error=error)
+            return JobStatus.FAILED
         except ServiceError as exc:
-            self._update(job, status="failed", error=f"{exc.code}: {exc.message}")
-            return "failed"
+            self._update(job, status=JobStatus.FAILED, error=f"{exc.code}: {exc.message}")
+            return JobStatus.FAILED
         self._update(
             job,
-            status="done",
+            status=JobStatus.DONE,
             caption=answer.caption,
             detected_language=answer.language,
             language_ok=answer.language_ok,
@@ -167,7 +101,7 @@ class CaptionJobs:
             error=None,
         )
         logger.info("caption %s done (%s)", job.job_id, answer.backend)
-        return "done"
+        return JobStatus.DONE
 
     def stop(self, job: CaptionJob, attempt: int, final: bool, reason: str) -> str:
         """A try stopped from outside (past its time limit, or its worker died): raises
@@ -176,7 +110,7 @@ class CaptionJobs:
         logger.warning("caption %s, try %d: %s", job.job_id, attempt, reason)
         if final:
             status = self._update(
-                job, status="failed", attempts=attempt, error=gave_up(attempt, reason)
+                job, status=JobStatus.FAILED, attempts=attempt, error=gave_up(attempt, reason)
             )
         else:
             status = self._update(job, attempts=attempt, error=f"retrying: {reason}")

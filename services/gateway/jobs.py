@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FINISHED = ("done", "failed")
-
 
 def image_job_id(image_id: str) -> str:
     """The key of an image's processing job (one per image, whichever queue runs it)."""

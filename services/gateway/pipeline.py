@@ -14,15 +14,12 @@ has ended is never written again, and a try's late write once it was stopped is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
 
 from services.common.clients import DedupClient, EmbedderClient, FilterClient, ImageReference
-from services.common.database import session_scope, utcnow
 from services.common.errors import ServiceError, UnavailableError
 from services.common.schemas import (
     DedupInsertBatch,
@@ -30,11 +27,11 @@ from services.common.schemas import (
     EmbeddedImage,
     ImageFailure,
 )
+from services.common.states import FINISHED, JobStatus
 from services.common.storage import ObjectNotFoundError, ObjectStore, make_store
-from services.gateway.captions import captions_of, job_of
+from services.gateway import records
 from services.gateway.config import GatewaySettings
 from services.gateway.jobs import (
-    FINISHED,
     ImageGone,
     Job,
     JobOutcome,
@@ -47,49 +44,11 @@ from services.gateway.tables import ImageRow
 logger = logging.getLogger(__name__)
 
 
-def _write_changes(
-    session: Session,
-    changes: dict[str, dict[str, object]],
-    claimed: Mapping[str, int] | None = None,
-) -> None:
-    """UPDATE by primary key of the records that have not ended, one executemany per set of
-    changed fields (no ORM round trips: a batch's records cost one statement, not a SELECT and
-    an UPDATE each). With `claimed` (the try that claimed each record), only while that try
-    still holds it: a try stopped from outside, whose thread ran on, writes nothing."""
-    now = utcnow()
-    by_fields: dict[tuple[str, ...], list[dict[str, object]]] = {}
-    for image_id, fields in changes.items():
-        holder = {} if claimed is None else {"claimed_attempt": claimed[image_id]}
-        by_fields.setdefault(tuple(sorted(fields)), []).append(
-            {"image_id": image_id, "updated_at": now, **holder, **fields}
-        )
-    for names, parameters in by_fields.items():
-        statement = (
-            update(ImageRow)
-            .where(col(ImageRow.id) == bindparam("image_id"))
-            .where(*(col(ImageRow.status) != status for status in FINISHED))
-            .values({name: bindparam(name) for name in (*names, "updated_at")})
-        )
-        if claimed is not None:
-            statement = statement.where(col(ImageRow.attempts) == bindparam("claimed_attempt"))
-        session.connection().execute(statement, parameters)
-
-
 def _retry_or_fail(job: Job, reason: str) -> dict[str, object]:
     """A try that could not finish: the record waits for the next one, or ends after the last."""
     if job.final:
-        return {"status": "failed", "error": gave_up(job.attempt, reason)}
-    return {"status": "queued", "error": f"retrying: {reason}"}
-
-
-def _processed(session: Session, statuses: dict[str, str]) -> dict[str, Processed]:
-    """Each image's status, with the captions waiting for those whose processing ended."""
-    ended = [image_id for image_id, status in statuses.items() if status in FINISHED]
-    waiting = captions_of(session, ended, status="queued") if ended else {}
-    return {
-        image_id: Processed(status, tuple(job_of(row) for row in waiting.get(image_id, ())))
-        for image_id, status in statuses.items()
-    }
+        return {"status": JobStatus.FAILED, "error": gave_up(job.attempt, reason)}
+    return {"status": JobStatus.QUEUED, "error": f"retrying: {reason}"}
 
 
 @dataclass
@@ -119,32 +78,19 @@ class Pipeline:
     def _claim(
         self, jobs: Sequence[Job]
     ) -> tuple[list[tuple[Job, ImageRow]], dict[str, JobOutcome]]:
-        """Loads the batch's records and marks the ones still to do "processing", in one
-        transaction; returns those, and the outcome of the jobs with nothing to do."""
-        ids = [job.image_id for job in jobs]
+        """Claims the batch's records (marked "processing" by their try, in one transaction);
+        returns those still to do, and the outcome of the jobs with nothing to do."""
+        found = records.claim(self.engine, {job.image_id: job.attempt for job in jobs})
         outcomes: dict[str, JobOutcome] = {}
         active: dict[str, tuple[Job, ImageRow]] = {}
-        with session_scope(self.engine) as session:
-            rows = {
-                row.id: row
-                for row in session.exec(select(ImageRow).where(col(ImageRow.id).in_(ids))).all()
-            }
-            for job in jobs:
-                row = rows.get(job.image_id)
-                if row is None:
-                    outcomes[job.image_id] = ImageGone(job.image_id)
-                elif row.status in FINISHED:  # run again (e.g. its worker was killed after
-                    outcomes[job.image_id] = Processed(row.status)  # the write): nothing to redo
-                else:
-                    active.setdefault(job.image_id, (job, row))
-            session.expunge_all()  # the rows are read-only snapshots from here on
-            _write_changes(
-                session,
-                {
-                    image_id: {"status": "processing", "attempts": job.attempt}
-                    for image_id, (job, _) in active.items()
-                },
-            )
+        for job in jobs:
+            row = found.get(job.image_id)
+            if row is None:
+                outcomes[job.image_id] = ImageGone(job.image_id)
+            elif row.status in FINISHED:  # run again (e.g. its worker was killed after the
+                outcomes[job.image_id] = Processed(row.status)  # write): nothing to redo
+            else:
+                active.setdefault(job.image_id, (job, row))
         return list(active.values()), outcomes
 
     def process_batch(self, jobs: Sequence[Job]) -> list[JobOutcome]:
@@ -160,7 +106,7 @@ class Pipeline:
                 for job, _ in active:
                     if job.final:  # the dependency stayed down for the job's whole window
                         changes[job.image_id] = {
-                            "status": "failed",
+                            "status": JobStatus.FAILED,
                             "error": gave_up_waiting(window, exc.message),
                         }
                     else:
@@ -170,9 +116,8 @@ class Pipeline:
             **{i: o.status for i, o in outcomes.items() if isinstance(o, Processed)},
             **{i: str(c["status"]) for i, c in changes.items() if i not in outcomes},
         }
-        with session_scope(self.engine) as session:
-            _write_changes(session, changes, {job.image_id: job.attempt for job, _ in active})
-            outcomes.update(_processed(session, statuses))
+        claimed = {job.image_id: job.attempt for job, _ in active}
+        outcomes.update(records.finish(self.engine, changes, claimed, statuses))
         return [outcomes[job.image_id] for job in jobs]
 
     def stop(self, job: Job, reason: str) -> JobOutcome:
@@ -180,15 +125,13 @@ class Pipeline:
         the record waits for the next try, or after the last one ends failed with `reason`; a
         record that ended meanwhile keeps its end."""
         logger.warning("image %s, try %d: %s", job.image_id, job.attempt, reason)
-        with session_scope(self.engine) as session:
-            change = {**_retry_or_fail(job, reason), "attempts": job.attempt}
-            _write_changes(session, {job.image_id: change})
-            row = session.get(ImageRow, job.image_id)
-            if row is None:
-                return ImageGone(job.image_id)
-            if row.status not in FINISHED:
-                return UnavailableError(reason)
-            return _processed(session, {row.id: row.status})[row.id]
+        change = {**_retry_or_fail(job, reason), "attempts": job.attempt}
+        outcome = records.stop_image(self.engine, job.image_id, change)
+        if outcome is None:
+            return ImageGone(job.image_id)
+        if isinstance(outcome, Processed):
+            return outcome
+        return UnavailableError(reason)
 
     def _run(self, rows: list[ImageRow]) -> dict[str, dict[str, object]]:
         """Field changes per image; raises `UnavailableError` when a dependency is down."""
@@ -196,7 +139,10 @@ class Pipeline:
         changes: dict[str, dict[str, object]] = {}
 
         def fail(image_id: str, error: ServiceError) -> None:
-            changes[image_id] = {"status": "failed", "error": f"{error.code}: {error.message}"}
+            changes[image_id] = {
+                "status": JobStatus.FAILED,
+                "error": f"{error.code}: {error.message}",
+            }
 
         stored: list[tuple[ImageRow, bytes]] = []
         # in upload order: of two copies in one batch, dedup keeps the one uploaded first
@@ -211,7 +157,7 @@ class Pipeline:
         embedded: list[tuple[ImageRow, EmbeddedImage]] = []
         for (row, _), result in zip(stored, results, strict=True):
             if isinstance(result, ImageFailure):
-                fail(row.id, ServiceError(422, result.error.code, result.error.message))
+                fail(row.id, result.as_error())
             else:
                 embedded.append((row, result))
         if not embedded:
@@ -260,7 +206,7 @@ class Pipeline:
         for (row, e), scores, outcome in zip(embedded, relevance, inserted, strict=True):
             duplicate_of = outcome.duplicate_of.id if outcome.duplicate_of else None
             changes[row.id] = {
-                "status": "done",
+                "status": JobStatus.DONE,
                 "phash": e.phash,
                 "model": e.model,
                 "duplicate_of": duplicate_of,

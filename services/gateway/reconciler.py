@@ -18,12 +18,11 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
 
-from services.common.database import session_scope, utcnow
+from services.common.database import utcnow
+from services.gateway import records
 from services.gateway.config import PipelineSettings
-from services.gateway.jobs import FINISHED, CaptionJob, gave_up, image_job_id
-from services.gateway.tables import CaptionRow, ImageRow
+from services.gateway.jobs import CaptionJob, gave_up, image_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -56,16 +55,6 @@ class ReconcilerMetrics:
         )
 
 
-@dataclass(frozen=True)
-class Stuck:
-    """A record not ended and unchanged for the grace period, with its job's key."""
-
-    key: str
-    tries: int
-    image_id: str
-    caption: CaptionJob | None = None
-
-
 @dataclass
 class Reconciler:
     engine: Engine
@@ -82,55 +71,23 @@ class Reconciler:
         """`registry`: where the counters are served (a fresh one, unserved, when None)."""
         return cls(engine, settings, ReconcilerMetrics(registry or CollectorRegistry()))
 
-    def stuck(self) -> list[Stuck]:
+    def stuck(self) -> list[records.Stuck]:
         """Images queued or processing, and captions queued whose image ended, unchanged for
         the grace period."""
         before = utcnow() - timedelta(seconds=self.settings.reconcile_grace_seconds)
-        with session_scope(self.engine) as session:
-            images = session.exec(
-                select(ImageRow.id, ImageRow.attempts)
-                .where(col(ImageRow.status).in_(["queued", "processing"]))
-                .where(col(ImageRow.updated_at) <= before)
-            ).all()
-            captions = session.exec(
-                select(CaptionRow)
-                .join(ImageRow, col(ImageRow.id) == col(CaptionRow.image_id))
-                .where(CaptionRow.status == "queued")
-                .where(col(ImageRow.status).in_(FINISHED))
-                .where(col(CaptionRow.updated_at) <= before)
-                .where(col(ImageRow.updated_at) <= before)
-            ).all()
-            found = [Stuck(image_job_id(image_id), tries, image_id) for image_id, tries in images]
-            for row in captions:
-                job = CaptionJob(row.image_id, row.language, row.requests)
-                found.append(Stuck(job.job_id, row.attempts, row.image_id, job))
-        return found
-
-    def fail(self, stuck: Stuck) -> None:
-        """Records the job failed after its last try, unless its record ended meanwhile."""
-        error = gave_up(stuck.tries, JOB_LOST)
-        with session_scope(self.engine) as session:
-            row: ImageRow | CaptionRow | None
-            if stuck.caption is None:
-                row = session.get(ImageRow, stuck.image_id)
-            else:
-                row = session.get(CaptionRow, (stuck.image_id, stuck.caption.language))
-                if row is not None and row.requests != stuck.caption.request:
-                    return  # asked again since: a newer job runs it
-            if row is None or row.status in FINISHED:
-                return
-            row.status, row.error, row.updated_at = "failed", error, utcnow()
-            session.add(row)
+        return records.stuck_since(self.engine, before)
 
     async def reconcile(self, queue: ReconciledQueue) -> tuple[int, int]:
         """One round: (jobs queued again, records failed)."""
         requeued = failed = 0
         for stuck in await asyncio.to_thread(self.stuck):
-            if not await queue.job_gone(stuck.key):
+            key = image_job_id(stuck.image_id) if stuck.caption is None else stuck.caption.job_id
+            if not await queue.job_gone(key):
                 continue
             kind = "image" if stuck.caption is None else "caption"
             if stuck.tries >= self.settings.max_tries:
-                await asyncio.to_thread(self.fail, stuck)
+                error = gave_up(stuck.tries, JOB_LOST)
+                await asyncio.to_thread(records.fail_stuck, self.engine, stuck, error)
                 self.metrics.failed.labels(kind).inc()
                 failed += 1
                 continue

@@ -16,7 +16,9 @@ from services.common.schemas import (
     SHA256_PATTERN,
     Neighbour,
     PHashMatch,
+    Tier,
 )
+from services.common.states import JobStatus
 from services.common.vectors import WireVector
 
 
@@ -63,7 +65,7 @@ class CaptionOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)  # read straight from a CaptionRow
 
     language: str
-    status: str = Field(description="queued, done or failed")
+    status: JobStatus = Field(description="queued, done or failed")
     caption: str | None
     detected_language: str | None = Field(description="what the caption is written in")
     language_ok: bool | None = Field(
@@ -103,7 +105,7 @@ class CaptionBatchOut(BaseModel):
 
 class ImageOut(BaseModel):
     id: str = Field(description="sha256 of the stored image (location data removed)")
-    status: str = Field(description="queued, processing, done or failed")
+    status: JobStatus
     format: str
     size_bytes: int
     width: int
@@ -116,7 +118,7 @@ class ImageOut(BaseModel):
     caption_en: str | None
     model: str | None
     score: float | None
-    tier: str | None
+    tier: Tier | None
     accepted: bool | None
     best_country: str | None
     duplicate_of: str | None
@@ -140,7 +142,7 @@ class RelevanceOut(BaseModel):
     set: str
     model: str
     score: float
-    tier: str
+    tier: Tier
     accepted: bool
     best_country: str | None
     country_scores: dict[str, float] | None

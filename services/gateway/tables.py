@@ -10,6 +10,7 @@ from sqlmodel import Field, SQLModel
 
 from services.common.database import utcnow
 from services.common.migrations import Schema
+from services.common.states import JobStatus
 
 
 class ApiKeyRow(SQLModel, table=True):
@@ -30,7 +31,7 @@ class ImageRow(SQLModel, table=True):
     __tablename__ = "gateway_images"
 
     id: str = Field(primary_key=True, max_length=64)
-    status: str = Field(default="queued", index=True, max_length=16)
+    status: str = Field(default=JobStatus.QUEUED.value, index=True, max_length=16)
     format: str = Field(max_length=8)
     size_bytes: int
     width: int
@@ -64,7 +65,7 @@ class CaptionRow(SQLModel, table=True):
     image_id: str = Field(primary_key=True, max_length=64)
     language: str = Field(primary_key=True, max_length=8)
     location_aware: bool | None = Field(default=None, description="None: aware if place known")
-    status: str = Field(default="queued", index=True, max_length=16)
+    status: str = Field(default=JobStatus.QUEUED.value, index=True, max_length=16)
     # Each request of the same caption is a new job (arq keeps finished job ids for a while).
     requests: int = 1
     caption: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -204,6 +204,13 @@ def test_image_references_go_through_the_embedder(filter_client: httpx.Client) -
         json={"references": [{"image": base64.b64encode(b"not an image").decode()}]},
     )
     assert (bad.status_code, error_code(bad)) == (415, "unsupported_image_type")
+    # beside an image it can embed, the bad one keeps the status the embedder gave it
+    mixed = filter_client.post(
+        "/v1/reference-sets/sea/references",
+        json={"references": [images[0], {"image": base64.b64encode(b"not an image").decode()}]},
+    )
+    assert (mixed.status_code, error_code(mixed)) == (415, "unsupported_image_type"), mixed.text
+    assert mixed.json()["error"]["field"] == "references[1]"
     assert filter_client.get("/v1/reference-sets/sea").json()["references"] == 2
 
 

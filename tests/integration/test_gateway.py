@@ -193,6 +193,13 @@ def test_listing_filters_and_pages(stack: Stack) -> None:
     assert first["total"] == 3 and len(first["items"]) == 2 and len(rest["items"]) == 1
     bad = stack.gateway.get("/v1/images", params={"tier": "Mythic"}, headers=headers)
     assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")
+    # a page larger than the gateway serves is refused, not silently cut to its size
+    most = stack.settings.max_page_size
+    too_many = stack.gateway.get("/v1/images", params={"limit": most + 1}, headers=headers)
+    assert too_many.status_code == 422, too_many.text
+    assert too_many.json()["error"]["field"] == "limit"
+    assert f"limit is at most {most}" in too_many.json()["error"]["message"]
+    assert stack.gateway.get("/v1/images", params={"limit": most}, headers=headers).is_success
 
 
 def test_authentication_and_roles(stack: Stack) -> None:

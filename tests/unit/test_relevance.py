@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from services.common.reference_sets import Label
+from services.common.schemas import Tier
 from services.filter.config import TierThresholds
 from services.filter.relevance import (
-    Label,
-    Tier,
     calibrate,
     mean_of_normalised,
     relevance_scores,

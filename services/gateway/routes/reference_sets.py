@@ -7,12 +7,8 @@ errors included (404 `not_found`, 409, 422 with their codes), come back as they 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from fastapi import APIRouter, Response, status
 
-from fastapi import APIRouter, Depends, Response, status
-
-from services.common.clients import FilterClient
-from services.common.errors import ErrorResponse
 from services.common.http import RowId
 from services.common.reference_sets import (
     AddReferencesRequest,
@@ -24,17 +20,13 @@ from services.common.reference_sets import (
     ReferenceSetInfo,
     ReferenceSetList,
 )
-from services.common.service import from_app_state
-from services.gateway.auth import Role, require
-from services.gateway.tables import ApiKeyRow
+from services.gateway.dependencies import Admin, FilterDep, documented_errors
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 413, 422, 503)
-}
-router = APIRouter(prefix="/v1/reference-sets", tags=["reference sets"], responses=ERRORS)
-
-FilterDep = Annotated[FilterClient, Depends(from_app_state("filter", FilterClient))]
-Admin = Annotated[ApiKeyRow, Depends(require(Role.ADMIN))]
+router = APIRouter(
+    prefix="/v1/reference-sets",
+    tags=["reference sets"],
+    responses=documented_errors(401, 403, 404, 409, 413, 422, 503),
+)
 
 
 @router.get("", response_model=ReferenceSetList, summary="Every reference set")

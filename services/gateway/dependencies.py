@@ -1,0 +1,49 @@
+"""What the gateway's routes are given: the settings, the engine, the store, the queue, the
+service clients and the caller's key, each a FastAPI dependency read from what the app's
+lifespan set up (tests override them the same way)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends
+from sqlalchemy.engine import Engine
+
+from services.common.clients import CaptionerClient, DedupClient, EmbedderClient, FilterClient
+from services.common.errors import ErrorResponse, ServiceError
+from services.common.service import from_app_state
+from services.common.storage import ObjectStore
+from services.gateway.auth import Role, require
+from services.gateway.captions import CaptionJobs
+from services.gateway.config import GatewaySettings
+from services.gateway.queue import JobQueue
+from services.gateway.tables import ApiKeyRow
+
+
+def documented_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error statuses a router's routes may answer, each with seavl's error body."""
+    return {code: {"model": ErrorResponse} for code in codes}
+
+
+# what the public routes that take uploads and JSON bodies may answer
+PUBLIC_ERRORS = documented_errors(400, 401, 403, 404, 409, 413, 415, 422, 503)
+
+SettingsDep = Annotated[GatewaySettings, Depends(from_app_state("settings", GatewaySettings))]
+EngineDep = Annotated[Engine, Depends(from_app_state("engine", Engine))]
+StoreDep = Annotated[ObjectStore, Depends(from_app_state("store", object))]
+QueueDep = Annotated[JobQueue, Depends(from_app_state("queue", object))]
+EmbedderDep = Annotated[EmbedderClient, Depends(from_app_state("embedder", EmbedderClient))]
+FilterDep = Annotated[FilterClient, Depends(from_app_state("filter", FilterClient))]
+DedupDep = Annotated[DedupClient, Depends(from_app_state("dedup", DedupClient))]
+CaptionJobsDep = Annotated[CaptionJobs, Depends(from_app_state("captions", CaptionJobs))]
+Contributor = Annotated[ApiKeyRow, Depends(require(Role.CONTRIBUTOR))]
+Validator = Annotated[ApiKeyRow, Depends(require(Role.VALIDATOR))]
+Admin = Annotated[ApiKeyRow, Depends(require(Role.ADMIN))]
+
+
+def captioner_of(captions: CaptionJobs, hint: str = "") -> CaptionerClient:
+    """The captioner client, or 422 `captions_unavailable` when none is configured."""
+    if captions.captioner is None:
+        message = "this gateway has no captioner configured"
+        raise ServiceError(422, "captions_unavailable", f"{message}: {hint}" if hint else message)
+    return captions.captioner

@@ -1,0 +1,373 @@
+"""Record access: every query and write of the gateway's image and caption rows.
+
+The routes, the pipeline, the caption runner and the reconciler decide what happens; this is
+the one place that says how it is read and written, so a rule about records (a record that has
+ended is never written again, a caption asked again supersedes its older job) holds everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, func, update
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from services.common.captions import CaptionLanguage
+from services.common.database import session_scope, utcnow
+from services.common.schemas import Tier
+from services.common.states import FINISHED, UNFINISHED, JobStatus
+from services.gateway.jobs import CaptionJob, Processed
+from services.gateway.tables import CaptionRow, ImageRow
+
+# Captions
+
+
+def captions_of(
+    session: Session, image_ids: Sequence[str], status: JobStatus | None = None
+) -> dict[str, list[CaptionRow]]:
+    """These images' caption rows (those in `status`, if given), by image, in language order."""
+    query = select(CaptionRow).where(col(CaptionRow.image_id).in_(image_ids))
+    if status is not None:
+        query = query.where(CaptionRow.status == status)
+    found: dict[str, list[CaptionRow]] = {}
+    for row in session.exec(query.order_by(col(CaptionRow.language))).all():
+        found.setdefault(row.image_id, []).append(row)
+    return found
+
+
+def job_of(row: CaptionRow) -> CaptionJob:
+    return CaptionJob(row.image_id, row.language, row.requests)
+
+
+def ask_caption(
+    session: Session,
+    image_id: str,
+    language: CaptionLanguage,
+    location_aware: bool | None,
+    redo: bool,
+) -> CaptionRow | None:
+    """The caption row to run: new, still queued, or re-opened as a new request (a failed one,
+    or a done one when `redo`); None for a done caption kept as it is."""
+    row = session.get(CaptionRow, (image_id, language.value))
+    if row is None:
+        row = CaptionRow(image_id=image_id, language=language.value, location_aware=location_aware)
+    elif row.status == JobStatus.DONE and not redo:
+        return None
+    elif row.status != JobStatus.QUEUED:
+        row.status, row.requests, row.error, row.attempts = (
+            JobStatus.QUEUED,
+            row.requests + 1,
+            None,
+            0,
+        )
+        row.location_aware = location_aware
+        row.updated_at = utcnow()
+    session.add(row)
+    return row
+
+
+@dataclass
+class CaptionsAsked:
+    queued: list[str]
+    already_done: list[str]
+    unknown: list[str]
+    start: list[CaptionJob]  # of images already processed (the others' jobs queue theirs)
+
+
+def ask_captions(
+    engine: Engine,
+    image_ids: Sequence[str],
+    language: CaptionLanguage,
+    location_aware: bool | None,
+    redo: bool,
+) -> CaptionsAsked:
+    ids = list(dict.fromkeys(image_ids))
+    asked = CaptionsAsked([], [], [], [])
+    with session_scope(engine) as session:
+        images = {
+            row.id: row
+            for row in session.exec(select(ImageRow).where(col(ImageRow.id).in_(ids))).all()
+        }
+        for image_id in ids:
+            image = images.get(image_id)
+            if image is None:
+                asked.unknown.append(image_id)
+                continue
+            row = ask_caption(session, image_id, language, location_aware, redo)
+            if row is None:
+                asked.already_done.append(image_id)
+                continue
+            asked.queued.append(image_id)
+            if image.status in FINISHED:
+                asked.start.append(job_of(row))
+    return asked
+
+
+def pending_captions(engine: Engine) -> list[CaptionJob]:
+    """Every queued caption whose image is processed (in-process jobs restart with these)."""
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(CaptionRow)
+            .join(ImageRow, col(ImageRow.id) == col(CaptionRow.image_id))
+            .where(CaptionRow.status == JobStatus.QUEUED)
+            .where(col(ImageRow.status).in_(FINISHED))
+        ).all()
+    return [job_of(row) for row in rows]
+
+
+def caption_job_records(engine: Engine, job: CaptionJob) -> tuple[ImageRow, CaptionRow] | None:
+    """The image and caption a caption job works on; None when the caption was asked again
+    since (a newer job runs it) or is gone."""
+    with session_scope(engine) as session:
+        image = session.get(ImageRow, job.image_id)
+        caption = session.get(CaptionRow, (job.image_id, job.language))
+    if image is None or caption is None or caption.requests != job.request:
+        return None
+    return image, caption
+
+
+def update_caption(engine: Engine, job: CaptionJob, **fields: object) -> str | None:
+    """Writes the job's caption unless it has ended (a try stopped from outside may still be
+    running in its thread); its status after, None when it was asked again since."""
+    with session_scope(engine) as session:
+        row = session.get(CaptionRow, (job.image_id, job.language))
+        if row is None or row.requests != job.request:
+            return None  # asked again since: the newer job writes
+        if row.status in FINISHED:
+            return row.status
+        for name, value in fields.items():
+            setattr(row, name, value)
+        row.updated_at = utcnow()
+        session.add(row)
+        return row.status
+
+
+# Uploads
+
+
+@dataclass
+class Recorded:
+    row: ImageRow
+    created: bool
+    captions: list[CaptionRow]
+    captions_to_start: list[CaptionJob]  # asked now for an image already processed
+
+
+def record_upload(engine: Engine, row: ImageRow, caption: CaptionLanguage | None) -> Recorded:
+    """Inserts the record unless the same bytes were uploaded before, with the caption asked
+    for, in one transaction."""
+    with session_scope(engine) as session:
+        existing = session.get(ImageRow, row.id)
+        if existing is not None:
+            row = existing
+        else:
+            session.add(row)
+        asked = None  # a caption this image already has, in any state, is left as it is
+        if caption is not None and session.get(CaptionRow, (row.id, caption.value)) is None:
+            asked = CaptionRow(image_id=row.id, language=caption.value)
+            session.add(asked)
+        if existing is None:  # a new image has no captions but the one just asked for
+            captions = [asked] if asked is not None else []
+        else:
+            session.flush()
+            captions = captions_of(session, [row.id]).get(row.id, [])
+        start = [job_of(asked)] if asked is not None and row.status in FINISHED else []
+    return Recorded(row, existing is None, captions, start)
+
+
+def image(engine: Engine, image_id: str) -> ImageRow | None:
+    with session_scope(engine) as session:
+        return session.get(ImageRow, image_id)
+
+
+def image_with_captions(engine: Engine, image_id: str) -> tuple[ImageRow, list[CaptionRow]] | None:
+    with session_scope(engine) as session:
+        row = session.get(ImageRow, image_id)
+        if row is None:
+            return None
+        return row, captions_of(session, [image_id]).get(image_id, [])
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    status: JobStatus | None = None
+    tier: Tier | None = None
+    country: str | None = None
+    duplicate: bool | None = None
+
+
+@dataclass
+class ImagePage:
+    rows: list[ImageRow]
+    captions: dict[str, list[CaptionRow]]
+    total: int
+
+
+def image_page(engine: Engine, where: ImageFilter, limit: int, offset: int) -> ImagePage:
+    """A page of images in upload order, with their captions and the count of all that match."""
+    query = select(ImageRow)
+    if where.status is not None:
+        query = query.where(ImageRow.status == where.status)
+    if where.tier is not None:
+        query = query.where(ImageRow.tier == where.tier)
+    if where.country is not None:
+        query = query.where(col(ImageRow.countries).contains(f",{where.country},"))
+    if where.duplicate is not None:
+        query = query.where(ImageRow.status == JobStatus.DONE).where(
+            col(ImageRow.duplicate_of).is_not(None)
+            if where.duplicate
+            else col(ImageRow.duplicate_of).is_(None)
+        )
+    with session_scope(engine) as session:
+        total = session.exec(select(func.count()).select_from(query.subquery())).one()
+        rows = session.exec(
+            query.order_by(col(ImageRow.created_at), col(ImageRow.id)).offset(offset).limit(limit)
+        ).all()
+        captions = captions_of(session, [r.id for r in rows])
+    return ImagePage(list(rows), captions, int(total))
+
+
+def unfinished_images(engine: Engine) -> list[str]:
+    with session_scope(engine) as session:
+        rows = session.exec(select(ImageRow.id).where(col(ImageRow.status).in_(UNFINISHED))).all()
+    return list(rows)
+
+
+# The pipeline
+
+Changes = dict[str, dict[str, object]]
+
+
+def write_changes(
+    session: Session, changes: Changes, claimed: Mapping[str, int] | None = None
+) -> None:
+    """UPDATE by primary key of the records that have not ended, one executemany per set of
+    changed fields (no ORM round trips: a batch's records cost one statement, not a SELECT and
+    an UPDATE each). With `claimed` (the try that claimed each record), only while that try
+    still holds it: a try stopped from outside, whose thread ran on, writes nothing."""
+    now = utcnow()
+    by_fields: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for image_id, fields in changes.items():
+        holder = {} if claimed is None else {"claimed_attempt": claimed[image_id]}
+        by_fields.setdefault(tuple(sorted(fields)), []).append(
+            {"image_id": image_id, "updated_at": now, **holder, **fields}
+        )
+    for names, parameters in by_fields.items():
+        statement = (
+            update(ImageRow)
+            .where(col(ImageRow.id) == bindparam("image_id"))
+            .where(*(col(ImageRow.status) != status for status in FINISHED))
+            .values({name: bindparam(name) for name in (*names, "updated_at")})
+        )
+        if claimed is not None:
+            statement = statement.where(col(ImageRow.attempts) == bindparam("claimed_attempt"))
+        session.connection().execute(statement, parameters)
+
+
+def processed(session: Session, statuses: dict[str, str]) -> dict[str, Processed]:
+    """Each image's status, with the captions waiting for those whose processing ended."""
+    ended = [image_id for image_id, status in statuses.items() if status in FINISHED]
+    waiting = captions_of(session, ended, status=JobStatus.QUEUED) if ended else {}
+    return {
+        image_id: Processed(status, tuple(job_of(row) for row in waiting.get(image_id, ())))
+        for image_id, status in statuses.items()
+    }
+
+
+def claim(engine: Engine, attempts: Mapping[str, int]) -> dict[str, ImageRow]:
+    """Loads the records of a batch (image id → the try that runs it) and marks the ones not
+    ended "processing" by that try, in one transaction; returns every record found, as
+    read-only snapshots taken before the change."""
+    with session_scope(engine) as session:
+        rows = {
+            row.id: row
+            for row in session.exec(
+                select(ImageRow).where(col(ImageRow.id).in_(list(attempts)))
+            ).all()
+        }
+        session.expunge_all()
+        write_changes(
+            session,
+            {
+                image_id: {"status": JobStatus.PROCESSING, "attempts": attempts[image_id]}
+                for image_id, row in rows.items()
+                if row.status not in FINISHED
+            },
+        )
+    return rows
+
+
+def finish(
+    engine: Engine, changes: Changes, claimed: Mapping[str, int], statuses: dict[str, str]
+) -> dict[str, Processed]:
+    """Writes a batch's results (only where its try still holds the record) and returns each
+    image's outcome with the captions that can start."""
+    with session_scope(engine) as session:
+        write_changes(session, changes, claimed)
+        return processed(session, statuses)
+
+
+def stop_image(engine: Engine, image_id: str, change: dict[str, object]) -> Processed | str | None:
+    """A try stopped from outside: writes `change` unless the record ended; returns the outcome
+    when it has ended, the status when it waits for another try, None when it is gone."""
+    with session_scope(engine) as session:
+        write_changes(session, {image_id: change})
+        row = session.get(ImageRow, image_id)
+        if row is None:
+            return None
+        if row.status not in FINISHED:
+            return row.status
+        return processed(session, {row.id: row.status})[row.id]
+
+
+# The reconciler
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """A record not ended and unchanged since a time, with its job."""
+
+    image_id: str
+    tries: int
+    caption: CaptionJob | None = None
+
+
+def stuck_since(engine: Engine, before: datetime) -> list[Stuck]:
+    """Images queued or processing, and captions queued whose image ended, unchanged since
+    `before`."""
+    with session_scope(engine) as session:
+        images = session.exec(
+            select(ImageRow.id, ImageRow.attempts)
+            .where(col(ImageRow.status).in_(UNFINISHED))
+            .where(col(ImageRow.updated_at) <= before)
+        ).all()
+        captions = session.exec(
+            select(CaptionRow)
+            .join(ImageRow, col(ImageRow.id) == col(CaptionRow.image_id))
+            .where(CaptionRow.status == JobStatus.QUEUED)
+            .where(col(ImageRow.status).in_(FINISHED))
+            .where(col(CaptionRow.updated_at) <= before)
+            .where(col(ImageRow.updated_at) <= before)
+        ).all()
+        found = [Stuck(image_id, tries) for image_id, tries in images]
+        found += [Stuck(row.image_id, row.attempts, job_of(row)) for row in captions]
+    return found
+
+
+def fail_stuck(engine: Engine, stuck: Stuck, error: str) -> None:
+    """Records a lost job failed, unless its record ended or was asked again meanwhile."""
+    with session_scope(engine) as session:
+        row: ImageRow | CaptionRow | None
+        if stuck.caption is None:
+            row = session.get(ImageRow, stuck.image_id)
+        else:
+            row = session.get(CaptionRow, (stuck.image_id, stuck.caption.language))
+            if row is not None and row.requests != stuck.caption.request:
+                return  # asked again since: a newer job runs it
+        if row is None or row.status in FINISHED:
+            return
+        row.status, row.error, row.updated_at = JobStatus.FAILED, error, utcnow()
+        session.add(row)

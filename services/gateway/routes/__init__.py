@@ -1,0 +1,16 @@
+"""The gateway's public API: a route module per resource (a new resource adds a module)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.gateway.routes import captions, duplicates, images, reference_sets, relevance
+
+
+def public_routes() -> APIRouter:
+    """Everything the gateway serves: the API for contributors and validators, and the admins'
+    reference sets."""
+    routes = APIRouter()
+    for module in (images, relevance, duplicates, captions, reference_sets):
+        routes.include_router(module.router)
+    return routes

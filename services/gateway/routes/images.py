@@ -1,0 +1,213 @@
+"""Images: uploads, their records and content, the list, and captions asked for stored ones."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from services.common.captions import CaptionLanguage, caption_language
+from services.common.errors import ServiceError
+from services.common.http import INT64_MAX, multipart_body
+from services.common.images import MEDIA_TYPES
+from services.common.openapi import body_schema
+from services.common.schemas import Tier
+from services.common.states import JobStatus
+from services.gateway import records
+from services.gateway.captions import CaptionJobs
+from services.gateway.dependencies import (
+    PUBLIC_ERRORS,
+    CaptionJobsDep,
+    Contributor,
+    EngineDep,
+    QueueDep,
+    SettingsDep,
+    StoreDep,
+    Validator,
+    captioner_of,
+)
+from services.gateway.intake import accept, form_fields, read_form, read_image_part
+from services.gateway.schemas import (
+    CaptionBatchIn,
+    CaptionBatchOut,
+    CaptionOut,
+    ImageOut,
+    ImagePage,
+    UploadMetadata,
+)
+from services.gateway.tables import CaptionRow, ImageRow
+
+router = APIRouter(prefix="/v1", tags=["gateway"], responses=PUBLIC_ERRORS)
+
+
+def image_out(row: ImageRow, captions: Sequence[CaptionRow] = ()) -> ImageOut:
+    return ImageOut.model_validate(
+        {
+            **row.model_dump(),
+            "countries": [c for c in row.countries.split(",") if c],
+            "is_duplicate": None if row.status != JobStatus.DONE else row.duplicate_of is not None,
+            "captions": [CaptionOut.model_validate(c) for c in captions],
+        }
+    )
+
+
+def _wanted_caption(metadata: UploadMetadata, captions: CaptionJobs) -> CaptionLanguage | None:
+    """The caption language an upload asks for; 422 when it cannot be had."""
+    if not metadata.caption and metadata.caption_language is None:
+        return None
+    language = caption_language(metadata.caption_language or CaptionLanguage.ENGLISH.value)
+    captioner_of(captions, "upload without 'caption'")
+    return language
+
+
+def _unknown_image(image_id: str) -> ServiceError:
+    return ServiceError(404, "unknown_image", f"no image {image_id}")
+
+
+@router.post(
+    "/images",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ImageOut,
+    responses={200: {"model": ImageOut, "description": "The same bytes were stored before"}},
+    summary="Upload an image with its metadata; it is processed in the background",
+    openapi_extra=multipart_body("image", body_schema(UploadMetadata)["properties"]),
+)
+async def upload_image(
+    request: Request,
+    response: Response,
+    key: Contributor,
+    settings: SettingsDep,
+    engine: EngineDep,
+    store: StoreDep,
+    queue: QueueDep,
+    captions: CaptionJobsDep,
+) -> ImageOut:
+    form = await read_form(request)
+    try:
+        metadata = form_fields(form, UploadMetadata)
+        caption = _wanted_caption(metadata, captions)  # refused before the image is read
+        raw = await read_image_part(form, settings.images)
+    finally:
+        await form.close()
+    image = await asyncio.to_thread(accept, raw, settings.images)
+    await asyncio.to_thread(store.put, image.sha256, image.data)  # bytes before the record
+    countries = ",".join(c.value for c in metadata.countries)
+    recorded = await asyncio.to_thread(
+        records.record_upload,
+        engine,
+        ImageRow(
+            id=image.sha256,
+            format=image.info.format,
+            size_bytes=len(image.data),
+            width=image.info.width,
+            height=image.info.height,
+            countries=f",{countries}," if countries else "",
+            location=metadata.location,
+            native_language=metadata.native_language.value if metadata.native_language else None,
+            caption_native=metadata.caption_native,
+            caption_en=metadata.caption_en,
+            want_caption=caption is not None,
+            uploaded_by=key.id,
+        ),
+        caption,
+    )
+    if recorded.created or recorded.row.status == JobStatus.QUEUED:
+        await queue.enqueue(image.sha256)
+    for job in recorded.captions_to_start:
+        await queue.enqueue_caption(job)
+    if not recorded.created:
+        response.status_code = status.HTTP_200_OK
+    return image_out(recorded.row, recorded.captions)
+
+
+@router.get("/images/{image_id}", response_model=ImageOut, summary="An image's status and results")
+def get_image(image_id: str, _: Contributor, engine: EngineDep) -> ImageOut:
+    found = records.image_with_captions(engine, image_id)
+    if found is None:
+        raise _unknown_image(image_id)
+    return image_out(*found)
+
+
+@router.get(
+    "/images/{image_id}/content",
+    summary="The stored image (location data removed)",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                media_type: {"schema": {"type": "string", "format": "binary"}}
+                for media_type in MEDIA_TYPES.values()
+            }
+        }
+    },
+)
+def get_content(image_id: str, _: Validator, engine: EngineDep, store: StoreDep) -> Response:
+    row = records.image(engine, image_id)
+    if row is None:
+        raise _unknown_image(image_id)
+    return Response(
+        store.get(row.id),
+        media_type=MEDIA_TYPES.get(row.format, "application/octet-stream"),
+        headers={"X-Content-Type-Options": "nosniff"},  # served as the image it is, never HTML
+    )
+
+
+@router.get("/images", response_model=ImagePage, summary="Images, filtered and paginated")
+def list_images(
+    _: Validator,
+    settings: SettingsDep,
+    engine: EngineDep,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    tier: Tier | None = None,
+    country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
+    duplicate: bool | None = None,
+    limit: Annotated[int, Query(ge=1, description="at most the gateway's max_page_size")] = 50,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+) -> ImagePage:
+    if limit > settings.max_page_size:
+        raise ServiceError(
+            422,
+            "invalid_request",
+            f"limit is at most {settings.max_page_size} (asked {limit}): page with offset",
+            field="limit",
+        )
+    where = records.ImageFilter(status_filter, tier, country, duplicate)
+    page = records.image_page(engine, where, limit, offset)
+    return ImagePage(
+        items=[image_out(r, page.captions.get(r.id, [])) for r in page.rows],
+        total=page.total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.post(
+    "/images/captions",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=CaptionBatchOut,
+    summary="Queue captions of stored images in one language",
+    description="Each caption is a queued job; read it on `GET /v1/images/{id}` (`captions`). "
+    "A caption already done is kept unless `redo`; a failed one is asked again.",
+)
+async def queue_captions(
+    body: CaptionBatchIn,
+    _: Validator,
+    engine: EngineDep,
+    queue: QueueDep,
+    captions: CaptionJobsDep,
+) -> CaptionBatchOut:
+    language = caption_language(body.language)
+    captioner_of(captions)
+    asked = await asyncio.to_thread(
+        records.ask_captions, engine, body.image_ids, language, body.location_aware, body.redo
+    )
+    for job in asked.start:
+        await queue.enqueue_caption(job)
+    return CaptionBatchOut(
+        language=language.value,
+        queued=asked.queued,
+        already_done=asked.already_done,
+        unknown=asked.unknown,
+    )
