@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL (database `test`, trust auth) and Redis answer on 127.0.0.1, installing
-# them from Debian's packages and starting them if needed. Safe to run again.
+# them from Debian's packages and starting them if needed, and that Debian's Chromium is there
+# for the tests of the pages (headless, local only). Safe to run again.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -32,4 +33,5 @@ fi
 if ! psql -h 127.0.0.1 -U postgres -d test -c 'select 1' >/dev/null 2>&1; then
   as_root su postgres -c "psql -c 'create database test'" >/dev/null 2>&1 || true
 fi
-echo "PostgreSQL and Redis answer on 127.0.0.1"
+command -v chromium >/dev/null || apt_install chromium
+echo "PostgreSQL and Redis answer on 127.0.0.1; Chromium is installed"

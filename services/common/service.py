@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI, Request
 from prometheus_client import CollectorRegistry
 from threadpoolctl import threadpool_limits
 
+from services.common.docs import add_offline_docs
 from services.common.errors import ErrorResponse, install_error_handlers
 from services.common.http import (
     BodySizeLimitMiddleware,
@@ -72,7 +73,15 @@ def build_service_app(
             f"to anyone who reaches it: set {SERVICE_TOKEN_VARIABLE} (the same on every "
             "service, the gateway and the workers), or listen on 127.0.0.1"
         )
-    app = FastAPI(title=f"seavl {name}", version="0.1.0", summary=summary, lifespan=lifespan)
+    app = FastAPI(
+        title=f"seavl {name}",
+        version="0.1.0",
+        summary=summary,
+        lifespan=lifespan,
+        docs_url=None,  # served by add_offline_docs, without a CDN
+        redoc_url=None,
+    )
+    add_offline_docs(app)
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router, responses=None if token is None else SERVICE_TOKEN_ERRORS)
