@@ -1,14 +1,18 @@
 """ONNX Runtime sessions: execution provider choice and the model's forward pass.
 
 `get_available_providers()` lists what onnxruntime was built with, not what works: the GPU build
-lists CUDA on a machine without a GPU and silently falls back to the CPU. So the provider in use
-is read back from the session, and `require_gpu` is checked against that.
+lists CUDA on a machine without a GPU and falls back to the CPU, after logging a red error about
+the CUDA libraries it could not load. So CUDA is asked for only where its driver finds a device,
+the provider in use is read back from the session, and `require_gpu` is checked against that.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +36,9 @@ GPU_PROVIDERS = frozenset(
     }
 )
 CPU_PROVIDER = "CPUExecutionProvider"
+# Providers that run on CUDA: asked for only when the CUDA driver is there and sees a device.
+CUDA_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
+CUDA_DRIVER_LIBRARY = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
 
 
 class ModelLoadError(RuntimeError):
@@ -44,17 +51,50 @@ def select_providers(ranked: list[str], available: list[str]) -> list[str]:
     return [*chosen, CPU_PROVIDER]
 
 
+@functools.cache
+def cuda_unavailable_reason() -> str | None:
+    """Why CUDA cannot run here (no driver, or no device), or None when it can.
+
+    Asked of the CUDA driver itself, because onnxruntime finds out only by trying: it logs a red
+    error about missing CUDA libraries on every machine without them, then uses the CPU."""
+    try:
+        driver = ctypes.CDLL(CUDA_DRIVER_LIBRARY)
+    except OSError:
+        return f"no CUDA driver ({CUDA_DRIVER_LIBRARY} cannot be loaded)"
+    devices = ctypes.c_int(0)
+    initialised = driver.cuInit(0)
+    if initialised != 0:
+        return f"the CUDA driver finds no usable device (cuInit error {initialised})"
+    if driver.cuDeviceGetCount(ctypes.byref(devices)) != 0 or devices.value < 1:
+        return "the CUDA driver finds no device"
+    return None
+
+
+def _without_unusable_cuda(model_name: str, providers: list[str], require_gpu: bool) -> list[str]:
+    """`providers` less the CUDA ones when CUDA cannot run here, so onnxruntime is not asked."""
+    cuda = [p for p in providers if p in CUDA_PROVIDERS]
+    reason = cuda_unavailable_reason() if cuda else None
+    if reason is None:
+        return providers
+    others = [p for p in providers if p not in CUDA_PROVIDERS]
+    if require_gpu and not any(p in GPU_PROVIDERS for p in others):
+        raise ModelLoadError(f"a GPU is required (require_gpu) but {cuda} cannot run: {reason}")
+    logger.info("%s: %s not tried: %s", model_name, cuda, reason)
+    return others
+
+
 def create_session(
     model: RegisteredModel, runtime: RuntimeSettings
 ) -> tuple[ort.InferenceSession, str]:
     """Opens the model on the best provider there is; returns the session and the provider used."""
     providers = select_providers(runtime.providers, ort.get_available_providers())
-    wanted_gpu = [p for p in providers if p in GPU_PROVIDERS]
-    if runtime.require_gpu and not wanted_gpu:
+    if runtime.require_gpu and not any(p in GPU_PROVIDERS for p in providers):
         raise ModelLoadError(
             "a GPU is required (require_gpu) but this onnxruntime build has none of "
             f"{runtime.providers}; available: {ort.get_available_providers()}"
         )
+    providers = _without_unusable_cuda(model.manifest.name, providers, runtime.require_gpu)
+    wanted_gpu = [p for p in providers if p in GPU_PROVIDERS]
     options = ort.SessionOptions()
     options.intra_op_num_threads = runtime.intra_op_threads
     options.inter_op_num_threads = 1
