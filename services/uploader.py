@@ -1,16 +1,20 @@
 """`seavl upload DIR`: the bulk uploader, a client of the gateway.
 
-For each image it computes the pHash locally, asks the gateway (`POST /v1/dedup`) whether a
-near-duplicate is stored, and sends it (`POST /v1/images`) only if not. Transient failures are
-retried with backoff; a resume file records what is settled (sent, duplicate, rejected) so a
-rerun skips it. A summary lists what was skipped and what was rejected, with the reason, and the
-exit status (`ExitStatus`) tells a script whether every file is in.
+Each distinct file is sent once: paths that lead to one file (symlinks) or hold the same bytes
+are grouped, and symlinked folders are not followed (they lead out of the folder, or back into it
+without end). For each image it computes the pHash locally, asks the gateway (`POST /v1/dedup`)
+whether it, or a near-duplicate, is stored, and sends it (`POST /v1/images`) only if not.
+Transient failures are retried with backoff; a resume file records what is settled (new, already
+stored, duplicate, same file, rejected) so a rerun skips it. A summary on stdout counts each of
+these and lists the duplicates, the files sent once for several paths and the rejected ones with
+the reason; the exit status (`ExitStatus`) tells a script whether every file is in.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +35,7 @@ from tenacity.wait import wait_base
 from services.common.captions import caption_language
 from services.common.errors import ServiceError
 from services.common.images import ImageLimits, decode_image
+from services.common.location import strip_location
 from services.common.settings import service_settings_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
@@ -53,16 +58,34 @@ class UploaderSettings(BaseSettings):
 class ExitStatus(IntEnum):
     """What `seavl upload` exits with, so that a script can tell whether every file is in."""
 
-    DONE = 0  # every file sent, a duplicate of a stored image, or settled by an earlier run
+    DONE = 0  # every file new, already stored, a duplicate, or settled by an earlier run
     INCOMPLETE = 1  # a file failed (tried again on the next run) or was rejected, or no gateway
     USAGE = 2  # as argparse's own errors: the command cannot work as given, nothing is sent
 
 
 class UploadStatus(StrEnum):
-    SENT = "sent"
-    DUPLICATE = "duplicate"
+    SENT = "sent"  # new: the gateway took an image it did not have
+    STORED = "stored"  # the gateway had these bytes already
+    DUPLICATE = "duplicate"  # a near-duplicate of another stored image
+    SAME_FILE = "same_file"  # a link to, or a copy of, another file of the folder: sent once
     REJECTED = "rejected"
     FAILED = "failed"  # the only status not settled: the next run tries the file again
+
+
+SUMMARY_COUNTS = (
+    (UploadStatus.SENT, "new"),
+    (UploadStatus.STORED, "already stored"),
+    (UploadStatus.DUPLICATE, "duplicates"),
+    (UploadStatus.SAME_FILE, "same file"),
+    (UploadStatus.REJECTED, "rejected"),
+    (UploadStatus.FAILED, "failed"),
+)
+SUMMARY_TABLES = (
+    (UploadStatus.DUPLICATE, "Duplicates of stored images (not sent)", "duplicate of"),
+    (UploadStatus.SAME_FILE, "Same file as another here (sent once)", "same as"),
+    (UploadStatus.REJECTED, "Rejected", "reason"),
+    (UploadStatus.FAILED, "Failed (retried on the next run)", "reason"),
+)
 
 
 class _Transient(Exception):
@@ -97,12 +120,17 @@ def _positive_int(text: str) -> int:
 
 def add_upload_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
-        "Exit status: 0 when every file is in (sent, a duplicate, or settled by an earlier run); "
+        "Exit status: 0 when every file is in (new, already stored, a duplicate, or settled by "
+        "an earlier run); "
         "1 when a file failed (the next run tries it again) or was rejected in this run, or the "
         "gateway cannot be reached; 2 when the command cannot work as given (as for argparse's "
         "errors) or the gateway refuses the key."
     )
-    parser.add_argument("directory", type=Path, help="folder of images (searched recursively)")
+    parser.add_argument(
+        "directory",
+        type=Path,
+        help="folder of images (searched recursively; symlinked folders are not followed)",
+    )
     parser.add_argument("--countries", default="", help="comma-separated ISO codes, e.g. TH,VN")
     parser.add_argument(
         "--caption-file",
@@ -215,7 +243,17 @@ class Uploader:
         self.caption_language = caption_language
 
     def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.send_counting_tries(method, path, **kwargs)[0]
+
+    def send_counting_tries(
+        self, method: str, path: str, **kwargs: Any
+    ) -> tuple[httpx.Response, int]:
+        """The answer, after retrying transient failures, and how many tries it took."""
+        tries = 0
+
         def once() -> httpx.Response:
+            nonlocal tries
+            tries += 1
             try:
                 response = self.client.request(method, path, **kwargs)
             except httpx.TransportError as exc:
@@ -230,13 +268,19 @@ class Uploader:
             retry=retry_if_exception_type(_Transient),
             reraise=True,
         )
-        return retrying(once)
+        response = retrying(once)
+        return response, tries
 
     def upload(self, root: Path, file: Path) -> Outcome:
-        relative = file.relative_to(root).as_posix()
-        data = file.read_bytes()
+        relative = _relative(root, file)
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            return Outcome(relative, UploadStatus.FAILED, f"cannot read it: {exc}")
         try:
             decoded = decode_image(data, ImageLimits())
+            # the id the gateway gives these bytes: it stores them without location data
+            image_id = hashlib.sha256(strip_location(data)).hexdigest()
         except ServiceError as exc:
             return Outcome(relative, UploadStatus.REJECTED, f"{exc.code}: {exc.message}")
         try:
@@ -245,19 +289,85 @@ class Uploader:
                 return Outcome(relative, UploadStatus.FAILED, f"dedup check: {_error_text(found)}")
             matches = found.json()
             if matches["is_duplicate"]:
-                return Outcome(relative, UploadStatus.DUPLICATE, matches["by_phash"][0]["id"])
+                stored = [match["id"] for match in matches["by_phash"]]
+                if image_id in stored:
+                    return Outcome(relative, UploadStatus.STORED, image_id)
+                return Outcome(relative, UploadStatus.DUPLICATE, stored[0])
             fields: dict[str, str] = dict(self.captions.get(relative, {}))
             if self.countries:
                 fields["countries"] = ",".join(self.countries)
             if self.caption_language:
                 fields["caption_language"] = self.caption_language
-            sent = self.send("POST", "/v1/images", files={"image": (file.name, data)}, data=fields)
+            sent, tries = self.send_counting_tries(
+                "POST", "/v1/images", files={"image": (file.name, data)}, data=fields
+            )
         except _Transient as exc:
             gave_up = f"gave up after {self.retries} tries: {exc}"
             return Outcome(relative, UploadStatus.FAILED, gave_up)
-        if sent.status_code in (200, 202):
+        # A 200 says the bytes were stored before; after a failed try, most likely by that try
+        # (taken, then the answer lost), so the image is new to this run.
+        if sent.status_code == 202 or (sent.status_code == 200 and tries > 1):
             return Outcome(relative, UploadStatus.SENT, sent.json()["id"])
+        if sent.status_code == 200:
+            return Outcome(relative, UploadStatus.STORED, sent.json()["id"])
         return Outcome(relative, UploadStatus.REJECTED, _error_text(sent))
+
+
+def _relative(root: Path, file: Path) -> str:
+    """The file's name in the resume file and the summary: its path under the folder."""
+    return file.relative_to(root).as_posix()
+
+
+def find_images(root: Path) -> tuple[list[Path], list[str]]:
+    """The image files under `root`, sorted, and the symlinked folders not followed: they lead
+    out of the folder, or back into it (a link to a parent repeats the tree without end).
+    Symlinked files are kept; `group_same_files` sends each file once."""
+    files: list[Path] = []
+    not_followed: list[str] = []
+    for folder, subfolders, names in os.walk(root):  # does not descend into symlinked folders
+        here = Path(folder)
+        not_followed += [_relative(root, here / s) for s in subfolders if (here / s).is_symlink()]
+        files += [
+            here / name
+            for name in names
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and (here / name).is_file()
+        ]
+    return sorted(files, key=lambda file: _relative(root, file)), sorted(not_followed)
+
+
+def _content_sha256(file: Path) -> str | None:
+    """The file's sha256, or None when it cannot be read (its upload says why)."""
+    digest = hashlib.sha256()
+    try:
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def group_same_files(
+    files: list[Path], pool: ThreadPoolExecutor
+) -> tuple[list[Path], dict[Path, list[Path]]]:
+    """The first path of each distinct file, and for each the later paths to the same file (by
+    resolved path) or to the same bytes (by sha256): those are not sent again."""
+    firsts: list[Path] = []
+    same_as: dict[Path, list[Path]] = {}
+    first_by_key: dict[str, Path] = {}
+    digests = pool.map(_content_sha256, files)
+    for file, digest in zip(files, digests, strict=True):
+        keys = [f"path:{file.resolve()}"] + ([f"sha256:{digest}"] if digest else [])
+        first = next((first_by_key[key] for key in keys if key in first_by_key), None)
+        if first is None:
+            firsts.append(file)
+            same_as[file] = []
+            first = file
+        else:
+            same_as[first].append(file)
+        for key in keys:
+            first_by_key.setdefault(key, first)
+    return firsts, same_as
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -270,22 +380,19 @@ def _error_text(response: httpx.Response) -> str:
 
 def _summary(console: Console, outcomes: list[Outcome], skipped_before: int) -> None:
     counts = Counter(o.status for o in outcomes)
+    counted = ", ".join(f"{label} {counts[status]}" for status, label in SUMMARY_COUNTS)
     console.print(
-        f"sent {counts[UploadStatus.SENT]}, skipped as duplicate {counts[UploadStatus.DUPLICATE]}, "
-        f"rejected {counts[UploadStatus.REJECTED]}, failed {counts[UploadStatus.FAILED]}; "
-        f"settled in an earlier run {skipped_before}",
+        f"{counted}; settled in an earlier run {skipped_before}",
         soft_wrap=True,
+        markup=False,
+        highlight=False,
     )
-    for status, title in (
-        (UploadStatus.DUPLICATE, "Skipped as duplicates"),
-        (UploadStatus.REJECTED, "Rejected"),
-        (UploadStatus.FAILED, "Failed (retried on the next run)"),
-    ):
+    for status, title, detail in SUMMARY_TABLES:
         rows = [o for o in outcomes if o.status == status]
         if rows:
             table = Table(title=title)
-            table.add_column("file")
-            table.add_column("duplicate of" if status is UploadStatus.DUPLICATE else "reason")
+            table.add_column("file", overflow="fold")
+            table.add_column(detail, overflow="fold")  # whole ids, not cut with …
             for outcome in rows:
                 table.add_row(outcome.path, outcome.detail)
             console.print(table)
@@ -321,8 +428,16 @@ def _upload_folder(args: argparse.Namespace, console: Console) -> ExitStatus:
     resume = _ResumeLog(args.resume_file or root / ".seavl-upload.jsonl")
     for problem in resume.problems:
         console.print(f"warning: {problem}", soft_wrap=True, markup=False, highlight=False)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    pending = [p for p in files if p.relative_to(root).as_posix() not in resume.settled]
+    files, not_followed = find_images(root)
+    if not_followed:
+        console.print(
+            f"warning: symlinked folders not followed (they lead out of {root} or back into "
+            f"it): {', '.join(not_followed)}",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
+    pending = [p for p in files if _relative(root, p) not in resume.settled]
     outcomes: list[Outcome] = []
     headers = {"Authorization": f"Bearer {key}"}
     retry_wait = wait_exponential(
@@ -352,11 +467,19 @@ def _upload_folder(args: argparse.Namespace, console: Console) -> ExitStatus:
             ThreadPoolExecutor(args.concurrency) as pool,
         ):
             task = progress.add_task("upload", total=len(pending))
-            for outcome in pool.map(lambda f: uploader.upload(root, f), pending):
-                if outcome.status is not UploadStatus.FAILED:
-                    resume.record(outcome)
-                outcomes.append(outcome)
-                progress.advance(task)
-    _summary(console, outcomes, len(files) - len(pending))
+            firsts, same_as = group_same_files(pending, pool)
+            for first, outcome in zip(
+                firsts, pool.map(lambda f: uploader.upload(root, f), firsts), strict=True
+            ):
+                copies = [
+                    Outcome(_relative(root, copy), UploadStatus.SAME_FILE, outcome.path)
+                    for copy in same_as[first]
+                ]
+                for settled in [outcome, *copies]:
+                    if outcome.status is not UploadStatus.FAILED:  # copies settle with it
+                        resume.record(settled)
+                    outcomes.append(settled)
+                progress.advance(task, 1 + len(copies))
+    _summary(Console(), outcomes, len(files) - len(pending))
     missing = {UploadStatus.FAILED, UploadStatus.REJECTED}
     return ExitStatus.INCOMPLETE if any(o.status in missing for o in outcomes) else ExitStatus.DONE

@@ -86,7 +86,9 @@ def test_upload_skips_duplicates_and_resumes(stack: Stack, tmp_path: Path) -> No
     )
     first = upload(stack, folder, "--caption-file", str(captions))
     assert first.returncode == 0, first.stderr
-    assert "sent 2, skipped as duplicate 0, rejected 0, failed 0" in first.stderr
+    assert (
+        "new 2, already stored 0, duplicates 0, same file 0, rejected 0, failed 0" in first.stdout
+    )
     sent = [json.loads(line) for line in (folder / ".seavl-upload.jsonl").read_text().splitlines()]
     assert sorted(e["path"] for e in sent) == ["day1/cat.png", "day1/coffee.jpg"]
     ids = {e["path"]: e["detail"] for e in sent}
@@ -106,14 +108,16 @@ def test_upload_skips_duplicates_and_resumes(stack: Stack, tmp_path: Path) -> No
     (folder / "day2" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     second = upload(stack, folder)
     assert second.returncode == 1, second.stderr  # a rejected file is not in: the script is told
-    assert "sent 0, skipped as duplicate 1, rejected 1, failed 0" in second.stderr
-    assert "settled in an earlier run 2" in second.stderr
-    assert "cat-again.jpg" in second.stderr and "corrupt_image" in second.stderr
+    assert (
+        "new 0, already stored 0, duplicates 1, same file 0, rejected 1, failed 0" in second.stdout
+    )
+    assert "settled in an earlier run 2" in second.stdout
+    assert "cat-again.jpg" in second.stdout and "corrupt_image" in second.stdout
     third = upload(stack, folder)
     assert third.returncode == 0, third.stderr
     assert (
-        "sent 0, skipped as duplicate 0, rejected 0, failed 0; settled in an earlier run 4"
-        in third.stderr
+        "new 0, already stored 0, duplicates 0, same file 0, rejected 0, failed 0; "
+        "settled in an earlier run 4" in third.stdout
     )
 
 
@@ -186,8 +190,9 @@ def test_a_torn_or_malformed_resume_line_is_reported_and_skipped(
     assert len(warnings) == 2, first.stderr  # one line each, however long the path
     assert "line 2 " in warnings[0] and "ignored" in warnings[0]
     assert "line 4 " in warnings[1] and "cut short" in warnings[1]
-    assert "sent 1, skipped as duplicate 0, rejected 0, failed 0; settled in an earlier run 2" in (
-        first.stderr
+    assert (
+        "new 1, already stored 0, duplicates 0, same file 0, rejected 0, failed 0; "
+        "settled in an earlier run 2" in first.stdout
     )
     lines = resume.read_text().splitlines()
     assert lines[1] == "<<<<<<< mine"  # not ours to drop
@@ -202,8 +207,9 @@ def test_a_torn_or_malformed_resume_line_is_reported_and_skipped(
     assert [line for line in second.stderr.splitlines() if str(resume) in line] == [
         warnings[0]
     ]  # the torn line is gone; the leftover is still there, still reported
-    assert "sent 0, skipped as duplicate 0, rejected 0, failed 0; settled in an earlier run 3" in (
-        second.stderr
+    assert (
+        "new 0, already stored 0, duplicates 0, same file 0, rejected 0, failed 0; "
+        "settled in an earlier run 3" in second.stdout
     )
 
 
@@ -293,8 +299,10 @@ def test_transient_failures_are_retried_with_backoff_per_file(stack: Stack, tmp_
     with live_server(hop.app) as hop_url:
         first = upload(stack, folder, "--retries", "3", url=hop_url, settings=settings)
         assert first.returncode == 1, first.stderr
-        assert "sent 3, skipped as duplicate 0, rejected 0, failed 1" in first.stderr
-        assert "doomed.jpg" in first.stderr and "gave up after 3 tries" in first.stderr
+        assert "new 3, already stored 0, duplicates 0, same file 0, rejected 0, failed 1" in (
+            first.stdout
+        )
+        assert "doomed.jpg" in first.stdout and "gave up after 3 tries" in first.stdout
         tries = {name: len(times) for name, times in hop.arrivals.items()}
         assert tries == {"steady.jpg": 1, "flaky.jpg": 3, "dropped.jpg": 2, "doomed.jpg": 3}
         doomed = hop.arrivals["doomed.jpg"]
@@ -312,8 +320,97 @@ def test_transient_failures_are_retried_with_backoff_per_file(stack: Stack, tmp_
         second = upload(stack, folder, "--retries", "3", url=hop_url, settings=settings)
         assert second.returncode == 0, second.stderr
         assert (
-            "sent 1, skipped as duplicate 0, rejected 0, failed 0; settled in an earlier run 3"
-            in (second.stderr)
+            "new 1, already stored 0, duplicates 0, same file 0, rejected 0, failed 0; "
+            "settled in an earlier run 3" in second.stdout
         )
         assert len(hop.arrivals["doomed.jpg"]) == 6
         assert resume_records(folder)["doomed.jpg"]["status"] == "sent"
+
+
+def test_each_distinct_file_is_sent_once_and_counted_by_what_became_of_it(
+    stack: Stack, tmp_path: Path
+) -> None:
+    stored_before = {
+        name: stack.upload(data).json()["id"]
+        for name, data in (
+            ("cat", photo_bytes("chelsea.png", "PNG")),
+            ("rocket", photo_bytes("rocket.jpg")),
+        )
+    }
+    for image_id in stored_before.values():
+        stack.wait_done(image_id)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "far.jpg").write_bytes(photo_bytes("astronaut.png"))
+    folder = tmp_path / "photos"
+    (folder / "copies").mkdir(parents=True)
+    (folder / "coffee.jpg").write_bytes(photo_bytes("coffee.png"))  # new
+    (folder / "copies" / "coffee.jpg").write_bytes(photo_bytes("coffee.png"))  # the same bytes
+    (folder / "link-to-coffee.jpg").symlink_to(folder / "coffee.jpg")  # the same file
+    (folder / "rocket.jpg").write_bytes(photo_bytes("rocket.jpg"))  # stored before
+    (folder / "cat-again.jpg").write_bytes(encode(photo("chelsea.png"), "JPEG", quality=75))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (folder / "loop").symlink_to(folder, target_is_directory=True)  # the tree again, forever
+    (folder / "far").symlink_to(elsewhere, target_is_directory=True)  # out of the tree
+    hop = FlakyHop(str(stack.gateway.base_url), {})  # forwards all, notes each upload
+    with live_server(hop.app) as hop_url:
+        first = upload(stack, folder, url=hop_url)
+        assert first.returncode == 1, first.stderr  # broken.jpg is not in
+        assert (
+            "new 1, already stored 1, duplicates 1, same file 2, rejected 1, failed 0; "
+            "settled in an earlier run 0" in first.stdout
+        ), first.stdout
+        assert {name: len(times) for name, times in hop.arrivals.items()} == {"coffee.jpg": 1}
+        assert "not followed" in first.stderr and "loop" in first.stderr and "far" in first.stderr
+        settled = resume_records(folder)
+        assert {path: record["status"] for path, record in settled.items()} == {
+            "broken.jpg": "rejected",
+            "cat-again.jpg": "duplicate",
+            "link-to-coffee.jpg": "same_file",
+            "coffee.jpg": "sent",
+            "copies/coffee.jpg": "same_file",
+            "rocket.jpg": "stored",
+        }
+        assert settled["cat-again.jpg"]["detail"] == stored_before["cat"]
+        assert settled["rocket.jpg"]["detail"] == stored_before["rocket"]
+        assert settled["copies/coffee.jpg"]["detail"] == "coffee.jpg"
+        assert stack.image(settled["coffee.jpg"]["detail"])["id"] == settled["coffee.jpg"]["detail"]
+
+        second = upload(stack, folder, url=hop_url)
+        assert second.returncode == 0, second.stderr
+        assert (
+            "new 0, already stored 0, duplicates 0, same file 0, rejected 0, failed 0; "
+            "settled in an earlier run 6" in second.stdout
+        ), second.stdout
+        assert {name: len(times) for name, times in hop.arrivals.items()} == {"coffee.jpg": 1}
+
+
+def test_an_image_the_gateway_already_has_is_counted_as_stored(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Stored, but not known to the dedup check yet (its processing had not finished when the
+    check was made): the gateway's 200 to the upload says so, and it is not counted as new."""
+    data = photo_bytes("coffee.png")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "coffee.jpg").write_bytes(data)
+    image_id = stack.upload(data).json()["id"]
+    stack.wait_done(image_id)
+    to_the_gateway = FlakyHop(str(stack.gateway.base_url), {})
+    hop = FastAPI()  # the gateway, but for a dedup check that knows of nothing stored
+
+    @hop.post("/v1/dedup")
+    async def nothing_stored_yet() -> dict[str, object]:
+        return {"by_embedding": [], "by_phash": [], "is_duplicate": False}
+
+    hop.add_api_route("/{path:path}", to_the_gateway.forward, methods=["GET", "POST"])
+
+    with live_server(hop) as hop_url:
+        first = upload(stack, folder, url=hop_url)
+    assert first.returncode == 0, first.stderr
+    assert "new 0, already stored 1," in first.stdout, first.stdout
+    assert resume_records(folder)["coffee.jpg"] == {
+        "path": "coffee.jpg",
+        "status": "stored",
+        "detail": image_id,
+    }
