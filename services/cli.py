@@ -3,89 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import uvicorn
-from fastapi import FastAPI
-
 from services.common.logging import configure_logging
-from services.common.migrations import SchemaError
-from services.common.service import UnguardedBindError
 from services.common.settings import (
     DEFAULT_DATA_DIR,
     MIN_SERVICE_TOKEN_LENGTH,
     SERVICE_TOKEN_VARIABLE,
-    ServerSettings,
 )
 from services.uploader import add_upload_arguments, run_upload
 
-
-def _serve(app: FastAPI, server: ServerSettings) -> None:
-    configure_logging(server.log_level)
-    uvicorn.run(
-        app,
-        host=server.host,
-        port=server.port,
-        log_level=server.log_level,
-        ws="none",
-        timeout_graceful_shutdown=10,
-    )
+SERVICES = ("embedder", "filter", "dedup", "captioner", "gateway")
 
 
-def _serve_embedder() -> None:
-    from services.embedder.app import create_app
-    from services.embedder.config import EmbedderSettings
-
-    settings = EmbedderSettings()
-    _serve(create_app(settings), settings.server)
-
-
-def _serve_filter() -> None:
-    from services.filter.app import create_app
-    from services.filter.config import FilterSettings
-
-    settings = FilterSettings()
-    _serve(create_app(settings), settings.server)
-
-
-def _serve_dedup() -> None:
-    from services.dedup.app import create_app
-    from services.dedup.config import DedupSettings
-
-    settings = DedupSettings()
-    _serve(create_app(settings), settings.server)
-
-
-def _serve_gateway() -> None:
-    from services.gateway.app import create_app
-    from services.gateway.config import GatewaySettings
-
-    settings = GatewaySettings()
-    _serve(create_app(settings), settings.server)
-
-
-def _serve_captioner() -> None:
-    from services.captioner.app import create_app
-    from services.captioner.config import CaptionerSettings
-
-    settings = CaptionerSettings()
-    _serve(create_app(settings), settings.server)
-
-
-SERVICES: dict[str, Callable[[], None]] = {
-    "embedder": _serve_embedder,
-    "filter": _serve_filter,
-    "dedup": _serve_dedup,
-    "captioner": _serve_captioner,
-    "gateway": _serve_gateway,
-}
+def _serve(name: str) -> None:
+    """Runs the service's own entry (as `python -m services.NAME` does), imported only now: the
+    other commands carry no service's code."""
+    importlib.import_module(f"services.{name}.__main__").main()
 
 
 def _worker(check: bool, captions: bool) -> int:
@@ -102,33 +44,39 @@ def _worker(check: bool, captions: bool) -> int:
 
 def _create_key(role: str, name: str) -> None:
     from services.common.database import make_engine
-    from services.common.migrations import wait_for_schema
+    from services.common.migrations import SchemaError, wait_for_schema
     from services.gateway.auth import Role, create_key
     from services.gateway.config import GatewaySettings
     from services.gateway.tables import GATEWAY_SCHEMA
 
-    engine = make_engine(GatewaySettings().database_url)
-    wait_for_schema(GATEWAY_SCHEMA, engine, wait_seconds=0)
-    print(create_key(engine, Role(role), name))
+    try:
+        engine = make_engine(GatewaySettings().database_url)
+        wait_for_schema(GATEWAY_SCHEMA, engine, wait_seconds=0)
+        print(create_key(engine, Role(role), name))
+    except SchemaError as exc:
+        raise SystemExit(f"seavl keys create: {exc}") from None
 
 
 def _database(command: str, services: list[str], revision: str, message: str) -> None:
-    from services.common.migrations import new_revision
+    from services.common.migrations import SchemaError, new_revision
     from services.databases import describe_all, downgrade_all, owned_schemas, upgrade_all
 
-    if command == "upgrade":
-        lines = upgrade_all(services=services)
-    elif command == "current":
-        lines = describe_all(services)
-    elif command == "downgrade":
-        lines = downgrade_all(revision, services)
-    else:
-        if len(services) != 1:
-            raise SchemaError("a revision belongs to one service: give --service once")
-        (owned,) = owned_schemas(services)
-        number = sum(1 for _ in owned.schema.scripts.walk_revisions()) + 1
-        revision_id = f"{owned.schema.service}_{number:04d}"
-        lines = [f"wrote {new_revision(owned.schema, message, revision_id)}: review it"]
+    try:
+        if command == "upgrade":
+            lines = upgrade_all(services=services)
+        elif command == "current":
+            lines = describe_all(services)
+        elif command == "downgrade":
+            lines = downgrade_all(revision, services)
+        else:
+            if len(services) != 1:
+                raise SchemaError("a revision belongs to one service: give --service once")
+            (owned,) = owned_schemas(services)
+            number = sum(1 for _ in owned.schema.scripts.walk_revisions()) + 1
+            revision_id = f"{owned.schema.service}_{number:04d}"
+            lines = [f"wrote {new_revision(owned.schema, message, revision_id)}: review it"]
+    except SchemaError as exc:
+        raise SystemExit(f"seavl db {command}: {exc}") from None
     print("\n".join(lines))
 
 
@@ -260,13 +208,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     upload = commands.add_parser("upload", help="send a folder of images to the gateway")
     add_upload_arguments(upload)
     args = parser.parse_args(argv)
-    configure_logging()
     if args.command == "serve":
-        try:
-            SERVICES[args.service]()
-        except UnguardedBindError as exc:
-            raise SystemExit(f"seavl serve {args.service}: {exc}") from None
-    elif args.command == "run":
+        _serve(args.service)  # configures logging with the service's own level
+        return
+    configure_logging()
+    if args.command == "run":
         unknown = set(args.services) - set(SERVICES)
         if unknown:
             parser.error(f"unknown services {sorted(unknown)}; choose from {sorted(SERVICES)}")
@@ -274,20 +220,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.command == "models":
         _prepare_models(args.models_dir, args.force)
     elif args.command == "keys":
-        try:
-            _create_key(args.role, args.name)
-        except SchemaError as exc:
-            raise SystemExit(f"seavl keys create: {exc}") from None
+        _create_key(args.role, args.name)
     elif args.command == "db":
-        try:
-            _database(
-                args.db_command,
-                args.db_services or [],
-                getattr(args, "revision", ""),
-                getattr(args, "message", ""),
-            )
-        except SchemaError as exc:
-            raise SystemExit(f"seavl db {args.db_command}: {exc}") from None
+        _database(
+            args.db_command,
+            args.db_services or [],
+            getattr(args, "revision", ""),
+            getattr(args, "message", ""),
+        )
     elif args.command == "worker":
         raise SystemExit(_worker(args.check, args.captions))
     elif args.command == "upload":

@@ -1,6 +1,13 @@
-"""`python -m services.captioner` serves the captioner with its settings."""
+"""The captioner's own entry: `python -m services.captioner` and `seavl serve captioner` run it."""
 
-from services.cli import main
+from services.captioner.app import create_app
+from services.captioner.config import CaptionerSettings
+from services.common.serve import serve
+
+
+def main() -> None:
+    serve("captioner", create_app, CaptionerSettings)
+
 
 if __name__ == "__main__":
-    main(["serve", "captioner"])
+    main()

@@ -1,6 +1,13 @@
-"""`python -m services.embedder` serves the embedder with its settings."""
+"""The embedder's own entry: `python -m services.embedder` and `seavl serve embedder` run it."""
 
-from services.cli import main
+from services.common.serve import serve
+from services.embedder.app import create_app
+from services.embedder.config import EmbedderSettings
+
+
+def main() -> None:
+    serve("embedder", create_app, EmbedderSettings)
+
 
 if __name__ == "__main__":
-    main(["serve", "embedder"])
+    main()

@@ -1,6 +1,13 @@
-"""`python -m services.gateway` serves the gateway with its settings."""
+"""The gateway's own entry: `python -m services.gateway` and `seavl serve gateway` run it."""
 
-from services.cli import main
+from services.common.serve import serve
+from services.gateway.app import create_app
+from services.gateway.config import GatewaySettings
+
+
+def main() -> None:
+    serve("gateway", create_app, GatewaySettings)
+
 
 if __name__ == "__main__":
-    main(["serve", "gateway"])
+    main()
