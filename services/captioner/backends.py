@@ -8,7 +8,6 @@ caption is `VlmAnswerError`, recorded as a failure.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -176,11 +175,7 @@ class OfflineLabelsBackend:
         self.min_score = min_score
 
     async def caption(self, task: CaptionTask) -> BackendAnswer:
-        result = (
-            await asyncio.to_thread(
-                self.embedder.embed, [ImageReference(data=task.image)], None, self.top_k
-            )
-        )[0]
+        result = (await self.embedder.embed([ImageReference(data=task.image)], None, self.top_k))[0]
         if isinstance(result, ImageFailure):
             raise result.as_error(field="image")
         if result.labels is None:
@@ -204,11 +199,11 @@ class OfflineLabelsBackend:
         return BackendAnswer(" ".join(sentences), f"{self.name.value}/{result.model}")
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
-        reachable = await asyncio.to_thread(self.embedder.readiness)
+        reachable = await self.embedder.readiness()
         return reachable, {
             "backend": self.name.value,
             "embedder": "ready" if reachable else "unreachable",
         }
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.embedder.close)
+        await self.embedder.close()

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from services.common.errors import OverloadedError
 
@@ -32,12 +32,15 @@ class _Pending(Generic[In, Out]):
 
 
 class MicroBatcher(Generic[In, Out]):
-    """Runs `run_batch(items) -> outputs` (same length, same order) on an executor, in batches."""
+    """Runs `run_batch(items) -> outputs` (same length, same order) in batches: a function on
+    an executor (CPU work: ONNX), or, with no executor, a coroutine function on the event loop
+    (work that waits on other services)."""
 
     def __init__(
         self,
-        run_batch: Callable[[Sequence[In]], Sequence[Out]],
-        executor: Executor,
+        run_batch: Callable[[Sequence[In]], Sequence[Out]]
+        | Callable[[Sequence[In]], Awaitable[Sequence[Out]]],
+        executor: Executor | None,
         *,
         max_batch_size: int,
         max_wait_seconds: float,
@@ -138,9 +141,17 @@ class MicroBatcher(Generic[In, Out]):
         try:
             started = time.perf_counter()
             try:
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, self._run_batch, [p.item for p in live]
-                )
+                items = [p.item for p in live]
+                if self._executor is None:
+                    run_async = cast(
+                        Callable[[Sequence[In]], Awaitable[Sequence[Out]]], self._run_batch
+                    )
+                    outputs = await run_async(items)
+                else:
+                    run_sync = cast(Callable[[Sequence[In]], Sequence[Out]], self._run_batch)
+                    outputs = await asyncio.get_running_loop().run_in_executor(
+                        self._executor, run_sync, items
+                    )
             except Exception as exc:  # the failure belongs to each caller, not to the loop
                 for pending in live:
                     if not pending.future.done():

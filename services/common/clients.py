@@ -18,8 +18,8 @@ import httpx
 import orjson
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from tenacity import (
+    AsyncRetrying,
     RetryError,
-    Retrying,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential,
@@ -87,7 +87,8 @@ class _Retryable(Exception):
 
 
 class ServiceClient:
-    """JSON over HTTP to one peer service."""
+    """JSON over HTTP to one peer service, async: a call that waits (a VLM takes seconds) holds
+    no thread, so slow peers never starve the caller's thread pool."""
 
     def __init__(self, name: str, settings: ServiceClientSettings) -> None:
         self.name = name
@@ -98,16 +99,18 @@ class ServiceClient:
             if settings.token is not None
             else None
         )
-        self._http = httpx.Client(base_url=settings.url, timeout=timeout, headers=headers)
+        self._http = httpx.AsyncClient(base_url=settings.url, timeout=timeout, headers=headers)
 
-    def close(self) -> None:
-        self._http.close()
+    async def close(self) -> None:
+        await self._http.aclose()
 
-    def _send_once(self, method: str, path: str, body: Any, idempotent: bool) -> httpx.Response:
+    async def _send_once(
+        self, method: str, path: str, body: Any, idempotent: bool
+    ) -> httpx.Response:
         """One try. A write that is not idempotent is tried again only when the peer surely did
         not apply it: it could not be reached, or it said so (429, 503)."""
         try:
-            response = self._http.request(
+            response = await self._http.request(
                 method,
                 path,
                 content=None if body is None else orjson.dumps(body, option=JSON_OPTIONS),
@@ -126,7 +129,7 @@ class ServiceClient:
             raise _Retryable(f"{self.name} answered {response.status_code}", response)
         return response
 
-    def request(
+    async def request(
         self,
         answer: type[Answer],
         method: str,
@@ -135,19 +138,19 @@ class ServiceClient:
         idempotent: bool = True,
     ) -> Answer:
         """The peer's answer read as `answer`, after retrying what may pass (see _send_once)."""
-        response = self._answer(method, path, body, idempotent)
+        response = await self._answer(method, path, body, idempotent)
         try:
             return answer.model_validate_json(response.content)
         except ValidationError as exc:
             raise self._not_seavl(response) from exc
 
-    def send(self, method: str, path: str, body: Any = None, idempotent: bool = True) -> None:
+    async def send(self, method: str, path: str, body: Any = None, idempotent: bool = True) -> None:
         """A call whose success has nothing to read (a 204)."""
-        self._answer(method, path, body, idempotent)
+        await self._answer(method, path, body, idempotent)
 
-    def _answer(self, method: str, path: str, body: Any, idempotent: bool) -> httpx.Response:
+    async def _answer(self, method: str, path: str, body: Any, idempotent: bool) -> httpx.Response:
         """The peer's success, or its failure as the error the caller's client should see."""
-        retrying = Retrying(
+        retrying = AsyncRetrying(
             stop=stop_after_attempt(self.settings.attempts),
             wait=wait_exponential(
                 multiplier=self.settings.backoff_seconds, max=self.settings.max_backoff_seconds
@@ -156,7 +159,9 @@ class ServiceClient:
             reraise=False,
         )
         try:
-            response = retrying(self._send_once, method, path, body, idempotent)
+            response: httpx.Response = await retrying(
+                self._send_once, method, path, body, idempotent
+            )
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             raise UnavailableError(str(cause)) from cause
@@ -224,7 +229,7 @@ class EmbedderClient(ServiceClient):
     def __init__(self, settings: ServiceClientSettings) -> None:
         super().__init__("embedder", settings)
 
-    def embed(
+    async def embed(
         self, images: list[ImageReference], model: str | None = None, top_k: int = 0
     ) -> list[EmbeddedImage | ImageFailure]:
         """One result per image, in order (with its `top_k` labels); base64 vectors on the
@@ -236,12 +241,12 @@ class EmbedderClient(ServiceClient):
             for image in images
         ]
         body = {"images": payload_images, "model": model, "encoding": "base64", "top_k": top_k}
-        parsed = self.request(EmbedResponse, "POST", "/v1/embed", body)
+        parsed = await self.request(EmbedResponse, "POST", "/v1/embed", body)
         return sorted(parsed.results, key=lambda result: result.index)
 
-    def readiness(self) -> bool:
+    async def readiness(self) -> bool:
         try:
-            return self._http.get("/readyz").status_code == 200
+            return (await self._http.get("/readyz")).status_code == 200
         except httpx.TransportError:
             return False
 
@@ -250,44 +255,48 @@ class FilterClient(ServiceClient):
     def __init__(self, settings: ServiceClientSettings) -> None:
         super().__init__("filter", settings)
 
-    def score(
+    async def score(
         self, reference_set: str, vectors: list[list[float] | str], model: str
     ) -> ScoreResponse:
         body = {"set": reference_set, "vectors": vectors, "model": model}
-        return self.request(ScoreResponse, "POST", "/v1/score", body)
+        return await self.request(ScoreResponse, "POST", "/v1/score", body)
 
-    def list_sets(self) -> ReferenceSetList:
-        return self.request(ReferenceSetList, "GET", "/v1/reference-sets")
+    async def list_sets(self) -> ReferenceSetList:
+        return await self.request(ReferenceSetList, "GET", "/v1/reference-sets")
 
-    def get_set(self, name: str) -> ReferenceSetInfo:
-        return self.request(ReferenceSetInfo, "GET", _set_path(name))
+    async def get_set(self, name: str) -> ReferenceSetInfo:
+        return await self.request(ReferenceSetInfo, "GET", _set_path(name))
 
-    def create_set(self, request: CreateSetRequest) -> ReferenceSetInfo:
+    async def create_set(self, request: CreateSetRequest) -> ReferenceSetInfo:
         body = request.model_dump(mode="json", exclude_none=True)
-        return self.request(ReferenceSetInfo, "POST", "/v1/reference-sets", body, idempotent=False)
+        return await self.request(
+            ReferenceSetInfo, "POST", "/v1/reference-sets", body, idempotent=False
+        )
 
-    def delete_set(self, name: str) -> None:
-        self.send("DELETE", _set_path(name), idempotent=False)
+    async def delete_set(self, name: str) -> None:
+        await self.send("DELETE", _set_path(name), idempotent=False)
 
-    def add_references(self, name: str, request: AddReferencesRequest) -> AddReferencesResponse:
+    async def add_references(
+        self, name: str, request: AddReferencesRequest
+    ) -> AddReferencesResponse:
         body = request.model_dump(mode="json", exclude_none=True)
         path = f"{_set_path(name)}/references"
-        return self.request(AddReferencesResponse, "POST", path, body, idempotent=False)
+        return await self.request(AddReferencesResponse, "POST", path, body, idempotent=False)
 
-    def delete_reference(self, name: str, reference_id: int) -> None:
-        self.send("DELETE", f"{_set_path(name)}/references/{reference_id}", idempotent=False)
+    async def delete_reference(self, name: str, reference_id: int) -> None:
+        await self.send("DELETE", f"{_set_path(name)}/references/{reference_id}", idempotent=False)
 
-    def calibrate(self, name: str, request: CalibrationRequest) -> CalibrationOut:
+    async def calibrate(self, name: str, request: CalibrationRequest) -> CalibrationOut:
         body = request.model_dump(mode="json", exclude_none=True)
         path = f"{_set_path(name)}/calibrations"
-        return self.request(CalibrationOut, "POST", path, body, idempotent=False)
+        return await self.request(CalibrationOut, "POST", path, body, idempotent=False)
 
-    def list_calibrations(self, name: str) -> CalibrationList:
-        return self.request(CalibrationList, "GET", f"{_set_path(name)}/calibrations")
+    async def list_calibrations(self, name: str) -> CalibrationList:
+        return await self.request(CalibrationList, "GET", f"{_set_path(name)}/calibrations")
 
-    def apply_calibration(self, name: str, calibration_id: int) -> ReferenceSetInfo:
+    async def apply_calibration(self, name: str, calibration_id: int) -> ReferenceSetInfo:
         path = f"{_set_path(name)}/calibrations/{calibration_id}/apply"
-        return self.request(ReferenceSetInfo, "POST", path)
+        return await self.request(ReferenceSetInfo, "POST", path)
 
 
 def _set_path(name: str) -> str:
@@ -303,23 +312,23 @@ class CaptionerClient(ServiceClient):
     def __init__(self, settings: ServiceClientSettings) -> None:
         super().__init__("captioner", settings)
 
-    def caption(self, request: CaptionRequest) -> CaptionResponse:
+    async def caption(self, request: CaptionRequest) -> CaptionResponse:
         body = request.model_dump(mode="json", exclude_none=True)
-        return self.request(CaptionResponse, "POST", "/v1/captions", body)
+        return await self.request(CaptionResponse, "POST", "/v1/captions", body)
 
 
 class DedupClient(ServiceClient):
     def __init__(self, settings: ServiceClientSettings) -> None:
         super().__init__("dedup", settings)
 
-    def check(self, request: DedupCheckRequest) -> DedupCheckResponse:
+    async def check(self, request: DedupCheckRequest) -> DedupCheckResponse:
         body = request.model_dump(exclude_none=True)
-        return self.request(DedupCheckResponse, "POST", "/v1/dedup/check", body)
+        return await self.request(DedupCheckResponse, "POST", "/v1/dedup/check", body)
 
-    def insert(self, request: DedupInsertRequest) -> DedupInsertResponse:
+    async def insert(self, request: DedupInsertRequest) -> DedupInsertResponse:
         body = request.model_dump(exclude_none=True)
-        return self.request(DedupInsertResponse, "POST", "/v1/dedup/insert", body)
+        return await self.request(DedupInsertResponse, "POST", "/v1/dedup/insert", body)
 
-    def insert_batch(self, batch: DedupInsertBatch) -> DedupInsertBatchResponse:
+    async def insert_batch(self, batch: DedupInsertBatch) -> DedupInsertBatchResponse:
         body = batch.model_dump(exclude_none=True)
-        return self.request(DedupInsertBatchResponse, "POST", "/v1/dedup/insert-batch", body)
+        return await self.request(DedupInsertBatchResponse, "POST", "/v1/dedup/insert-batch", body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Annotated
@@ -75,7 +76,7 @@ def _set_info(
     )
 
 
-def resolve_vectors(
+async def resolve_vectors(
     items: list[ImageOrVector], row: ReferenceSetRow, embedder: EmbedderClient, field: str
 ) -> npt.NDArray[np.float32]:
     """Unit vectors for every item, in order; images are embedded with the set's model.
@@ -92,7 +93,7 @@ def resolve_vectors(
     embedded: dict[int, list[float] | str] = {}
     if images:
         try:
-            results = embedder.embed([reference for _, reference in images], model=row.model)
+            results = await embedder.embed([reference for _, reference in images], model=row.model)
         except ServiceError as exc:
             if exc.code != "unknown_model":
                 raise
@@ -166,7 +167,7 @@ def delete_set(name: str, store: StoreDep) -> Response:
     response_model=AddReferencesResponse,
     summary="Add reference vectors or images (embedded with the set's model); all or none",
 )
-def add_references(
+async def add_references(
     name: str,
     body: AddReferencesRequest,
     store: StoreDep,
@@ -174,17 +175,21 @@ def add_references(
     settings: SettingsDep,
 ) -> AddReferencesResponse:
     ensure_at_most(len(body.references), settings.max_references_per_request, "references")
-    row, _ = store.get_set(name)
+    row, _ = await asyncio.to_thread(store.get_set, name)
     if body.model is not None and body.model != row.model:
         raise model_mismatch(row, body.model)
-    vectors = resolve_vectors(list(body.references), row, embedder, "references")
-    ids, _ = store.add_references(
-        name,
-        vectors,
-        countries=[r.country.value if r.country else None for r in body.references],
-        sha256s=[r.sha256 for r in body.references],
-    )
-    return AddReferencesResponse(ids=ids, references=store.reference_count(name))
+    vectors = await resolve_vectors(list(body.references), row, embedder, "references")
+
+    def save() -> AddReferencesResponse:
+        ids, _ = store.add_references(
+            name,
+            vectors,
+            countries=[r.country.value if r.country else None for r in body.references],
+            sha256s=[r.sha256 for r in body.references],
+        )
+        return AddReferencesResponse(ids=ids, references=store.reference_count(name))
+
+    return await asyncio.to_thread(save)
 
 
 @router.delete("/reference-sets/{name}/references/{reference_id}", status_code=204)
@@ -248,7 +253,7 @@ def _calibration_out(name: str, calibration: CalibrationRow) -> CalibrationOut:
     response_model=CalibrationOut,
     summary="Relevance per tier from labelled samples, and the lowest rho reaching a precision",
 )
-def create_calibration(
+async def create_calibration(
     name: str,
     body: CalibrationRequest,
     store: StoreDep,
@@ -256,9 +261,9 @@ def create_calibration(
     settings: SettingsDep,
 ) -> CalibrationOut:
     ensure_at_most(len(body.samples), settings.max_calibration_samples, "samples")
-    centroids, whole = _scoring_target(store, name, body.model)
+    centroids, whole = await asyncio.to_thread(_scoring_target, store, name, body.model)
     row = centroids.reference_set
-    vectors = resolve_vectors(list(body.samples), row, embedder, "samples")
+    vectors = await resolve_vectors(list(body.samples), row, embedder, "samples")
     thresholds = settings.tiers_for(row.model)
     result = calibrate(
         relevance_scores(vectors, whole),
@@ -289,7 +294,8 @@ def create_calibration(
         samples=len(body.samples),
         table_json=json.dumps(table),
     )
-    return _calibration_out(name, store.save_calibration(name, calibration, body.apply))
+    saved = await asyncio.to_thread(store.save_calibration, name, calibration, body.apply)
+    return _calibration_out(name, saved)
 
 
 @router.get("/reference-sets/{name}/calibrations", response_model=CalibrationList)

@@ -34,7 +34,7 @@ def create_app(settings: FilterSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            app.state.embedder.close()
+            await app.state.embedder.close()
             engine.dispose()
 
     def readiness(_: FastAPI) -> Readiness:

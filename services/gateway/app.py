@@ -58,8 +58,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             yield
         finally:
             await queue.close()
-            pipeline.close()
-            captions.close()
+            await pipeline.close()
+            await captions.close()
             engine.dispose()
 
     def readiness(app: FastAPI) -> Readiness:

@@ -9,6 +9,7 @@ stopped from outside (past its time limit, or its worker died) is recorded by
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from dataclasses import dataclass
@@ -24,7 +25,6 @@ from services.common.storage import ObjectStore
 from services.gateway import records
 from services.gateway.config import GatewaySettings
 from services.gateway.jobs import CaptionJob, ImageGone, gave_up, gave_up_waiting
-from services.gateway.tables import CaptionRow, ImageRow
 
 logger = logging.getLogger(__name__)
 
@@ -41,53 +41,55 @@ class CaptionJobs:
         captioner = CaptionerClient(settings.captioner) if settings.captioner else None
         return cls(engine, store, captioner, settings.pipeline.retry_window_seconds)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self.captioner is not None:
-            self.captioner.close()
+            await self.captioner.close()
 
-    def _update(self, job: CaptionJob, **fields: object) -> str | None:
-        return records.update_caption(self.engine, job, **fields)
+    async def _update(self, job: CaptionJob, **fields: object) -> str | None:
+        return await asyncio.to_thread(records.update_caption, self.engine, job, **fields)
 
-    def _load(self, job: CaptionJob) -> tuple[ImageRow, CaptionRow]:
-        found = records.caption_job_records(self.engine, job)
+    async def run(self, job: CaptionJob, attempt: int, final: bool) -> str:
+        """The caption's status after this attempt; raises `UnavailableError` to be retried.
+        The captioner is awaited (a VLM takes seconds and holds no thread); SQL and the store
+        run in threads."""
+        found = await asyncio.to_thread(records.caption_job_records, self.engine, job)
         if found is None:
             raise ImageGone(job.job_id)
-        return found
-
-    def run(self, job: CaptionJob, attempt: int, final: bool) -> str:
-        """The caption's status after this attempt; raises `UnavailableError` to be retried."""
-        image, caption = self._load(job)
+        image, caption = found
         if caption.status in FINISHED:
             return caption.status  # a job run twice writes once
         if image.status == JobStatus.FAILED:
-            self._update(job, status=JobStatus.FAILED, error=f"the image failed: {image.error}")
+            await self._update(
+                job, status=JobStatus.FAILED, error=f"the image failed: {image.error}"
+            )
             return JobStatus.FAILED
         if image.status != JobStatus.DONE:
             return "waiting"  # the image's own job queues the caption when it ends
         if self.captioner is None:
-            self._update(job, status=JobStatus.FAILED, error="no captioner is configured")
+            await self._update(job, status=JobStatus.FAILED, error="no captioner is configured")
             return JobStatus.FAILED
-        self._update(job, attempts=attempt)
+        await self._update(job, attempts=attempt)
         try:
+            data = await asyncio.to_thread(self.store.get, image.id)
             request = CaptionRequest(
-                data=base64.b64encode(self.store.get(image.id)).decode("ascii"),
+                data=base64.b64encode(data).decode("ascii"),
                 language=job.language,
                 location=image.location,
                 countries=[SeaCountry(c) for c in image.countries.split(",") if c],
                 location_aware=caption.location_aware,
             )
-            answer = self.captioner.caption(request)
+            answer = await self.captioner.caption(request)
         except UnavailableError as exc:
             if not final:
-                self._update(job, error=f"retrying: {exc.message}")
+                await self._update(job, error=f"retrying: {exc.message}")
                 raise
             error = gave_up_waiting(self.retry_window_seconds, exc.message)
-            self._update(job, status=JobStatus.FAILED, error=error)
+            await self._update(job, status=JobStatus.FAILED, error=error)
             return JobStatus.FAILED
         except ServiceError as exc:
-            self._update(job, status=JobStatus.FAILED, error=f"{exc.code}: {exc.message}")
+            await self._update(job, status=JobStatus.FAILED, error=f"{exc.code}: {exc.message}")
             return JobStatus.FAILED
-        self._update(
+        await self._update(
             job,
             status=JobStatus.DONE,
             caption=answer.caption,
@@ -109,11 +111,17 @@ class CaptionJobs:
         `reason`; a caption that ended meanwhile keeps its end."""
         logger.warning("caption %s, try %d: %s", job.job_id, attempt, reason)
         if final:
-            status = self._update(
-                job, status=JobStatus.FAILED, attempts=attempt, error=gave_up(attempt, reason)
+            status = records.update_caption(
+                self.engine,
+                job,
+                status=JobStatus.FAILED,
+                attempts=attempt,
+                error=gave_up(attempt, reason),
             )
         else:
-            status = self._update(job, attempts=attempt, error=f"retrying: {reason}")
+            status = records.update_caption(
+                self.engine, job, attempts=attempt, error=f"retrying: {reason}"
+            )
         if status is None:
             raise ImageGone(job.job_id)
         if status not in FINISHED:

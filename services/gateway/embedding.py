@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.common.clients import EmbedderClient, ImageReference
 from services.common.schemas import EmbeddedImage, ImageFailure
 from services.gateway.intake import AcceptedImage
@@ -11,7 +9,7 @@ from services.gateway.intake import AcceptedImage
 
 async def embed_accepted(embedder: EmbedderClient, image: AcceptedImage) -> EmbeddedImage:
     """The embedding of `image`; the embedder's refusal of it is the caller's error."""
-    result = (await asyncio.to_thread(embedder.embed, [ImageReference(data=image.data)]))[0]
+    result = (await embedder.embed([ImageReference(data=image.data)]))[0]
     if isinstance(result, ImageFailure):
         raise result.as_error(field="image")
     return result

@@ -13,6 +13,7 @@ has ended is never written again, and a try's late write once it was stopped is 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,9 +72,9 @@ class Pipeline:
             dedup=DedupClient(settings.dedup),
         )
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for client in (self.embedder, self.filter, self.dedup):
-            client.close()
+            await client.close()
 
     def _claim(
         self, jobs: Sequence[Job]
@@ -93,14 +94,15 @@ class Pipeline:
                 active.setdefault(job.image_id, (job, row))
         return list(active.values()), outcomes
 
-    def process_batch(self, jobs: Sequence[Job]) -> list[JobOutcome]:
+    async def process_batch(self, jobs: Sequence[Job]) -> list[JobOutcome]:
         """Runs the pipeline for several images with one call per dependency; per job, the
-        status it ends in with the captions to start, or the exception its caller raises."""
-        active, outcomes = self._claim(jobs)
+        status it ends in with the captions to start, or the exception its caller raises.
+        The calls to the services wait on the event loop; SQL and the store in threads."""
+        active, outcomes = await asyncio.to_thread(self._claim, jobs)
         changes: dict[str, dict[str, object]] = {}
         if active:
             try:
-                changes = self._run([row for _, row in active])
+                changes = await self._run([row for _, row in active])
             except UnavailableError as exc:
                 window = self.settings.pipeline.retry_window_seconds
                 for job, _ in active:
@@ -117,7 +119,9 @@ class Pipeline:
             **{i: str(c["status"]) for i, c in changes.items() if i not in outcomes},
         }
         claimed = {job.image_id: job.attempt for job, _ in active}
-        outcomes.update(records.finish(self.engine, changes, claimed, statuses))
+        outcomes.update(
+            await asyncio.to_thread(records.finish, self.engine, changes, claimed, statuses)
+        )
         return [outcomes[job.image_id] for job in jobs]
 
     def stop(self, job: Job, reason: str) -> JobOutcome:
@@ -133,7 +137,7 @@ class Pipeline:
             return outcome
         return UnavailableError(reason)
 
-    def _run(self, rows: list[ImageRow]) -> dict[str, dict[str, object]]:
+    async def _run(self, rows: list[ImageRow]) -> dict[str, dict[str, object]]:
         """Field changes per image; raises `UnavailableError` when a dependency is down."""
         pipeline = self.settings.pipeline
         changes: dict[str, dict[str, object]] = {}
@@ -148,11 +152,13 @@ class Pipeline:
         # in upload order: of two copies in one batch, dedup keeps the one uploaded first
         for row in sorted(rows, key=lambda row: (row.created_at, row.id)):
             try:
-                stored.append((row, self.store.get(row.id)))
+                stored.append((row, await asyncio.to_thread(self.store.get, row.id)))
             except ObjectNotFoundError as exc:
                 fail(row.id, exc)
         results = (
-            self.embedder.embed([ImageReference(data=data) for _, data in stored]) if stored else []
+            await self.embedder.embed([ImageReference(data=data) for _, data in stored])
+            if stored
+            else []
         )
         embedded: list[tuple[ImageRow, EmbeddedImage]] = []
         for (row, _), result in zip(stored, results, strict=True):
@@ -166,7 +172,7 @@ class Pipeline:
         notes: str | None = None
         relevance: list[dict[str, object]] = [{} for _ in embedded]
         try:
-            scored = self.filter.score(
+            scored = await self.filter.score(
                 pipeline.reference_set, [e.embedding for _, e in embedded], model
             )
             relevance = [
@@ -196,7 +202,7 @@ class Pipeline:
             ]
         )
         try:
-            inserted = self.dedup.insert_batch(batch).results
+            inserted = (await self.dedup.insert_batch(batch)).results
         except ServiceError as exc:
             if isinstance(exc, UnavailableError):
                 raise

@@ -143,7 +143,7 @@ def pipeline_batcher(
     """Groups the jobs running at the same time into `Pipeline.process_batch` calls."""
     return MicroBatcher(
         pipeline.process_batch,
-        executor,
+        None,  # a coroutine: it waits on the services, not on threads
         max_batch_size=settings.batch_size,
         max_wait_seconds=settings.batch_wait_ms / 1000,
         max_queue=1_000_000,  # bounded by the jobs in flight, which the callers bound
@@ -197,9 +197,7 @@ class CaptionAttempts:
     job: CaptionJob
 
     def run(self, attempt: int, final: bool) -> Awaitable[str]:
-        return asyncio.get_running_loop().run_in_executor(
-            self.executor, self.captions.run, self.job, attempt, final
-        )
+        return self.captions.run(self.job, attempt, final)
 
     def stop(self, attempt: int, final: bool, reason: str) -> Awaitable[str]:
         # not on the captioner's threads: the stopped try may be holding them

@@ -128,9 +128,9 @@ def _on_startup(settings: GatewaySettings) -> StartupShutdown:
 async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["batcher"].stop()
     await finish_threads(ctx["pipeline_executor"], ctx["caption_executor"])
-    ctx["captions"].close()
+    await ctx["captions"].close()
     pipeline: Pipeline = ctx["pipeline"]
-    pipeline.close()
+    await pipeline.close()
     pipeline.engine.dispose()
 
 

@@ -201,14 +201,18 @@ def slow_filter() -> tuple[FastAPI, list[str]]:
 def test_a_write_the_filter_may_have_applied_is_not_sent_twice() -> None:
     """Adding references twice would weigh them twice in the set's mean; a read is retried."""
     app, calls = slow_filter()
-    with live_server(app) as url:
+
+    async def calls_through_a_client(url: str) -> None:
         client = FilterClient(
             ServiceClientSettings(url=url, timeout_seconds=0.5, attempts=3, backoff_seconds=0.01)
         )
         request = AddReferencesRequest(references=[NewReference(vector=[1.0, 0.0])])
         with pytest.raises(UnavailableError, match="may have applied"):
-            client.add_references("cats", request)
+            await client.add_references("cats", request)
         assert calls == ["/v1/reference-sets/cats/references"]
-        assert client.list_sets().sets == []
+        assert (await client.list_sets()).sets == []
         assert calls[1:] == ["/v1/reference-sets", "/v1/reference-sets"]
-        client.close()
+        await client.close()
+
+    with live_server(app) as url:
+        asyncio.run(calls_through_a_client(url))

@@ -6,11 +6,12 @@ of it does: a 503 or 429 for a moment, an answer cut off mid-way, a 500, an HTML
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -98,16 +99,20 @@ class FakePeer:
         )
 
 
-@contextmanager
-def client_of(peer: FakePeer, **settings: Any) -> Iterator[ServiceClient]:
-    """A client of `peer` that waits little between tries unless told otherwise."""
+def ask(peer: FakePeer, method: str, path: str, body: Any = None, **settings: Any) -> Ok:
+    """One call through a client of `peer` that waits little between tries unless told
+    otherwise."""
     fields: dict[str, Any] = {"attempts": 3, "backoff_seconds": 0.01, **settings}
-    with live_server(peer.app) as url:
+
+    async def call(url: str) -> Ok:
         client = ServiceClient("peer", ServiceClientSettings(url=url, **fields))
         try:
-            yield client
+            return await client.request(Ok, method, path, body)
         finally:
-            client.close()
+            await client.close()
+
+    with live_server(peer.app) as url:
+        return asyncio.run(call(url))
 
 
 TRANSIENT = {
@@ -123,15 +128,14 @@ TRANSIENT = {
 @pytest.mark.parametrize("failure", sorted(TRANSIENT))
 def test_a_transient_failure_is_retried_and_the_call_succeeds(failure: str) -> None:
     peer = FakePeer(TRANSIENT[failure])
-    with client_of(peer) as client:
-        assert client.request(Ok, "POST", "/v1/work", {"n": 1}) == Ok(ok=True)
+    assert ask(peer, "POST", "/v1/work", {"n": 1}) == Ok(ok=True)
     assert len(peer.arrivals) == 2
 
 
 def test_the_waits_between_tries_grow_as_configured() -> None:
     peer = FakePeer(*[Answer(503, seavl_error("unavailable"))] * 4)
-    with client_of(peer, attempts=5, backoff_seconds=0.2, max_backoff_seconds=0.5) as client:
-        assert client.request(Ok, "GET", "/v1/thing") == Ok(ok=True)
+    waits_configured = {"attempts": 5, "backoff_seconds": 0.2, "max_backoff_seconds": 0.5}
+    assert ask(peer, "GET", "/v1/thing", **waits_configured) == Ok(ok=True)
     waits = [later - earlier for earlier, later in pairwise(peer.arrivals)]
     for wait, configured in zip(waits, [0.2, 0.4, 0.5, 0.5], strict=True):
         assert configured - 0.01 <= wait <= configured + 0.25, waits
@@ -139,8 +143,8 @@ def test_the_waits_between_tries_grow_as_configured() -> None:
 
 def test_a_peer_failing_every_try_is_unavailable() -> None:
     peer = FakePeer(*[Answer(503, seavl_error("unavailable"))] * 3)
-    with client_of(peer, attempts=3) as client, pytest.raises(UnavailableError) as raised:
-        client.request(Ok, "POST", "/v1/work", {"n": 1})
+    with pytest.raises(UnavailableError) as raised:
+        ask(peer, "POST", "/v1/work", {"n": 1}, attempts=3)
     error = raised.value
     assert (error.status_code, error.code, error.retry_after_seconds) == (503, "unavailable", 5)
     assert len(peer.arrivals) == 3
@@ -225,7 +229,10 @@ def test_an_unexpected_exception_is_a_500_internal_error_that_leaks_nothing() ->
         }
         assert "hunter2" not in response.text and "RuntimeError" not in response.text
         assert client.get("/healthz").status_code == 200  # the next request gets through
-        counted = 'seavl_probe_http_requests_total{method="GET",route="/v1/explode",status="500"}'
+        counted = (
+            'seavl_http_requests_total{method="GET",route="/v1/explode",service="probe",'
+            'status="500"}'
+        )
         assert f"{counted} 1.0" in client.get("/metrics").text
 
 

@@ -48,4 +48,4 @@ async def caption_now(
         await form.close()
     image = await asyncio.to_thread(accept, raw, settings.images)
     body = CaptionRequest(data=base64.b64encode(image.data).decode("ascii"), **options.model_dump())
-    return await asyncio.to_thread(captioner.caption, body)
+    return await captioner.caption(body)

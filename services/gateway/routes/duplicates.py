@@ -3,8 +3,6 @@ bulk uploader asks before it sends a file."""
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 
 from services.common.errors import validated
@@ -54,7 +52,7 @@ async def find_duplicates(
             vectors=[embedded.embedding],
             phashes=[embedded.phash],
         )
-    found = await asyncio.to_thread(dedup.check, check)
+    found = await dedup.check(check)
     by_embedding = found.vectors[0].neighbours if found.vectors else []
     by_phash = found.phashes[0].matches if found.phashes else []
     # The embedding decides when there is one (pHash alone is a weak signal: 2 % precision in

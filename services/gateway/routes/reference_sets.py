@@ -30,8 +30,8 @@ router = APIRouter(
 
 
 @router.get("", response_model=ReferenceSetList, summary="Every reference set")
-def list_sets(_: Admin, filter_service: FilterDep) -> ReferenceSetList:
-    return filter_service.list_sets()
+async def list_sets(_: Admin, filter_service: FilterDep) -> ReferenceSetList:
+    return await filter_service.list_sets()
 
 
 @router.post(
@@ -40,13 +40,15 @@ def list_sets(_: Admin, filter_service: FilterDep) -> ReferenceSetList:
     response_model=ReferenceSetInfo,
     summary="A new, empty reference set for one embedder model",
 )
-def create_set(body: CreateSetRequest, _: Admin, filter_service: FilterDep) -> ReferenceSetInfo:
-    return filter_service.create_set(body)
+async def create_set(
+    body: CreateSetRequest, _: Admin, filter_service: FilterDep
+) -> ReferenceSetInfo:
+    return await filter_service.create_set(body)
 
 
 @router.get("/{name}", response_model=ReferenceSetInfo, summary="A set: its ρ and references")
-def get_set(name: str, _: Admin, filter_service: FilterDep) -> ReferenceSetInfo:
-    return filter_service.get_set(name)
+async def get_set(name: str, _: Admin, filter_service: FilterDep) -> ReferenceSetInfo:
+    return await filter_service.get_set(name)
 
 
 @router.delete(
@@ -54,8 +56,8 @@ def get_set(name: str, _: Admin, filter_service: FilterDep) -> ReferenceSetInfo:
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a set, its references and calibrations",
 )
-def delete_set(name: str, _: Admin, filter_service: FilterDep) -> Response:
-    filter_service.delete_set(name)
+async def delete_set(name: str, _: Admin, filter_service: FilterDep) -> Response:
+    await filter_service.delete_set(name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -65,10 +67,10 @@ def delete_set(name: str, _: Admin, filter_service: FilterDep) -> Response:
     response_model=AddReferencesResponse,
     summary="Add reference vectors or images (embedded with the set's model); all or none",
 )
-def add_references(
+async def add_references(
     name: str, body: AddReferencesRequest, _: Admin, filter_service: FilterDep
 ) -> AddReferencesResponse:
-    return filter_service.add_references(name, body)
+    return await filter_service.add_references(name, body)
 
 
 @router.delete(
@@ -76,10 +78,10 @@ def add_references(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Remove one reference",
 )
-def delete_reference(
+async def delete_reference(
     name: str, reference_id: RowId, _: Admin, filter_service: FilterDep
 ) -> Response:
-    filter_service.delete_reference(name, reference_id)
+    await filter_service.delete_reference(name, reference_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -89,15 +91,15 @@ def delete_reference(
     response_model=CalibrationOut,
     summary="Relevance per tier from labelled samples, and the lowest ρ reaching a precision",
 )
-def calibrate(
+async def calibrate(
     name: str, body: CalibrationRequest, _: Admin, filter_service: FilterDep
 ) -> CalibrationOut:
-    return filter_service.calibrate(name, body)
+    return await filter_service.calibrate(name, body)
 
 
 @router.get("/{name}/calibrations", response_model=CalibrationList, summary="A set's calibrations")
-def list_calibrations(name: str, _: Admin, filter_service: FilterDep) -> CalibrationList:
-    return filter_service.list_calibrations(name)
+async def list_calibrations(name: str, _: Admin, filter_service: FilterDep) -> CalibrationList:
+    return await filter_service.list_calibrations(name)
 
 
 @router.post(
@@ -105,7 +107,7 @@ def list_calibrations(name: str, _: Admin, filter_service: FilterDep) -> Calibra
     response_model=ReferenceSetInfo,
     summary="Make a calibration's recommended ρ the set's",
 )
-def apply_calibration(
+async def apply_calibration(
     name: str, calibration_id: RowId, _: Admin, filter_service: FilterDep
 ) -> ReferenceSetInfo:
-    return filter_service.apply_calibration(name, calibration_id)
+    return await filter_service.apply_calibration(name, calibration_id)

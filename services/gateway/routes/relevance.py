@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 
 from services.common.http import multipart_body
@@ -36,8 +34,8 @@ async def relevance(
 ) -> RelevanceOut:
     image = await accept_image_only(request, settings.images)
     embedded = await embed_accepted(embedder, image)
-    scored = await asyncio.to_thread(
-        filter_client.score, settings.pipeline.reference_set, [embedded.embedding], embedded.model
+    scored = await filter_client.score(
+        settings.pipeline.reference_set, [embedded.embedding], embedded.model
     )
     result = scored.results[0]
     return RelevanceOut(
