@@ -1,6 +1,7 @@
 """Dedup in the embedded mode (the embedded vector store: usearch HNSW + SQLite) with 100k vectors.
 
     .venv/bin/python bench/dedup.py [--vectors 100000] [--queries 500] [--hashes 100000 1000000]
+        [--store FOLDER]
 
 Prints p50 / p99 latency of `POST /v1/dedup/check` (one 1280-d vector per request, over HTTP on
 127.0.0.1) for two kinds of query: near-copies of a stored vector, and vectors with no
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import gc
 import hashlib
 import sys
@@ -35,6 +37,8 @@ from services.dedup.phash_index import PHashIndex  # noqa: E402
 
 DIM = 1280
 MODEL = "efficientnet-lite0"
+# the exact scan reads every stored vector (5 GB at 1M): its figure needs few queries
+SCANNED_QUERIES = 100
 
 
 def clustered_unit_vectors(count: int, rng: np.random.Generator) -> np.ndarray:
@@ -93,23 +97,48 @@ def scan_latencies(stored: np.ndarray, queries: list[np.ndarray]) -> list[float]
     return latencies
 
 
-def bench_vectors(count: int, queries: int) -> None:
+def load_store(settings: DedupSettings, vectors: np.ndarray, ids: list[str]) -> None:
+    """Bulk load straight into the store's folder, 2,000 points a write."""
+    started = time.perf_counter()
+    store = EmbeddedVectorStore(settings)
+    name = f"default__{MODEL}"
+    store.ensure(name, DIM)
+    for start in range(0, len(ids), 2000):
+        chunk = slice(start, start + 2000)
+        store.upsert(name, ids[chunk], vectors[chunk], [{}] * len(ids[chunk]))
+    store.close()
+    print(f"loaded {len(ids)} vectors of dimension {DIM} in {time.perf_counter() - started:.0f} s")
+
+
+def stored_points(settings: DedupSettings) -> int:
+    """Points of the bench's collection already in a store folder (0 if none)."""
+    if not (settings.qdrant_path / "vectors.sqlite").exists():
+        return 0
+    store = EmbeddedVectorStore(settings)
+    try:
+        name = f"default__{MODEL}"
+        return store.count(name) if store.dim(name) is not None else 0
+    finally:
+        store.close()
+
+
+def bench_vectors(count: int, queries: int, reuse: Path | None) -> None:
     rng = np.random.default_rng(0)
     vectors = clustered_unit_vectors(count, rng)
     ids = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(count)]
-    with tempfile.TemporaryDirectory() as folder:
+    with contextlib.ExitStack() as cleanup:
+        folder = reuse or Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
+        folder.mkdir(parents=True, exist_ok=True)
         settings = DedupSettings(
-            database_url=f"sqlite:///{folder}/db.sqlite", qdrant_path=Path(folder) / "q"
+            database_url=f"sqlite:///{folder}/db.sqlite", qdrant_path=folder / "q"
         )
-        started = time.perf_counter()
-        store = EmbeddedVectorStore(settings)
-        name = f"default__{MODEL}"
-        store.ensure(name, DIM)
-        for start in range(0, count, 2000):  # bulk load straight into the store's folder
-            chunk = slice(start, start + 2000)
-            store.upsert(name, ids[chunk], vectors[chunk], [{}] * len(ids[chunk]))
-        store.close()
-        print(f"loaded {count} vectors of dimension {DIM} in {time.perf_counter() - started:.0f} s")
+        held = stored_points(settings)
+        if held == 0:
+            load_store(settings, vectors, ids)
+        elif held != count:
+            raise SystemExit(f"{folder} holds {held} points, not {count}: use another folder")
+        else:
+            print(f"reusing the store in {folder} ({held} vectors)")
         started = time.perf_counter()
         EmbeddedVectorStore(settings).close()
         print(f"store open ({count} vectors): {time.perf_counter() - started:.2f} s")
@@ -139,7 +168,7 @@ def bench_vectors(count: int, queries: int) -> None:
             strangers = list(clustered_unit_vectors(queries, np.random.default_rng(3)))
             for label, asked in (("near-copy", near_copies), ("no neighbour", strangers)):
                 latencies, found = check_latencies(client, asked)
-                scans = scan_latencies(vectors, asked)
+                scans = scan_latencies(vectors, asked[:SCANNED_QUERIES])
                 print(
                     f"check, 1 vector/request, {label:12s}: p50 "
                     f"{percentile_ms(latencies, 50):.2f} ms, p99 {percentile_ms(latencies, 99):.2f}"
@@ -160,6 +189,9 @@ def bench_vectors(count: int, queries: int) -> None:
             print(
                 f"insert-if-unique: {rate:.0f} inserts/s (sequential, each a locked check + write)"
             )
+            for i in range(len(fresh)):  # a reused store keeps its `count` points
+                sha256 = hashlib.sha256(f"new{i}".encode()).hexdigest()
+                client.delete(f"/v1/dedup/points/{sha256}", params={"model": MODEL})
             print(f"service memory: RSS {resident_mb(PIDS[url]):.0f} MB with {count} vectors")
 
 
@@ -193,11 +225,17 @@ def main() -> None:
     )
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=500)
-    parser.add_argument("--hashes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--hashes", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument(
+        "--store",
+        type=Path,
+        help="a folder for the vector store, kept after the run: built there if empty, reused "
+        "(not rebuilt) by the next runs with the same --vectors",
+    )
     args = parser.parse_args()
     for count in args.hashes:
         bench_phash(count)
-    bench_vectors(args.vectors, args.queries)
+    bench_vectors(args.vectors, args.queries, args.store)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar, cast
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from services.common.errors import ErrorResponse, ServiceError, ensure_at_most
 from services.common.schemas import (
@@ -24,7 +26,6 @@ from services.common.schemas import (
     PHashCheck,
     VectorCheck,
 )
-from services.common.service import from_app_state
 from services.common.vectors import parse_vectors
 from services.dedup.batch import BatchJobs
 from services.dedup.config import DedupSettings
@@ -33,6 +34,7 @@ from services.dedup.phash_index import phash_to_int
 from services.dedup.tables import JobRow
 from services.dedup.vectors import Matrix
 
+T = TypeVar("T")
 ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorResponse} for c in (404, 422, 503)}
 router = APIRouter(prefix="/v1/dedup", tags=["dedup"], responses=ERRORS)
 # an insert under a new model makes a collection, and their number is bounded
@@ -41,9 +43,26 @@ NEW_COLLECTION_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-SettingsDep = Annotated[DedupSettings, Depends(from_app_state("settings", DedupSettings))]
-DeduplicatorDep = Annotated[Deduplicator, Depends(from_app_state("deduplicator", Deduplicator))]
-JobsDep = Annotated[BatchJobs, Depends(from_app_state("jobs", BatchJobs))]
+# A check of this many vectors, without pHashes, is answered on the event loop (1 to 2 ms of
+# work at 1M points) rather than handed to a worker thread and back, whose wake-ups lengthen the
+# tail on a busy machine; larger ones, and any that would wait for a write, go to a thread.
+INLINE_CHECK_VECTORS = 1
+
+
+def _from_app_state(attribute: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """What the lifespan put on `app.state`, as an async dependency: FastAPI runs a plain
+    function dependency in a worker thread, a hand-off per dependency and request."""
+
+    async def dependency(request: Request) -> T:
+        return cast(T, getattr(request.app.state, attribute))
+
+    dependency.__name__ = f"get_{attribute}"
+    return dependency
+
+
+SettingsDep = Annotated[DedupSettings, Depends(_from_app_state("settings", DedupSettings))]
+DeduplicatorDep = Annotated[Deduplicator, Depends(_from_app_state("deduplicator", Deduplicator))]
+JobsDep = Annotated[BatchJobs, Depends(_from_app_state("jobs", BatchJobs))]
 NamespaceQuery = Annotated[str, Query(pattern=NAMESPACE_PATTERN)]
 ModelQuery = Annotated[str, Query(pattern=MODEL_PATTERN)]
 
@@ -74,19 +93,35 @@ def _valid_phash(value: str, field: str) -> str:
 
 
 @router.post("/check", response_model=DedupCheckResponse, summary="Near-duplicates already stored")
-def check(
+async def check(
     body: DedupCheckRequest, deduplicator: DeduplicatorDep, settings: SettingsDep
 ) -> DedupCheckResponse:
     ensure_at_most(len(body.vectors) + len(body.phashes), settings.max_vectors_per_request, "items")
+    if not body.phashes and len(body.vectors) <= INLINE_CHECK_VECTORS:
+        answer = _check(body, deduplicator, settings, wait=False)
+        if answer is not None:
+            return answer
+    answer = await run_in_threadpool(_check, body, deduplicator, settings, wait=True)
+    assert answer is not None
+    return answer
+
+
+def _check(
+    body: DedupCheckRequest, deduplicator: Deduplicator, settings: DedupSettings, wait: bool
+) -> DedupCheckResponse | None:
+    """The check's answer; None, without `wait`, if it would have to wait (for a write)."""
     threshold = body.threshold or (settings.threshold_for(body.model) if body.model else None)
     max_hamming = settings.max_hamming if body.max_hamming is None else body.max_hamming
     vector_checks: list[VectorCheck] = []
     if body.vectors:
         assert body.model is not None and threshold is not None
         vectors = _vectors(list(body.vectors), settings, "vectors")
-        found = deduplicator.check_vectors(
+        search = deduplicator.check_vectors if wait else deduplicator.check_vectors_without_waiting
+        found = search(
             body.namespace, body.model, vectors, threshold, body.limit or settings.max_neighbours
         )
+        if found is None:
+            return None
         vector_checks = [
             VectorCheck(neighbours=[Neighbour(id=i, score=s) for i, s in matches])
             for matches in found

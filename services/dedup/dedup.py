@@ -25,6 +25,7 @@ from services.common.database import is_postgres, session_scope
 from services.common.errors import ServiceError
 from services.common.schemas import DuplicateOf, PHashMatch
 from services.dedup.config import DedupSettings
+from services.dedup.embedded import EmbeddedVectorStore
 from services.dedup.phash_index import PHashIndex, phash_to_int, to_signed, to_unsigned
 from services.dedup.tables import InsertLockRow, PHashRow
 from services.dedup.vectors import VectorStore
@@ -112,6 +113,21 @@ class Deduplicator:
         self, namespace: str, model: str, vectors: Matrix, threshold: float, limit: int
     ) -> list[list[tuple[str, float]]]:
         """Nothing stored yet for the model means nothing is a duplicate."""
+        name = self._checked_collection(namespace, model, vectors)
+        return self.vectors.search(name, vectors, threshold, limit)
+
+    def check_vectors_without_waiting(
+        self, namespace: str, model: str, vectors: Matrix, threshold: float, limit: int
+    ) -> list[list[tuple[str, float]]] | None:
+        """As `check_vectors` when it needs no wait (the embedded store, its graph not being
+        written), else None: the event loop answers a small check itself, without the hand-off
+        to a worker thread and back, and leaves the rest to a thread."""
+        if not isinstance(self.vectors, EmbeddedVectorStore):
+            return None  # a Qdrant server is a network call
+        name = self._checked_collection(namespace, model, vectors)
+        return self.vectors.search_without_waiting(name, vectors, threshold, limit)
+
+    def _checked_collection(self, namespace: str, model: str, vectors: Matrix) -> str:
         name = collection_name(namespace, model)
         dim = self.vectors.dim(name)
         if dim is not None and dim != vectors.shape[1]:
@@ -121,7 +137,7 @@ class Deduplicator:
                 f"{model} vectors in {namespace!r} have {dim} dimensions; got {vectors.shape[1]}",
                 field="vectors",
             )
-        return self.vectors.search(name, vectors, threshold, limit)
+        return name
 
     # ---- insert-if-unique
     def _lock_namespace(self, session: Session, namespace: str) -> None:

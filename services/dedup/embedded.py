@@ -13,18 +13,22 @@ The folder holds:
 The graph is built on the signs of each vector's projections on the hyperplanes (SimHash: two
 codes differ in a bit with probability angle/π), 128 bytes a point at 1024 bits, so it stays in
 memory at millions of points. A search takes the graph's nearest codes (or, in a small
-collection, the nearest of all codes) as candidates and decides
-on their exact float32 cosine, read from SQLite: a neighbour is a point whose cosine is at least
-the threshold, never an estimate. The graph is saved every `snapshot_every` writes and on close;
-on open, the points written after the last save (by a process that died, say) are added again.
+collection, the nearest of all codes) as candidates, drops those whose code is too far for a
+cosine at the threshold (`code_distance_bound`: most queries keep none, and read nothing), and
+decides on the others' exact float32 cosine, read from SQLite: a neighbour is a point whose
+cosine is at least the threshold, never an estimate. The graph is saved every `snapshot_every`
+writes and on close; on open, the points written after the last save (by a process that died,
+say) are added again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -52,6 +56,11 @@ Keys = npt.NDArray[np.uint64]
 # keys per query: a batch job asks for up to 51,200 candidates at once, and SQLite builds take
 # 32,766 parameters a statement by default (Debian's, 250,000)
 READ_CHUNK = 900
+# A stored point at cosine ≥ ε from the query has a code farther than `code_distance_bound` with
+# at most this probability: such candidates are not read (a miss this rare is far below the
+# graph's own, and a reported duplicate is still decided on the exact cosine).
+CODE_MISS_PROBABILITY = 1e-12
+COSINE_ROUNDING = 1e-5
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
     name TEXT PRIMARY KEY,
@@ -68,6 +77,42 @@ CREATE TABLE IF NOT EXISTS points (
     UNIQUE (collection, sha256)
 );
 """
+
+
+@functools.lru_cache(maxsize=256)
+def code_distance_bound(bits: int, threshold: float) -> int:
+    """The code distance that a point at cosine ≥ `threshold` exceeds with probability at most
+    CODE_MISS_PROBABILITY: the farther candidates cannot be duplicates, and are not read.
+
+    Over random hyperplanes, the codes of two vectors at angle θ differ in each bit
+    independently with probability θ/π: their distance is Binomial(bits, θ/π), and a smaller
+    angle (a higher cosine) only makes it smaller. The bound is that binomial's upper tail at
+    the threshold's angle, summed exactly (in logarithms) from the top.
+    """
+    # the exact cosine is summed in float32: a point it puts at the threshold may be a hair
+    # below it in exact arithmetic, and its code a bit or two away even at threshold 1
+    p = math.acos(max(-1.0, min(1.0, threshold - COSINE_ROUNDING))) / math.pi
+    if p <= 0.0:
+        return 0
+    if p >= 1.0:
+        return bits
+    log_p, log_q = math.log(p), math.log1p(-p)
+
+    def log_pmf(k: int) -> float:
+        return (
+            math.lgamma(bits + 1)
+            - math.lgamma(k + 1)
+            - math.lgamma(bits - k + 1)
+            + k * log_p
+            + (bits - k) * log_q
+        )
+
+    tail = 0.0  # P(distance > k), summed down from k = bits
+    for k in range(bits, -1, -1):
+        tail += math.exp(log_pmf(k))
+        if tail > CODE_MISS_PROBABILITY:
+            return k
+    return 0
 
 
 class StoreInUseError(RuntimeError):
@@ -239,18 +284,43 @@ class EmbeddedVectorStore:
         self, name: str, vectors: Matrix, threshold: float, limit: int
     ) -> list[list[tuple[str, float]]]:
         """Per vector, (sha256, cosine) of stored points with cosine ≥ threshold, best first."""
+        answers = self._search(name, vectors, threshold, limit, wait=True)
+        assert answers is not None
+        return answers
+
+    def search_without_waiting(
+        self, name: str, vectors: Matrix, threshold: float, limit: int
+    ) -> list[list[tuple[str, float]]] | None:
+        """As `search`, or None at once while a write holds the graph: for a caller on the
+        event loop, which must not wait (it searches in a thread then)."""
+        return self._search(name, vectors, threshold, limit, wait=False)
+
+    def _search(
+        self, name: str, vectors: Matrix, threshold: float, limit: int, wait: bool
+    ) -> list[list[tuple[str, float]]] | None:
         collection = self._collections.get(name)
         if collection is None:
             return [[] for _ in vectors]
         codes = collection.codes(vectors)
         wanted = max(limit, self.settings.index_candidates)
-        with collection.lock:
+        if not collection.lock.acquire(blocking=wait):
+            return None
+        try:
             scan = len(collection.graph) < self.settings.index_exact_below
             found = collection.graph.search(codes, wanted, threads=1, exact=scan)
+        finally:
+            collection.lock.release()
         if isinstance(found, BatchMatches):
-            candidates = [found.keys[i][: found.counts[i]] for i in range(len(vectors))]
+            nearest, distances = found.keys, found.distances
+            counts = [int(count) for count in found.counts]
         else:
-            candidates = [found.keys]
+            nearest, distances, counts = found.keys[None], found.distances[None], [len(found.keys)]
+        # only the candidates whose code is near enough to be a duplicate's are read: most
+        # queries of a crawl have none, and read no row
+        bound = code_distance_bound(collection.planes.shape[1], threshold)
+        candidates = [
+            nearest[i][: counts[i]][distances[i][: counts[i]] <= bound] for i in range(len(vectors))
+        ]
         stored = self._read(np.unique(np.concatenate(candidates)))
         answers: list[list[tuple[str, float]]] = []
         for query, keys in zip(vectors, candidates, strict=True):
