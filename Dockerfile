@@ -6,9 +6,15 @@ ARG SERVICE=gateway
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 SEAVL_SERVICE=${SERVICE}
 
 WORKDIR /app
+# What the service runs, from its lock (scripts/lock.sh): pinned, hashed, and a layer of its own
+# that a change of code does not rebuild. The worker runs the gateway's code, so its lock too.
+COPY requirements ./requirements
+RUN lock="$(if [ "$SERVICE" = worker ]; then echo gateway; else echo "$SERVICE"; fi)" \
+    && pip install --no-cache-dir --require-hashes \
+        -r "requirements/$lock.txt" -r requirements/build.txt
 COPY pyproject.toml README.md ./
 COPY services ./services
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && useradd --create-home --uid 10001 seavl \
     && mkdir -p /app/var && chown seavl /app/var
 

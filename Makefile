@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODEL := var/models/efficientnet-lite0/model.onnx
 
-.PHONY: run test lint typecheck unit integration e2e bench models services clean
+.PHONY: run test lint typecheck unit integration e2e bench models services lock clean
 
 # The virtual environment, with the project and its development tools; redone when pyproject changes.
 $(INSTALLED): pyproject.toml
@@ -55,6 +55,10 @@ bench: $(MODEL)
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/dedup_threshold.py
 	$(BIN)/python bench/pipeline.py
+
+# The images' lock files (requirements/), redone after a dependency in pyproject.toml changed.
+lock: $(INSTALLED)
+	UV=$(BIN)/uv PYTHON=$(BIN)/python bash scripts/lock.sh
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,4 +1,4 @@
-# The embedder on NVIDIA GPUs: onnxruntime-gpu (a dependency of the project) on the CUDA base
+# The embedder on NVIDIA GPUs: onnxruntime-gpu (in the project's embedder group) on the CUDA base
 # image it needs. docker build -f deploy/docker/embedder-gpu.Dockerfile -t seavl-embedder:gpu .
 FROM nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
 
@@ -11,9 +11,13 @@ RUN apt-get update \
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
+# The embedder's lock for this base image's Python (scripts/lock.sh), then the project alone.
+COPY requirements ./requirements
+RUN pip install --no-cache-dir --require-hashes \
+    -r requirements/embedder-gpu.txt -r requirements/build.txt
 COPY pyproject.toml README.md ./
 COPY services ./services
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && seavl models prepare --models-dir /app/var/models \
     && useradd --create-home --uid 10001 seavl && chown -R seavl /app/var
 

@@ -50,7 +50,9 @@ def test_the_build_installed_is_the_one_declared_for_this_platform() -> None:
     the session rather than trusted from this list."""
     declared = [
         Requirement(line)
-        for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+        for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+            "optional-dependencies"
+        ]["embedder"]
     ]
     [runtime] = [
         r.name
