@@ -37,6 +37,7 @@ from services.common.reference_sets import (
     ReferenceSetInfo,
     ReferenceSetList,
 )
+from services.common.request_ids import request_id_headers
 from services.common.schemas import (
     DedupCheckRequest,
     DedupCheckResponse,
@@ -114,7 +115,8 @@ class ServiceClient:
                 method,
                 path,
                 content=None if body is None else orjson.dumps(body, option=JSON_OPTIONS),
-                headers=JSON_HEADERS if body is not None else None,
+                # the request id of the call being served, so every service logs it
+                headers={**(JSON_HEADERS if body is not None else {}), **request_id_headers()},
             )
         except httpx.TransportError as exc:
             message = f"{self.name} unreachable at {self.settings.url}: {exc}"

@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from services.common.request_ids import request_id_headers
+
 logger = logging.getLogger(__name__)
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -247,6 +249,8 @@ async def _handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
     # connection; saying so makes the client's next request open a new one (measured: without
     # it, the next request on the kept-alive connection met "Connection reset by peer").
     error.headers["Connection"] = "close"
+    # answered outside the middlewares: the request id is added here, as they add it elsewhere
+    error.headers.update(request_id_headers())
     return error.to_response()
 
 

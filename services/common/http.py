@@ -19,6 +19,9 @@ from fastapi import FastAPI, Path, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Histogram,
@@ -28,6 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.errors import ErrorBody, ErrorResponse, ServiceError
+from services.common.request_ids import (
+    REQUEST_ID_HEADER,
+    new_request_id,
+    request_context,
+    valid_request_id,
+)
 
 T = TypeVar("T")
 
@@ -47,34 +56,82 @@ def read_json(body: bytes) -> Any:
 
 
 class HttpMetrics:
-    """Request counts and latency per route, in the app's own registry (tests make many apps)."""
+    """Request counts and latency per route, in the app's own registry (tests make many apps).
+
+    One name for every service, told apart by the `service` label, so one query (or alert)
+    covers them all."""
 
     def __init__(self, service: str, registry: CollectorRegistry) -> None:
-        self.registry = registry
+        self.service = service
         self.requests = Counter(
-            f"seavl_{service}_http_requests",
-            "HTTP requests answered, by route, method and status",
-            ["route", "method", "status"],
+            "seavl_http_requests",
+            "HTTP requests answered, by service, route, method and status",
+            ["service", "route", "method", "status"],
             registry=registry,
         )
         self.latency = Histogram(
-            f"seavl_{service}_http_request_seconds",
-            "HTTP request latency in seconds, by route",
-            ["route", "method"],
+            "seavl_http_request_seconds",
+            "HTTP request latency in seconds, by service and route",
+            ["service", "route", "method"],
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
 
 
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+def register_process_metrics(registry: CollectorRegistry) -> None:
+    """The process' memory, CPU, open files, Python version and garbage collections, which
+    prometheus_client serves only from its default registry."""
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+
+
+class HttpMiddleware:
+    """An ASGI middleware of HTTP requests; other scopes (lifespan) pass through untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send)
+        else:
             await self.app(scope, receive, send)
-            return
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestIdMiddleware(HttpMiddleware):
+    """Takes `X-Request-ID` from the request when it is valid (printable ASCII, at most 128
+    characters), or makes one; runs the request with it (and the service's name) and answers
+    it in `X-Request-ID`."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        super().__init__(app)
+        self.service = service
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        header_name = REQUEST_ID_HEADER.lower().encode()
+        request_id = dict(scope.get("headers", [])).get(header_name, b"").decode("latin-1")
+        if not valid_request_id(request_id):
+            request_id = new_request_id()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                given = message.get("headers", [])
+                message["headers"] = [*given, (header_name, request_id.encode())]
+            await send(message)
+
+        with request_context(request_id, self.service):
+            await self.app(scope, receive, send_with_id)
+
+
+class MetricsMiddleware(HttpMiddleware):
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        super().__init__(app)
+        self.metrics = metrics
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
 
@@ -90,21 +147,21 @@ class MetricsMiddleware:
             route = scope.get("route")
             route_path = getattr(route, "path", "unmatched")
             method = str(scope.get("method", ""))
-            self.metrics.requests.labels(route_path, method, str(status)).inc()
-            self.metrics.latency.labels(route_path, method).observe(time.perf_counter() - started)
+            service = self.metrics.service
+            self.metrics.requests.labels(service, route_path, method, str(status)).inc()
+            self.metrics.latency.labels(service, route_path, method).observe(
+                time.perf_counter() - started
+            )
 
 
-class BodySizeLimitMiddleware:
+class BodySizeLimitMiddleware(HttpMiddleware):
     """Answers 413 as soon as a request body passes `max_body_bytes`, while it streams in."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await self._refuse(send)
@@ -165,17 +222,17 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 SERVICE_TOKEN_CHALLENGE = (b"www-authenticate", b'Bearer realm="seavl services"')
 
 
-class ServiceTokenMiddleware:
+class ServiceTokenMiddleware(HttpMiddleware):
     """Refuses every call but `OPEN_PATHS` unless it carries the deployment's service token as
     `Authorization: Bearer …` (401 `service_token_required` / `service_token_invalid`), before
     the body is read: only the gateway and the workers hold the token."""
 
     def __init__(self, app: ASGIApp, token: SecretStr) -> None:
-        self.app = app
+        super().__init__(app)
         self.expected = token.get_secret_value().encode()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         authorization = dict(scope.get("headers", [])).get(b"authorization", b"")

@@ -25,7 +25,7 @@ def serve(
     with uvicorn until stopped; an unguarded bind beyond loopback exits with what to do."""
     settings = settings_class()
     server = settings.server
-    configure_logging(server.log_level)
+    configure_logging(server.log_level, service=name)
     try:
         app = create_app(settings)
     except UnguardedBindError as exc:
@@ -35,6 +35,7 @@ def serve(
         host=server.host,
         port=server.port,
         log_level=server.log_level,
+        log_config=None,  # uvicorn's lines go through ours (configure_logging), in our format
         ws="none",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )

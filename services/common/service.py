@@ -16,8 +16,10 @@ from services.common.http import (
     BodySizeLimitMiddleware,
     HttpMetrics,
     MetricsMiddleware,
+    RequestIdMiddleware,
     ServiceTokenMiddleware,
     add_probe_routes,
+    register_process_metrics,
 )
 from services.common.openapi import document_shared_errors
 from services.common.settings import SERVICE_TOKEN_VARIABLE, SeavlSettings, is_loopback
@@ -61,7 +63,8 @@ def build_service_app(
     max_body_bytes: int | None = None,
     public: bool = False,
 ) -> FastAPI:
-    """A service's FastAPI app with the common error shape, probes and HTTP metrics.
+    """A service's FastAPI app with the common error shape, probes, HTTP and process metrics,
+    and request ids.
 
     Every service but the `public` one (the gateway) answers only calls carrying the service
     token when one is set, and without one refuses to be built to listen beyond loopback.
@@ -85,12 +88,15 @@ def build_service_app(
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router, responses=None if token is None else SERVICE_TOKEN_ERRORS)
+    register_process_metrics(registry)
     add_probe_routes(app, registry, readiness(app))
     document_shared_errors(app, max_body_bytes)
     if max_body_bytes is not None:
         app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=max_body_bytes)
     if token is not None:  # outside the body limit: a call without it is refused unread
         app.add_middleware(ServiceTokenMiddleware, token=token)
-    # added last = outermost: the metrics count every answer, the 401s and 413s included
+    # added later = further out: the metrics count every answer, the 401s and 413s included,
+    # and every answer (and the log lines written for it) carries the request id
     app.add_middleware(MetricsMiddleware, metrics=HttpMetrics(name, registry))
+    app.add_middleware(RequestIdMiddleware, service=name)
     return app

@@ -32,6 +32,7 @@ class Job:
     image_id: str
     attempt: int
     final: bool
+    request_id: str | None = None  # of the request that queued the job
 
 
 @dataclass(frozen=True)

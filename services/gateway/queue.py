@@ -10,6 +10,8 @@ queues again the records whose job was lost.
 A processing job is keyed by the image's sha256, so enqueueing the same image twice runs it
 once; a caption job by image, language and request. When an image's processing ends, the
 captions asked for it are queued.
+A job carries the request id of the request that queued it (an extra argument, so keys stay
+as they are), and its tries run with it: their log lines and calls carry it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +32,7 @@ from redis.exceptions import RedisError
 
 from services.common.batching import MicroBatcher
 from services.common.errors import UnavailableError
+from services.common.request_ids import current_request_id, new_request_id, request_context
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import PipelineSettings
 from services.gateway.jobs import (
@@ -92,7 +95,7 @@ class ArqQueue:
 
     async def _enqueue(self, function: str, *args: object, **options: Any) -> None:
         try:
-            await self.pool.enqueue_job(function, *args, **options)
+            await self.pool.enqueue_job(function, *args, request_id=current_request_id(), **options)
         except (RedisError, OSError) as exc:
             raise UnavailableError(f"the job queue (Redis) is unreachable: {exc}") from exc
 
@@ -137,12 +140,30 @@ def pipeline_executor(settings: PipelineSettings) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(settings.concurrent_batches, thread_name_prefix="pipeline")
 
 
+def in_request_context(
+    process_batch: Callable[[Sequence[Job]], Awaitable[list[JobOutcome]]],
+) -> Callable[[Sequence[Job]], Awaitable[list[JobOutcome]]]:
+    """`process_batch` run with the request id of its jobs when they share one, else with one
+    of its own, logged with theirs so that each job's lines lead to the batch's."""
+
+    async def run(jobs: Sequence[Job]) -> list[JobOutcome]:
+        request_ids = {job.request_id for job in jobs}
+        shared = len(request_ids) == 1
+        with request_context(request_ids.pop() if shared else new_request_id()):
+            if not shared:
+                given = ", ".join(sorted(r for r in request_ids if r is not None))
+                logger.info("a batch of %d jobs, of the requests %s", len(jobs), given)
+            return await process_batch(jobs)
+
+    return run
+
+
 def pipeline_batcher(
     pipeline: Pipeline, settings: PipelineSettings, executor: ThreadPoolExecutor
 ) -> PipelineBatcher:
     """Groups the jobs running at the same time into `Pipeline.process_batch` calls."""
     return MicroBatcher(
-        pipeline.process_batch,
+        in_request_context(pipeline.process_batch),
         None,  # a coroutine: it waits on the services, not on threads
         max_batch_size=settings.batch_size,
         max_wait_seconds=settings.batch_wait_ms / 1000,
@@ -172,12 +193,12 @@ class ImageAttempts:
     image_id: str
 
     async def run(self, attempt: int, final: bool) -> str:
-        job = Job(self.image_id, attempt, final)
+        job = Job(self.image_id, attempt, final, current_request_id())
         return await self._settle(await self.batcher.submit_many([job])[0])
 
     async def stop(self, attempt: int, final: bool, reason: str) -> str:
         # not on the pipeline's threads: the stopped try may be holding them
-        job = Job(self.image_id, attempt, final)
+        job = Job(self.image_id, attempt, final, current_request_id())
         return await self._settle(await asyncio.to_thread(self.pipeline.stop, job, reason))
 
     async def _settle(self, outcome: JobOutcome) -> str:
@@ -230,8 +251,15 @@ async def attempt_in_time(
             raise TryStopped(reason) from exc
 
 
+def log_try(key: str, attempt: int, status: str) -> None:
+    logger.info("job %s, try %d: %s", key, attempt, status)
+
+
 class InProcessQueue:
-    """Jobs as asyncio tasks of this process (embedded mode), batched as arq workers batch."""
+    """Jobs as asyncio tasks of this process (embedded mode), batched as arq workers batch.
+
+    A job's task runs in a copy of the context that queued it, with its request id: the
+    upload's, the image job's (for the captions it queues) or the reconciler round's."""
 
     def __init__(
         self,
@@ -293,7 +321,8 @@ class InProcessQueue:
             waited = 0.0 if waiting_since is None else loop.time() - waiting_since
             try:
                 async with turns:
-                    await attempt_in_time(self.settings, attempts, attempt, waited)
+                    status = await attempt_in_time(self.settings, attempts, attempt, waited)
+                log_try(key, attempt, status)
                 return
             except TryStopped as exc:
                 logger.warning("job %s, try %d: %s; retrying", key, attempt, exc)

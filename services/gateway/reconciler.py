@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy.engine import Engine
 
 from services.common.database import utcnow
+from services.common.request_ids import new_request_id, request_context
 from services.gateway import records
 from services.gateway.config import PipelineSettings
 from services.gateway.jobs import CaptionJob, gave_up, image_job_id
@@ -78,7 +79,12 @@ class Reconciler:
         return records.stuck_since(self.engine, before)
 
     async def reconcile(self, queue: ReconciledQueue) -> tuple[int, int]:
-        """One round: (jobs queued again, records failed)."""
+        """One round: (jobs queued again, records failed). The jobs it queues carry the round's
+        own request id, as its log line does."""
+        with request_context(new_request_id()):
+            return await self._reconcile(queue)
+
+    async def _reconcile(self, queue: ReconciledQueue) -> tuple[int, int]:
         requeued = failed = 0
         for stuck in await asyncio.to_thread(self.stuck):
             key = image_job_id(stuck.image_id) if stuck.caption is None else stuck.caption.job_id

@@ -38,6 +38,7 @@ from services.common.database import make_engine
 from services.common.errors import UnavailableError
 from services.common.logging import configure_logging
 from services.common.migrations import wait_for_schema
+from services.common.request_ids import request_context
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import GatewaySettings
 from services.gateway.jobs import CaptionJob, ImageGone, TryStopped
@@ -54,6 +55,7 @@ from services.gateway.queue import (
     caption_executor,
     finish_threads,
     jobs_at_once,
+    log_try,
     pipeline_batcher,
     pipeline_executor,
     retry_delay,
@@ -105,9 +107,9 @@ class PatientRetry(RedisRetry):
         return result
 
 
-def _on_startup(settings: GatewaySettings) -> StartupShutdown:
+def _on_startup(settings: GatewaySettings, service: str) -> StartupShutdown:
     async def startup(ctx: dict[str, Any]) -> None:
-        configure_logging(settings.server.log_level)
+        configure_logging(settings.server.log_level, service=service)
         engine = make_engine(settings.database_url)
         await asyncio.to_thread(
             wait_for_schema, GATEWAY_SCHEMA, engine, settings.schema_wait_seconds
@@ -160,6 +162,7 @@ async def _attempt(ctx: dict[str, Any], attempts: Attempts) -> str:
     except ImageGone:
         status = "gone"
     await redis.delete(since_key)
+    log_try(ctx["job_id"], attempt, status)
     return status
 
 
@@ -190,19 +193,25 @@ def _reconcile_cron(settings: GatewaySettings) -> CronJob:
     )
 
 
-async def process_image(ctx: dict[str, Any], image_id: str) -> str:
-    """The arq job: the pipeline for one image (batched with the worker's other running jobs).
+async def process_image(ctx: dict[str, Any], image_id: str, request_id: str | None = None) -> str:
+    """The arq job: the pipeline for one image (batched with the worker's other running jobs),
+    on behalf of `request_id` (the upload's; none in jobs queued before ids were passed).
 
     The captions waiting for it are queued after its record is final: a worker killed in
     between leaves the job to run again, and it finds the image done and queues them then."""
     queue = ArqQueue(ctx["redis"])
-    return await _attempt(ctx, ImageAttempts(queue, ctx["batcher"], ctx["pipeline"], image_id))
+    attempts = ImageAttempts(queue, ctx["batcher"], ctx["pipeline"], image_id)
+    with request_context(request_id):
+        return await _attempt(ctx, attempts)
 
 
-async def caption_image(ctx: dict[str, Any], image_id: str, language: str, request: int) -> str:
-    """The arq job: one caption of a processed image."""
+async def caption_image(
+    ctx: dict[str, Any], image_id: str, language: str, request: int, request_id: str | None = None
+) -> str:
+    """The arq job: one caption of a processed image, on behalf of `request_id`."""
     job = CaptionJob(image_id, language, request)
-    return await _attempt(ctx, CaptionAttempts(ctx["caption_executor"], ctx["captions"], job))
+    with request_context(request_id):
+        return await _attempt(ctx, CaptionAttempts(ctx["caption_executor"], ctx["captions"], job))
 
 
 def _job_function(settings: GatewaySettings, coroutine: WorkerCoroutine, name: str) -> Function:
@@ -236,7 +245,9 @@ def worker_options(settings: GatewaySettings, captions: bool) -> dict[str, Any]:
         "queue_name": CAPTION_QUEUE if captions else default_queue_name,
         "cron_jobs": [] if captions else [_reconcile_cron(settings)],
         "redis_settings": redis_settings(settings),
-        "on_startup": _on_startup(settings),
+        "on_startup": _on_startup(
+            settings, "gateway-caption-worker" if captions else "gateway-worker"
+        ),
         "on_shutdown": shutdown,
         "max_jobs": jobs_at_once(settings.pipeline, captions),
         "health_check_interval": HEALTH_CHECK_SECONDS,

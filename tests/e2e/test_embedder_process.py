@@ -25,10 +25,11 @@ def test_a_client_embeds_an_image_and_reads_metrics(embedder_process: RunningSer
         metrics = client.get("/metrics").text
         assert 'seavl_embedder_images_total{model="efficientnet-lite0",outcome="ok"} 1.0' in metrics
         assert (
-            'seavl_embedder_http_requests_total{method="POST",route="/v1/embed",status="415"} 1.0'
-            in metrics
+            'seavl_http_requests_total{method="POST",route="/v1/embed",service="embedder",'
+            'status="415"} 1.0' in metrics
         )
         assert "seavl_embedder_queue_depth 0.0" in metrics
+        assert "process_resident_memory_bytes " in metrics  # the embedder's own process
 
 
 def test_32_concurrent_10mb_uploads_keep_memory_bounded(embedder_process: RunningService) -> None:
