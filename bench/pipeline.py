@@ -124,7 +124,7 @@ def main() -> None:
         env = {
             "DATABASE_URL": database,
             "SEAVL_DEDUP_QDRANT_PATH": f"{folder}/qdrant",
-            "SEAVL_GATEWAY_STORAGE_DIR": f"{folder}/objects",
+            "SEAVL_STORAGE_DIR": f"{folder}/objects",
             "SEAVL_EMBEDDER_MODELS_DIR": str(EmbedderSettings().models_dir),
         }
         with running_service("embedder", env) as embedder:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,14 +30,19 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+# Images move between services by key, so every service of a test run reads one store, as a
+# deployment's do (`SEAVL_STORAGE_…`): a folder of this run's, given to every process it starts.
+RUN_OBJECTS = Path(tempfile.mkdtemp(prefix="seavl-test-objects-"))
+os.environ["SEAVL_STORAGE_DIR"] = str(RUN_OBJECTS)
+
+
 @pytest.fixture
 def embedder_settings(models_dir: Path, tmp_path: Path) -> Callable[..., EmbedderSettings]:
-    """Settings for an embedder on the real default model; keyword arguments override fields."""
+    """Settings for an embedder on the real default model (reading the run's store); keyword
+    arguments override fields."""
 
     def make(**overrides: Any) -> EmbedderSettings:
-        fields: dict[str, Any] = {"models_dir": models_dir, "storage_dir": tmp_path / "objects"}
-        fields.update(overrides)
-        return EmbedderSettings(**fields)
+        return EmbedderSettings(**{"models_dir": models_dir, **overrides})
 
     return make
 
@@ -150,7 +156,8 @@ def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Gives back this run's PostgreSQL database and Redis database."""
+    """Gives back this run's PostgreSQL database, Redis database and object folder."""
+    shutil.rmtree(RUN_OBJECTS, ignore_errors=True)
     if _run_database_created:
         _drop_run_database()
     if _claimed_redis_database is not None:
@@ -179,9 +186,7 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def live_embedder(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real embedder with the real default model, over HTTP on 127.0.0.1."""
-    settings = EmbedderSettings(
-        models_dir=models_dir, storage_dir=tmp_path_factory.mktemp("objects")
-    )
+    settings = EmbedderSettings(models_dir=models_dir)
     with live_server(create_embedder_app(settings)) as url:
         yield url
 

@@ -21,7 +21,6 @@ from services.captioner.language import LanguageCheck
 from services.captioner.prompts import PromptBook
 from services.common.clients import EmbedderClient
 from services.common.service import Readiness, build_service_app
-from services.common.storage import make_store
 
 # A base64 image is 4/3 of its bytes; the rest of the JSON is small.
 REQUEST_ALLOWANCE_BYTES = 64 * 1024
@@ -48,7 +47,7 @@ def create_app(settings: CaptionerSettings | None = None) -> FastAPI:
             backend=backend,
             prompts=prompts,
             language_check=LanguageCheck(settings.language_check),
-            store=make_store(settings.s3, settings.storage_dir),
+            store=settings.storage.open(),
             limits=settings.images,
             timeout_seconds=settings.request_timeout_seconds,
             metrics=metrics,

@@ -43,6 +43,7 @@ class CaptionTask:
     image: bytes  # location data already removed
     media_type: str
     choice: PromptChoice
+    key: str | None = None  # the stored object it came from (stored without location data)
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,9 @@ class OfflineLabelsBackend:
         self.min_score = min_score
 
     async def caption(self, task: CaptionTask) -> BackendAnswer:
-        result = (await self.embedder.embed([ImageReference(data=task.image)], None, self.top_k))[0]
+        # a stored image goes to the embedder by key: it reads the same store
+        image = ImageReference(key=task.key) if task.key else ImageReference(data=task.image)
+        result = (await self.embedder.embed([image], None, self.top_k))[0]
         if isinstance(result, ImageFailure):
             raise result.as_error(field="image")
         if result.labels is None:

@@ -68,7 +68,7 @@ class Captioner:
         started = time.perf_counter()
         try:
             answer = await asyncio.wait_for(
-                self.backend.caption(CaptionTask(image, media_type, choice)),
+                self.backend.caption(CaptionTask(image, media_type, choice, request.key)),
                 self.timeout_seconds,
             )
         except TimeoutError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
@@ -11,12 +10,11 @@ from pydantic import BaseModel, Field, SecretStr
 from services.common.clients import ServiceClientSettings
 from services.common.images import ImageLimits
 from services.common.settings import (
-    DEFAULT_DATA_DIR,
     SeavlSettings,
     ServerSettings,
     service_settings_config,
 )
-from services.common.storage import S3Settings
+from services.common.storage import StorageSettings, storage_setting
 
 CAPTIONER_PORT = 8004
 
@@ -67,6 +65,7 @@ class CaptionerSettings(SeavlSettings):
     model_config = service_settings_config("captioner")
 
     server: ServerSettings = ServerSettings(port=CAPTIONER_PORT)
+    storage: StorageSettings = storage_setting()
     backend: BackendName = BackendName.OFFLINE_LABELS
     vlm: VlmSettings = VlmSettings()
     embedder: ServiceClientSettings = Field(
@@ -82,9 +81,5 @@ class CaptionerSettings(SeavlSettings):
     request_timeout_seconds: float = Field(
         default=150.0, gt=0, description="a synchronous caption request, whole, at most"
     )
-    s3: S3Settings | None = Field(
-        default=None, description="where object keys are read from; a local folder when absent"
-    )
-    storage_dir: Path = DEFAULT_DATA_DIR / "objects"
     images: ImageLimits = ImageLimits()
     language_check: LanguageCheckSettings = LanguageCheckSettings()

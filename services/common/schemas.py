@@ -103,6 +103,20 @@ class ImageFailure(BaseModel):
         "format served, 422 unreadable)",
     )
 
+    @classmethod
+    def each_of(cls, error: ServiceError, count: int) -> list[ImageFailure]:
+        """The failure of each of `count` images from the embedder's answer when none could be
+        embedded: its `details` name each image's failure when there were several."""
+        by_index = {
+            failure.index: failure
+            for failure in (cls.model_validate(detail) for detail in error.details or [])
+        }
+        whole = ErrorBody(code=error.code, message=error.message)
+        return [
+            by_index.get(index, cls(index=index, error=whole, status=error.status_code))
+            for index in range(count)
+        ]
+
     def as_error(self, field: str | None = None, prefix: str = "") -> ServiceError:
         """The caller's error for this image, with the status the embedder gave it."""
         return ServiceError(

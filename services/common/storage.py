@@ -13,16 +13,19 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.errors import ServiceError, UnavailableError
 
 SHA256_KEY = re.compile(r"^[0-9a-f]{64}$")
+# var/objects, as the other defaults are under var/ (common/settings.py)
+DEFAULT_OBJECTS_DIR = Path("var") / "objects"
 
 
 class ObjectNotFoundError(ServiceError):
@@ -187,3 +190,38 @@ def make_store(s3: S3Settings | None, folder: Path) -> ObjectStore:
     if s3 is None:
         return LocalFolderStore(folder)
     return S3Store(s3)
+
+
+class StorageSettings(BaseSettings):
+    """Where images are kept: one setting for every service that reads or writes them by key.
+
+    The gateway stores uploads and sends their keys on, the embedder and the captioner read
+    them by key, so all must see the same store: a folder (`SEAVL_STORAGE_DIR`, var/objects by
+    default, for one machine) or an S3-protocol server (`SEAVL_STORAGE_S3__ENDPOINT`,
+    `…__ACCESS_KEY`, `…__SECRET_KEY`, `…__BUCKET`, `…__SECURE`, `…__REGION`).
+    A service may still be given its own (`SEAVL_<SERVICE>_STORAGE__DIR`, say).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEAVL_STORAGE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,
+    )
+
+    dir: Path = Field(
+        default=DEFAULT_OBJECTS_DIR, description="the local folder, when no S3 server is set"
+    )
+    s3: S3Settings | None = Field(default=None, description="an S3-protocol server (MinIO)")
+
+    def open(self) -> ObjectStore:
+        return make_store(self.s3, self.dir)
+
+
+def storage_setting() -> Any:
+    """A service's `storage` field: the shared `SEAVL_STORAGE_…` settings by default."""
+    return Field(
+        default_factory=StorageSettings,
+        description="where images are kept (the same store for every service)",
+    )

@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.common.service import Readiness, build_service_app, single_threaded_blas
-from services.common.storage import make_store
 from services.embedder.api import router
 from services.embedder.config import EmbedderSettings
 from services.embedder.serving import EmbedderMetrics, ModelPool
@@ -67,5 +66,5 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
         readiness,
         max_body_bytes=settings.max_request_bytes,
     )
-    app.state.store = make_store(settings.s3, settings.storage_dir)
+    app.state.store = settings.storage.open()
     return app

@@ -13,7 +13,7 @@ from services.common.settings import (
     ServerSettings,
     service_settings_config,
 )
-from services.common.storage import S3Settings
+from services.common.storage import StorageSettings, storage_setting
 
 EMBEDDER_PORT = 8001
 DEFAULT_MODEL_NAME = "efficientnet-lite0"
@@ -49,15 +49,9 @@ class EmbedderSettings(SeavlSettings):
     model_config = service_settings_config("embedder")
 
     server: ServerSettings = ServerSettings(port=EMBEDDER_PORT)
+    storage: StorageSettings = storage_setting()
     models_dir: Path = DEFAULT_DATA_DIR / "models"
     default_model: str = DEFAULT_MODEL_NAME
-    s3: S3Settings | None = Field(
-        default=None, description="where object keys are read from; a local folder when absent"
-    )
-    storage_dir: Path = Field(
-        default=DEFAULT_DATA_DIR / "objects",
-        description="local object store the embedder reads when a request names object keys",
-    )
     images: ImageLimits = ImageLimits()
     batching: BatchingSettings = BatchingSettings()
     runtime: RuntimeSettings = RuntimeSettings()

@@ -66,7 +66,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         async def check() -> tuple[bool, dict[str, Any]]:
             details = {
                 "queue": "arq" if settings.redis_url else "in-process",
-                "storage": "s3" if settings.s3 else "folder",
+                "storage": "s3" if settings.storage.s3 else "folder",
             }
             if not await asyncio.to_thread(database_reachable, engine):
                 return False, {**details, "database": "unreachable"}

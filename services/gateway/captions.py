@@ -10,7 +10,6 @@ stopped from outside (past its time limit, or its worker died) is recorded by
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from dataclasses import dataclass
 
@@ -70,9 +69,8 @@ class CaptionJobs:
             return JobStatus.FAILED
         await self._update(job, attempts=attempt)
         try:
-            data = await asyncio.to_thread(self.store.get, image.id)
             request = CaptionRequest(
-                data=base64.b64encode(data).decode("ascii"),
+                key=image.id,  # the captioner reads it from the same store
                 language=job.language,
                 location=image.location,
                 countries=[SeaCountry(c) for c in image.countries.split(",") if c],

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import AliasChoices, BaseModel, Field
 
 from services.common.clients import ServiceClientSettings
 from services.common.database import database_url_setting, schema_wait_setting
 from services.common.images import ImageLimits
 from services.common.settings import (
-    DEFAULT_DATA_DIR,
     SeavlSettings,
     ServerSettings,
     service_settings_config,
 )
-from services.common.storage import S3Settings
+from services.common.storage import StorageSettings, storage_setting
 
 GATEWAY_PORT = 8000
 
@@ -68,6 +65,7 @@ class GatewaySettings(SeavlSettings):
     model_config = service_settings_config("gateway")
 
     server: ServerSettings = ServerSettings(port=GATEWAY_PORT)
+    storage: StorageSettings = storage_setting()
     database_url: str = database_url_setting("gateway")
     schema_wait_seconds: float = schema_wait_setting()
     redis_url: str | None = Field(
@@ -75,10 +73,6 @@ class GatewaySettings(SeavlSettings):
         validation_alias=AliasChoices("SEAVL_GATEWAY_REDIS_URL", "REDIS_URL"),
         description="arq queue; jobs run in the gateway's own process when absent",
     )
-    s3: S3Settings | None = Field(
-        default=None, description="MinIO / S3; a local folder when absent"
-    )
-    storage_dir: Path = DEFAULT_DATA_DIR / "objects"
     embedder: ServiceClientSettings = ServiceClientSettings(url="http://127.0.0.1:8001")
     filter: ServiceClientSettings = ServiceClientSettings(url="http://127.0.0.1:8002")
     dedup: ServiceClientSettings = ServiceClientSettings(url="http://127.0.0.1:8003")

@@ -29,7 +29,7 @@ from services.common.schemas import (
     ImageFailure,
 )
 from services.common.states import FINISHED, JobStatus
-from services.common.storage import ObjectNotFoundError, ObjectStore, make_store
+from services.common.storage import ObjectStore
 from services.gateway import records
 from services.gateway.config import GatewaySettings
 from services.gateway.jobs import (
@@ -66,7 +66,7 @@ class Pipeline:
         return cls(
             settings=settings,
             engine=engine,
-            store=make_store(settings.s3, settings.storage_dir),
+            store=settings.storage.open(),
             embedder=EmbedderClient(settings.embedder),
             filter=FilterClient(settings.filter),
             dedup=DedupClient(settings.dedup),
@@ -148,20 +148,19 @@ class Pipeline:
                 "error": f"{error.code}: {error.message}",
             }
 
-        stored: list[tuple[ImageRow, bytes]] = []
         # in upload order: of two copies in one batch, dedup keeps the one uploaded first
-        for row in sorted(rows, key=lambda row: (row.created_at, row.id)):
-            try:
-                stored.append((row, await asyncio.to_thread(self.store.get, row.id)))
-            except ObjectNotFoundError as exc:
-                fail(row.id, exc)
-        results = (
-            await self.embedder.embed([ImageReference(data=data) for _, data in stored])
-            if stored
-            else []
-        )
+        ordered = sorted(rows, key=lambda row: (row.created_at, row.id))
+        # by key: the embedder reads the stored bytes itself (the same storage setting), so
+        # they never travel through this process (a missing object is that image's failure)
+        results: Sequence[EmbeddedImage | ImageFailure]
+        try:
+            results = await self.embedder.embed([ImageReference(key=row.id) for row in ordered])
+        except ServiceError as exc:
+            if isinstance(exc, UnavailableError):
+                raise
+            results = ImageFailure.each_of(exc, len(ordered))  # no image could be embedded
         embedded: list[tuple[ImageRow, EmbeddedImage]] = []
-        for (row, _), result in zip(stored, results, strict=True):
+        for row, result in zip(ordered, results, strict=True):
             if isinstance(result, ImageFailure):
                 fail(row.id, result.as_error())
             else:

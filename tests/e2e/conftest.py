@@ -37,7 +37,7 @@ def embedder_process(models_dir: Path, tmp_path: Path) -> Iterator[RunningServic
     env = {
         "SEAVL_EMBEDDER_SERVER__PORT": str(port),
         "SEAVL_EMBEDDER_MODELS_DIR": str(models_dir),
-        "SEAVL_EMBEDDER_STORAGE_DIR": str(tmp_path / "objects"),
+        "SEAVL_STORAGE_DIR": str(tmp_path / "objects"),
     }
     url = f"http://127.0.0.1:{port}"
     process = start(["-m", "services.embedder"], env, tmp_path / "embedder.log", url)

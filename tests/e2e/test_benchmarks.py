@@ -69,7 +69,7 @@ def test_benchmark_smoke_run(script: str, models_dir: Path, tmp_path: Path) -> N
     env = {
         **os.environ,
         "SEAVL_EMBEDDER_MODELS_DIR": str(models_dir),
-        "SEAVL_EMBEDDER_STORAGE_DIR": str(tmp_path / "objects"),
+        "SEAVL_STORAGE_DIR": str(tmp_path / "objects"),
     }
     finished = subprocess.run(
         [sys.executable, str(ROOT / "bench" / f"{script}.py"), *arguments],

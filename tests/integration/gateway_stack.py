@@ -70,7 +70,6 @@ def settings_for(
 
     return GatewaySettings(
         database_url=database_url,
-        storage_dir=folder / "objects",
         embedder=client(embedder_url),
         filter=client(filter_url),
         dedup=client(dedup_url),

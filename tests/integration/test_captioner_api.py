@@ -17,7 +17,7 @@ from services.captioner.app import create_app
 from services.captioner.config import BackendName, CaptionerSettings, VlmSettings
 from services.common.captions import CaptionLanguage
 from services.common.clients import ServiceClientSettings
-from services.common.storage import LocalFolderStore
+from services.common.storage import StorageSettings
 from tests.helpers import free_port, has_gps, live_server, photo_bytes, photo_with_gps
 from tests.stubs.chat_completions import STUB_API_KEY, Reply, StubVlm, create_stub_app
 from tests.unit.test_captions import REAL_CAPTIONS
@@ -32,7 +32,7 @@ def b64(data: bytes) -> str:
 @pytest.fixture
 def offline(live_embedder: str, tmp_path: Path) -> Iterator[httpx.Client]:
     settings = CaptionerSettings(
-        embedder=ServiceClientSettings(url=live_embedder), storage_dir=tmp_path / "objects"
+        embedder=ServiceClientSettings(url=live_embedder),
     )
     with (
         live_server(create_app(settings)) as url,
@@ -60,7 +60,6 @@ def vlm_captioner(
             timeout_seconds=timeout,
             **overrides,
         ),
-        storage_dir=tmp_path / "objects",
     )
 
 
@@ -95,7 +94,7 @@ def test_offline_caption_in_vietnamese_from_a_stored_key(
 ) -> None:
     data = photo_bytes("coffee.png")
     key = hashlib.sha256(data).hexdigest()
-    LocalFolderStore(tmp_path / "objects").put(key, data)
+    StorageSettings().open().put(key, data)  # the store every service reads
     answer = offline.post(
         "/v1/captions", json={"key": key, "language": "vie", "location": "Huế"}
     ).json()

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from services.captioner.app import create_app as create_captioner
 from services.captioner.config import CaptionerSettings
 from services.common.clients import ServiceClientSettings
+from services.common.storage import StorageSettings
 from services.dedup.app import create_app as create_dedup
 from services.dedup.config import DedupSettings
 from services.embedder.app import create_app as create_embedder
@@ -32,7 +33,9 @@ NOWHERE = ServiceClientSettings(url="http://127.0.0.1:9")
 
 SERVICES: dict[str, AppFactory] = {
     "embedder": lambda folder: create_embedder(
-        EmbedderSettings(models_dir=folder / "models", storage_dir=folder / "objects")
+        EmbedderSettings(
+            models_dir=folder / "models", storage=StorageSettings(dir=folder / "objects")
+        )
     ),
     "filter": lambda folder: create_filter(
         FilterSettings(database_url=migrated_sqlite(folder / "filter.db"), embedder=NOWHERE)
@@ -43,11 +46,12 @@ SERVICES: dict[str, AppFactory] = {
         )
     ),
     "captioner": lambda folder: create_captioner(
-        CaptionerSettings(embedder=NOWHERE, storage_dir=folder / "objects")
+        CaptionerSettings(embedder=NOWHERE, storage=StorageSettings(dir=folder / "objects"))
     ),
     "gateway": lambda folder: create_gateway(
         GatewaySettings(
-            database_url=migrated_sqlite(folder / "gateway.db"), storage_dir=folder / "objects"
+            database_url=migrated_sqlite(folder / "gateway.db"),
+            storage=StorageSettings(dir=folder / "objects"),
         )
     ),
 }

@@ -123,7 +123,7 @@ def test_json_with_base64_data_and_object_keys(
 ) -> None:
     stored = photo_bytes("rocket.jpg")
     key = hashlib.sha256(stored).hexdigest()
-    LocalFolderStore(embedder_settings().storage_dir).put(key, stored)
+    LocalFolderStore(embedder_settings().storage.dir).put(key, stored)
     inline = stored
     response = embedder.post(
         "/v1/embed",
@@ -148,6 +148,7 @@ def test_a_bad_image_fails_alone(embedder: httpx.Client) -> None:
     assert bad == {
         "index": 1,
         "error": {"code": "unsupported_image_type", "message": bad["error"]["message"]},
+        "status": 415,  # the status this image alone would have got, kept by every caller
     }
 
 

@@ -3,6 +3,7 @@ PostgreSQL), with the real embedder, filter and dedup services behind it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +33,7 @@ from tests.integration.gateway_stack import Stack, running_stack, settings_for
 @pytest.fixture
 def stack(database_url: str, tmp_path: Path, live_embedder: str) -> Iterator[Stack]:
     with running_stack(database_url, tmp_path, live_embedder) as running:
+        STORED_BEFORE[id(running)] = stored(running)
         yield running
 
 
@@ -40,8 +42,22 @@ def records(stack: Stack) -> int:
         return int(session.exec(select(func.count()).select_from(ImageRow)).one())
 
 
+def stored(stack: Stack) -> set[Path]:
+    return {p for p in stack.settings.storage.dir.rglob("*") if p.is_file()}
+
+
+# the run's store is shared by every test (images move by key, so the test embedder reads it)
+STORED_BEFORE: dict[int, set[Path]] = {}
+
+
 def objects(stack: Stack) -> int:
-    return sum(1 for p in (stack.settings.storage_dir).rglob("*") if p.is_file())
+    """Objects stored since the stack started."""
+    return len(stored(stack) - STORED_BEFORE[id(stack)])
+
+
+def unique_photo() -> bytes:
+    """An image no other test stores."""
+    return encode(noise_image((96, 96), seed=int.from_bytes(os.urandom(4), "big")), "JPEG")
 
 
 def test_upload_is_scored_and_deduplicated(stack: Stack) -> None:
@@ -76,7 +92,7 @@ def test_upload_is_scored_and_deduplicated(stack: Stack) -> None:
 
 
 def test_the_same_bytes_twice_make_one_object_and_one_record(stack: Stack) -> None:
-    data = photo_bytes("coffee.png")
+    data = unique_photo()
     first = stack.upload(data)
     again = stack.upload(data)
     assert (first.status_code, again.status_code) == (202, 200)
@@ -145,6 +161,7 @@ def test_an_image_part_over_the_limit(
         with_references=False,
         images={"max_bytes": max_bytes},
     ) as small:
+        STORED_BEFORE[id(small)] = stored(small)
         body_limit = max_bytes + small.settings.metadata_allowance_bytes
         assert len(big) > max_bytes and (len(big) > body_limit) == (code == "request_too_large")
         response = small.upload(big)

@@ -35,7 +35,7 @@ def captioner_client(url: str) -> ServiceClientSettings:
 @pytest.fixture
 def offline_captioner(live_embedder: str, tmp_path: Path) -> Iterator[str]:
     settings = CaptionerSettings(
-        embedder=ServiceClientSettings(url=live_embedder), storage_dir=tmp_path / "captioner"
+        embedder=ServiceClientSettings(url=live_embedder),
     )
     with live_server(create_captioner(settings)) as url:
         yield url

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from services.common.storage import S3Store
+from services.common.storage import S3Store, StorageSettings
+from services.embedder.app import create_app as create_embedder
+from services.embedder.config import EmbedderSettings
 from services.gateway.config import PipelineSettings
 from services.gateway.worker import make_worker
 from tests.conftest import POSTGRES_URL, migrated_postgres
-from tests.helpers import free_port, photo_bytes, s3_settings
+from tests.helpers import free_port, live_server, photo_bytes, s3_settings
 from tests.integration.gateway_stack import Stack, running_stack
 
 
@@ -39,10 +41,19 @@ def postgres_url() -> str:
 
 
 def test_uploads_go_through_redis_workers_and_s3(
-    postgres_url: str, redis_url: str, s3_endpoint: str, tmp_path: Path, live_embedder: str
+    postgres_url: str, redis_url: str, s3_endpoint: str, tmp_path: Path, models_dir: Path
 ) -> None:
-    s3 = s3_settings(s3_endpoint)
-    with running_stack(postgres_url, tmp_path, live_embedder, redis_url=redis_url, s3=s3) as stack:
+    """The gateway stores in S3 and sends keys: the embedder reads them from the same bucket."""
+    storage = StorageSettings(s3=s3_settings(s3_endpoint))
+    s3 = storage.s3
+    assert s3 is not None
+    embedder = EmbedderSettings(models_dir=models_dir, storage=storage)
+    with (
+        live_server(create_embedder(embedder)) as embedder_url,
+        running_stack(
+            postgres_url, tmp_path, embedder_url, redis_url=redis_url, storage=storage
+        ) as stack,
+    ):
         cat = photo_bytes("chelsea.png")
         first = stack.upload(cat, countries="TH").json()
         second = stack.upload(photo_bytes("coffee.png")).json()

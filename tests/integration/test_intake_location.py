@@ -46,7 +46,7 @@ def test_stored_and_served_bytes_hold_no_location(stack: Stack, case: str) -> No
     assert upload.status_code == 202, upload.text
     image_id = upload.json()["id"]
     content = served(stack, image_id)
-    stored = LocalFolderStore(stack.settings.storage_dir).get(image_id)
+    stored = LocalFolderStore(stack.settings.storage.dir).get(image_id)
     assert content == stored
     assert not [marker for marker in LOCATION_MARKERS if marker in stored]
     assert not Image.open(io.BytesIO(stored)).getexif().get_ifd(GPS_IFD)
@@ -68,7 +68,7 @@ def test_malformed_exif_is_taken_by_every_image_endpoint(stack: Stack, image_for
 @pytest.mark.parametrize("image_format", sorted(MALFORMED_EXIF))
 def test_malformed_exif_is_captioned(live_embedder: str, tmp_path: Path, image_format: str) -> None:
     settings = CaptionerSettings(
-        embedder=ServiceClientSettings(url=live_embedder), storage_dir=tmp_path / "objects"
+        embedder=ServiceClientSettings(url=live_embedder),
     )
     data = base64.b64encode(MALFORMED_EXIF[image_format]()).decode()
     with live_server(create_captioner(settings)) as url:

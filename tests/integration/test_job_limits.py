@@ -152,7 +152,7 @@ def start_worker_process(stack: Stack, redis_url: str, log: Path) -> subprocess.
         **os.environ,
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": redis_url,
-        "SEAVL_GATEWAY_STORAGE_DIR": str(settings.storage_dir),
+        "SEAVL_STORAGE_DIR": str(settings.storage.dir),
         "SEAVL_GATEWAY_EMBEDDER__URL": settings.embedder.url,
         "SEAVL_GATEWAY_FILTER__URL": settings.filter.url,
         "SEAVL_GATEWAY_DEDUP__URL": settings.dedup.url,

@@ -82,7 +82,7 @@ def test_dedup_conforms(tmp_path: Path) -> None:
 
 def test_captioner_conforms(live_embedder: str, tmp_path: Path) -> None:
     settings = CaptionerSettings(
-        embedder=ServiceClientSettings(url=live_embedder), storage_dir=tmp_path / "objects"
+        embedder=ServiceClientSettings(url=live_embedder),
     )
     with live_server(create_captioner(settings)) as url:
         schemathesis(url)
@@ -91,7 +91,7 @@ def test_captioner_conforms(live_embedder: str, tmp_path: Path) -> None:
 @pytest.fixture
 def gateway(live_embedder: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
     captioner_settings = CaptionerSettings(
-        embedder=ServiceClientSettings(url=live_embedder), storage_dir=tmp_path / "captioner"
+        embedder=ServiceClientSettings(url=live_embedder),
     )
     with (
         live_server(create_captioner(captioner_settings)) as captioner,

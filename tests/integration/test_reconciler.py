@@ -17,7 +17,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.common.database import session_scope
-from services.common.storage import make_store
 from services.gateway.config import PipelineSettings
 from services.gateway.tables import ImageRow
 from tests.conftest import POSTGRES_URL, migrated_postgres
@@ -248,7 +247,7 @@ def lost_record(stack: Stack, data: bytes, attempts: int) -> str:
     """A stored image whose record is `processing` with no job anywhere, as a process that
     stopped mid-job (or a job crashed on a bug) leaves it."""
     image_id = hashlib.sha256(data).hexdigest()
-    make_store(None, stack.settings.storage_dir).put(image_id, data)
+    stack.settings.storage.open().put(image_id, data)
     with session_scope(stack.engine) as session:
         session.add(
             ImageRow(

@@ -45,7 +45,6 @@ def guarded_embedder(models_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     """The real embedder, with the deployment's service token."""
     settings = EmbedderSettings(
         models_dir=models_dir,
-        storage_dir=tmp_path_factory.mktemp("objects"),
         service_token=TOKEN,
     )
     with live_server(create_embedder(settings)) as url:
@@ -65,7 +64,8 @@ class Call:
 def _embedder(tmp_path: Path, models_dir: Path, embedder_url: str) -> FastAPI:
     return create_embedder(
         EmbedderSettings(
-            models_dir=models_dir, storage_dir=tmp_path / "objects", service_token=TOKEN
+            models_dir=models_dir,
+            service_token=TOKEN,
         )
     )
 
@@ -94,7 +94,6 @@ def _captioner(tmp_path: Path, models_dir: Path, embedder_url: str) -> FastAPI:
     return create_captioner(
         CaptionerSettings(
             embedder=ServiceClientSettings(url=embedder_url),
-            storage_dir=tmp_path / "objects",
             service_token=TOKEN,
         )
     )

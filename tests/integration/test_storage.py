@@ -21,6 +21,7 @@ from services.common.storage import (
     ObjectStore,
     S3Settings,
     S3Store,
+    StorageSettings,
     make_store,
 )
 from services.embedder.app import create_app as create_embedder
@@ -127,7 +128,7 @@ def test_the_embedder_embeds_keys_from_its_store(
 ) -> None:
     s3, folder = where
     make_store(s3, folder).put(PHOTO_KEY, PHOTO)
-    settings = embedder_settings(s3=s3, storage_dir=folder)
+    settings = embedder_settings(storage=StorageSettings(s3=s3, dir=folder))
     with (
         live_server(create_embedder(settings)) as url,
         httpx.Client(base_url=url, timeout=60) as client,
@@ -154,7 +155,7 @@ def test_an_embedder_whose_s3_is_down_answers_503_until_it_is_back(
         embed_request({"key": PHOTO_KEY}, inline(photo_bytes("coffee.png"))),
     ]
     with (
-        live_server(create_embedder(embedder_settings(s3=s3))) as url,
+        live_server(create_embedder(embedder_settings(storage=StorageSettings(s3=s3)))) as url,
         httpx.Client(base_url=url, timeout=60) as client,
     ):
         for body in requests:

@@ -240,6 +240,11 @@ def check_settings(
     clients = [getattr(settings, name, None) for name in ("embedder", "filter", "dedup")]
     for client in filter(None, clients):
         assert client.token == settings.service_token
+    if service in ("gateway", "embedder", "captioner"):
+        # the gateway sends keys on: those who read them must see the same store
+        storage = settings.storage
+        assert storage.s3 is not None and storage.s3.endpoint == "minio:9000", service
+        assert storage.s3.secret_key.get_secret_value()
     if isinstance(settings, GatewaySettings):
         assert settings.captioner is not None
         assert (settings.captioner.url, settings.captioner.attempts) == (

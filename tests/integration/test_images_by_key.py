@@ -1,0 +1,74 @@
+"""Images move between services by key: the bytes are stored once, by the gateway, and every
+service that needs them reads them from the same store (issue 10: the pipeline read each image
+back from S3 and sent it base64 to the embedder; captions went base64 to the captioner, which
+base64'd them again to the embedder)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+
+from services.captioner.app import create_app as create_captioner
+from services.captioner.config import CaptionerSettings
+from services.common.clients import ServiceClientSettings
+from tests.helpers import forward, live_server, photo_bytes, wait_for
+from tests.integration.gateway_stack import running_stack
+
+
+@dataclass
+class RecordingPeer:
+    """In front of a real service: passes every call on, keeping each JSON body it saw."""
+
+    target: str
+    bodies: dict[str, list[Any]] = field(default_factory=dict)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.api_route("/{path:path}", methods=["GET", "POST"])
+        async def answer(path: str, request: Request) -> Response:
+            if request.headers.get("content-type", "").startswith("application/json"):
+                self.bodies.setdefault(path, []).append(orjson.loads(await request.body()))
+            return await forward(self.target, path, request)
+
+        return app
+
+
+@contextmanager
+def recording(target: str) -> Iterator[tuple[RecordingPeer, str]]:
+    peer = RecordingPeer(target)
+    with live_server(peer.app()) as url:
+        yield peer, url
+
+
+def test_the_pipeline_and_the_captions_send_keys_never_bytes(
+    database_url: str, tmp_path: Path, live_embedder: str
+) -> None:
+    with recording(live_embedder) as (embedder, embedder_url):
+        captioner_settings = CaptionerSettings(embedder=ServiceClientSettings(url=embedder_url))
+        with (
+            live_server(create_captioner(captioner_settings)) as captioner_target,
+            recording(captioner_target) as (captioner, captioner_url),
+            running_stack(
+                database_url,
+                tmp_path,
+                embedder_url,
+                with_references=False,  # references are images sent by admins, as bytes
+                captioner=ServiceClientSettings(url=captioner_url, timeout_seconds=30),
+            ) as stack,
+        ):
+            image_id = stack.upload(photo_bytes("coffee.png"), caption="true").json()["id"]
+            assert stack.wait_done(image_id)["status"] == "done"
+            wait_for(lambda: stack.image(image_id)["captions"][0]["status"] == "done", 60)
+    # the pipeline's batch and the offline captioner's labels: keys of the stored image
+    embedded = [item for body in embedder.bodies["v1/embed"] for item in body["images"]]
+    assert embedded and all(item == {"key": image_id} for item in embedded), embedded
+    assert len(embedded) == 2
+    [caption] = captioner.bodies["v1/captions"]
+    assert caption["key"] == image_id and "data" not in caption
