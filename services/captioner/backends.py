@@ -17,9 +17,9 @@ import orjson
 
 from services.captioner.config import BackendName, VlmSettings
 from services.captioner.prompts import PromptChoice
-from services.common.clients import EmbedderClient, ImageReference
+from services.common.clients import EmbedderClient
 from services.common.errors import ServiceError, UnavailableError
-from services.common.schemas import ImageFailure
+from services.common.schemas import ImageFailure, ImageInput
 
 VLM_RETRY_AFTER_SECONDS = 10
 
@@ -177,7 +177,7 @@ class OfflineLabelsBackend:
 
     async def caption(self, task: CaptionTask) -> BackendAnswer:
         # a stored image goes to the embedder by key: it reads the same store
-        image = ImageReference(key=task.key) if task.key else ImageReference(data=task.image)
+        image = ImageInput(key=task.key) if task.key else ImageInput.of_bytes(task.image)
         result = (await self.embedder.embed([image], None, self.top_k))[0]
         if isinstance(result, ImageFailure):
             raise result.as_error(field="image")

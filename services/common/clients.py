@@ -9,7 +9,6 @@ so is a peer refusing this service's token: the deployment is at fault, not the 
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -48,6 +47,7 @@ from services.common.schemas import (
     EmbeddedImage,
     EmbedResponse,
     ImageFailure,
+    ImageInput,
     ScoreResponse,
 )
 
@@ -220,28 +220,16 @@ def _bad_upstream_answer(response: httpx.Response) -> bool:
     return response.status_code == 502 and _seavl_error(response) is not None
 
 
-class ImageReference(BaseModel):
-    """Bytes the caller holds, or the key of an object already in the store."""
-
-    data: bytes | None = None
-    key: str | None = None
-
-
 class EmbedderClient(ServiceClient):
     def __init__(self, settings: ServiceClientSettings) -> None:
         super().__init__("embedder", settings)
 
     async def embed(
-        self, images: list[ImageReference], model: str | None = None, top_k: int = 0
+        self, images: list[ImageInput], model: str | None = None, top_k: int = 0
     ) -> list[EmbeddedImage | ImageFailure]:
         """One result per image, in order (with its `top_k` labels); base64 vectors on the
         wire."""
-        payload_images = [
-            {"key": image.key}
-            if image.key is not None
-            else {"data": base64.b64encode(image.data or b"").decode("ascii")}
-            for image in images
-        ]
+        payload_images = [image.model_dump(exclude_none=True) for image in images]
         body = {"images": payload_images, "model": model, "encoding": "base64", "top_k": top_k}
         parsed = await self.request(EmbedResponse, "POST", "/v1/embed", body)
         return sorted(parsed.results, key=lambda result: result.index)

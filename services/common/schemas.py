@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from enum import StrEnum
 from typing import Annotated
 
@@ -47,6 +48,11 @@ class ImageInput(JsonBody):
     key: str | None = Field(
         default=None, pattern=SHA256_PATTERN, description="sha256 key of an object already stored"
     )
+
+    @classmethod
+    def of_bytes(cls, data: bytes) -> ImageInput:
+        """Bytes the caller holds (a stored image goes by `key` instead)."""
+        return cls(data=base64.b64encode(data).decode("ascii"))
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> ImageInput:

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from fastapi import APIRouter, Depends, Response, status
 
-from services.common.clients import EmbedderClient, ImageReference
+from services.common.clients import EmbedderClient
 from services.common.errors import ErrorResponse, ServiceError, ensure_at_most
 from services.common.http import RowId
 from services.common.reference_sets import (
@@ -28,6 +28,7 @@ from services.common.reference_sets import (
 )
 from services.common.schemas import (
     ImageFailure,
+    ImageInput,
     ScoreRequest,
     ScoreResponse,
     ScoreResult,
@@ -84,9 +85,9 @@ async def resolve_vectors(
     One bad item fails the request and nothing is stored.
     """
     images = [
-        (index, ImageReference(data=_base64_image(item.image, f"{field}[{index}].image")))
+        (index, ImageInput(data=_checked_base64(item.image, f"{field}[{index}].image")))
         if item.image is not None
-        else (index, ImageReference(key=validate_key(item.key or "")))
+        else (index, ImageInput(key=validate_key(item.key or "")))
         for index, item in enumerate(items)
         if item.vector is None
     ]
@@ -125,9 +126,11 @@ def _scoring_target(
     return centroids, centroids.whole
 
 
-def _base64_image(data: str, field: str) -> bytes:
+def _checked_base64(data: str, field: str) -> str:
+    """`data` when it is base64 (the embedder reads it), else 422 naming the field."""
     try:
-        return base64.b64decode(data, validate=True)
+        base64.b64decode(data, validate=True)
+        return data
     except ValueError as exc:
         raise ServiceError(
             422, "invalid_base64", f"{field} is not valid base64", field=field

@@ -34,7 +34,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             wait_for_schema, GATEWAY_SCHEMA, engine, settings.schema_wait_seconds
         )
         pipeline = await asyncio.to_thread(Pipeline.create, settings, engine)
-        captions = CaptionJobs.create(settings, engine, pipeline.store)
+        captions = CaptionJobs.create(settings, engine)
         queue: JobQueue
         if settings.redis_url is None:
             queue = InProcessQueue(pipeline, captions, settings.pipeline, registry)

@@ -20,7 +20,6 @@ from services.common.clients import CaptionerClient
 from services.common.countries import SeaCountry
 from services.common.errors import ServiceError, UnavailableError
 from services.common.states import FINISHED, JobStatus
-from services.common.storage import ObjectStore
 from services.gateway import records
 from services.gateway.config import GatewaySettings
 from services.gateway.jobs import CaptionJob, ImageGone, gave_up, gave_up_waiting
@@ -31,14 +30,13 @@ logger = logging.getLogger(__name__)
 @dataclass
 class CaptionJobs:
     engine: Engine
-    store: ObjectStore
     captioner: CaptionerClient | None  # None: this process has no captioner configured
     retry_window_seconds: float  # how long a caption waits out a captioner that is down
 
     @classmethod
-    def create(cls, settings: GatewaySettings, engine: Engine, store: ObjectStore) -> CaptionJobs:
+    def create(cls, settings: GatewaySettings, engine: Engine) -> CaptionJobs:
         captioner = CaptionerClient(settings.captioner) if settings.captioner else None
-        return cls(engine, store, captioner, settings.pipeline.retry_window_seconds)
+        return cls(engine, captioner, settings.pipeline.retry_window_seconds)
 
     async def close(self) -> None:
         if self.captioner is not None:
@@ -49,8 +47,8 @@ class CaptionJobs:
 
     async def run(self, job: CaptionJob, attempt: int, final: bool) -> str:
         """The caption's status after this attempt; raises `UnavailableError` to be retried.
-        The captioner is awaited (a VLM takes seconds and holds no thread); SQL and the store
-        run in threads."""
+        The captioner is awaited (a VLM takes seconds and holds no thread); SQL
+        runs in threads."""
         found = await asyncio.to_thread(records.caption_job_records, self.engine, job)
         if found is None:
             raise ImageGone(job.job_id)

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from services.common.clients import DedupClient, EmbedderClient, FilterClient, ImageReference
+from services.common.clients import DedupClient, EmbedderClient, FilterClient
 from services.common.errors import ServiceError, UnavailableError
 from services.common.schemas import (
     DedupInsertBatch,
     DedupInsertRequest,
     EmbeddedImage,
     ImageFailure,
+    ImageInput,
 )
 from services.common.states import FINISHED, JobStatus
 from services.common.storage import ObjectStore
@@ -154,7 +155,7 @@ class Pipeline:
         # they never travel through this process (a missing object is that image's failure)
         results: Sequence[EmbeddedImage | ImageFailure]
         try:
-            results = await self.embedder.embed([ImageReference(key=row.id) for row in ordered])
+            results = await self.embedder.embed([ImageInput(key=row.id) for row in ordered])
         except ServiceError as exc:
             if isinstance(exc, UnavailableError):
                 raise

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -130,16 +129,6 @@ def jobs_at_once(settings: PipelineSettings, captions: bool) -> int:
     return settings.caption_concurrency if captions else settings.batch_size * 2
 
 
-def caption_executor(settings: PipelineSettings) -> ThreadPoolExecutor:
-    """Caption jobs wait seconds on a VLM: their own threads, as many as may wait at once."""
-    return ThreadPoolExecutor(settings.caption_concurrency, thread_name_prefix="caption")
-
-
-def pipeline_executor(settings: PipelineSettings) -> ThreadPoolExecutor:
-    """The threads that run pipeline batches, one per batch in flight."""
-    return ThreadPoolExecutor(settings.concurrent_batches, thread_name_prefix="pipeline")
-
-
 def in_request_context(
     process_batch: Callable[[Sequence[Job]], Awaitable[list[JobOutcome]]],
 ) -> Callable[[Sequence[Job]], Awaitable[list[JobOutcome]]]:
@@ -158,9 +147,7 @@ def in_request_context(
     return run
 
 
-def pipeline_batcher(
-    pipeline: Pipeline, settings: PipelineSettings, executor: ThreadPoolExecutor
-) -> PipelineBatcher:
+def pipeline_batcher(pipeline: Pipeline, settings: PipelineSettings) -> PipelineBatcher:
     """Groups the jobs running at the same time into `Pipeline.process_batch` calls."""
     return MicroBatcher(
         in_request_context(pipeline.process_batch),
@@ -173,9 +160,9 @@ def pipeline_batcher(
 
 
 class Attempts(Protocol):
-    """One job's tries, for the queues: `run` one, or `stop` one from outside (its thread may
-    run on). Each returns the job's status, or raises `UnavailableError` to be retried later
-    (or `ImageGone`: nothing to do)."""
+    """One job's tries, for the queues: `run` one, or `stop` one from outside (its SQL, in a
+    thread, may run on). Each returns the job's status, or raises `UnavailableError` to be
+    retried later (or `ImageGone`: nothing to do)."""
 
     def run(self, attempt: int, final: bool) -> Awaitable[str]: ...
 
@@ -197,7 +184,6 @@ class ImageAttempts:
         return await self._settle(await self.batcher.submit_many([job])[0])
 
     async def stop(self, attempt: int, final: bool, reason: str) -> str:
-        # not on the pipeline's threads: the stopped try may be holding them
         job = Job(self.image_id, attempt, final, current_request_id())
         return await self._settle(await asyncio.to_thread(self.pipeline.stop, job, reason))
 
@@ -211,9 +197,8 @@ class ImageAttempts:
 
 @dataclass(frozen=True)
 class CaptionAttempts:
-    """Tries of a caption job, on the threads that wait on the captioner."""
+    """Tries of a caption job: the captioner is awaited, a wait that holds no thread."""
 
-    executor: ThreadPoolExecutor
     captions: CaptionJobs
     job: CaptionJob
 
@@ -221,16 +206,7 @@ class CaptionAttempts:
         return self.captions.run(self.job, attempt, final)
 
     def stop(self, attempt: int, final: bool, reason: str) -> Awaitable[str]:
-        # not on the captioner's threads: the stopped try may be holding them
         return asyncio.to_thread(self.captions.stop, self.job, attempt, final, reason)
-
-
-async def finish_threads(*executors: ThreadPoolExecutor) -> None:
-    """Waits for the tries still running in threads (a try stopped from outside runs on, and may
-    write its record) before their clients and the database engine close; work not started is
-    dropped. The process would wait for these threads at exit anyway."""
-    for executor in executors:
-        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
 
 async def attempt_in_time(
@@ -272,10 +248,8 @@ class InProcessQueue:
         self.settings = settings
         self.pipeline = pipeline
         self.captions = captions
-        self._pipeline_executor = pipeline_executor(settings)
-        self._batcher = pipeline_batcher(pipeline, settings, self._pipeline_executor)
+        self._batcher = pipeline_batcher(pipeline, settings)
         self._batcher.start()
-        self._caption_executor = caption_executor(settings)
         # as many tries at once as an arq worker runs: a thousand uploads wait for their turn,
         # not against their time limit
         self._image_turns = asyncio.Semaphore(jobs_at_once(settings, captions=False))
@@ -310,7 +284,7 @@ class InProcessQueue:
         self._start(image_job_id(image_id), attempts, self._image_turns)
 
     async def enqueue_caption(self, job: CaptionJob) -> None:
-        attempts = CaptionAttempts(self._caption_executor, self.captions, job)
+        attempts = CaptionAttempts(self.captions, job)
         self._start(job.job_id, attempts, self._caption_turns)
 
     async def _retrying(self, key: str, attempts: Attempts, turns: asyncio.Semaphore) -> None:
@@ -346,4 +320,3 @@ class InProcessQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._batcher.stop()
-        await finish_threads(self._pipeline_executor, self._caption_executor)

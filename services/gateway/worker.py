@@ -52,12 +52,9 @@ from services.gateway.queue import (
     CaptionAttempts,
     ImageAttempts,
     attempt_in_time,
-    caption_executor,
-    finish_threads,
     jobs_at_once,
     log_try,
     pipeline_batcher,
-    pipeline_executor,
     retry_delay,
 )
 from services.gateway.reconciler import Reconciler
@@ -117,11 +114,9 @@ def _on_startup(settings: GatewaySettings, service: str) -> StartupShutdown:
         ctx["settings"] = settings
         pipeline = await asyncio.to_thread(Pipeline.create, settings, engine)
         ctx["pipeline"] = pipeline
-        ctx["pipeline_executor"] = pipeline_executor(settings.pipeline)
-        ctx["batcher"] = pipeline_batcher(pipeline, settings.pipeline, ctx["pipeline_executor"])
+        ctx["batcher"] = pipeline_batcher(pipeline, settings.pipeline)
         ctx["batcher"].start()
-        ctx["captions"] = CaptionJobs.create(settings, engine, pipeline.store)
-        ctx["caption_executor"] = caption_executor(settings.pipeline)
+        ctx["captions"] = CaptionJobs.create(settings, engine)
         ctx["reconciler"] = Reconciler.create(engine, settings.pipeline)
 
     return startup
@@ -129,7 +124,6 @@ def _on_startup(settings: GatewaySettings, service: str) -> StartupShutdown:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["batcher"].stop()
-    await finish_threads(ctx["pipeline_executor"], ctx["caption_executor"])
     await ctx["captions"].close()
     pipeline: Pipeline = ctx["pipeline"]
     await pipeline.close()
@@ -211,7 +205,7 @@ async def caption_image(
     """The arq job: one caption of a processed image, on behalf of `request_id`."""
     job = CaptionJob(image_id, language, request)
     with request_context(request_id):
-        return await _attempt(ctx, CaptionAttempts(ctx["caption_executor"], ctx["captions"], job))
+        return await _attempt(ctx, CaptionAttempts(ctx["captions"], job))
 
 
 def _job_function(settings: GatewaySettings, coroutine: WorkerCoroutine, name: str) -> Function:
