@@ -127,7 +127,10 @@ def _scoring_target(
 
 
 def _checked_base64(data: str, field: str) -> str:
-    """`data` when it is base64 (the embedder reads it), else 422 naming the field."""
+    """`data` when it is base64 of some bytes (the embedder reads it), else the embedder's
+    error for it, naming the field."""
+    if not data:
+        raise ServiceError(400, "empty_image", f"{field} is empty (0 bytes)", field=field)
     try:
         base64.b64decode(data, validate=True)
         return data

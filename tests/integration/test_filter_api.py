@@ -211,6 +211,10 @@ def test_image_references_go_through_the_embedder(filter_client: httpx.Client) -
     )
     assert (mixed.status_code, error_code(mixed)) == (415, "unsupported_image_type"), mixed.text
     assert mixed.json()["error"]["field"] == "references[1]"
+    empty = filter_client.post(
+        "/v1/reference-sets/sea/references", json={"references": [{"image": ""}]}
+    )
+    assert (empty.status_code, error_code(empty)) == (400, "empty_image"), empty.text
     assert filter_client.get("/v1/reference-sets/sea").json()["references"] == 2
 
 
