@@ -3,8 +3,11 @@ upgrades (services/common/migrations.py does the work)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
 
 from services.common.database import make_engine
 from services.common.migrations import Schema, current_revision, downgrade, upgrade
@@ -48,40 +51,39 @@ def owned_schemas(services: list[str] | None = None) -> list[OwnedSchema]:
     return [OWNERS[name]() for name in services or list(OWNERS)]
 
 
+@contextmanager
+def _engine(owned: OwnedSchema, database_url: str | None = None) -> Iterator[Engine]:
+    engine = make_engine(database_url or owned.database_url())
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def upgrade_all(database_url: str | None = None, services: list[str] | None = None) -> list[str]:
     """Brings each service's tables to head, in its own database unless `database_url` is given
     (one database for all, as tests and `make run` use); returns a line per service."""
     lines = []
     for owned in owned_schemas(services):
-        engine = make_engine(database_url or owned.database_url())
-        try:
-            revision = upgrade(owned.schema, engine)
-        finally:
-            engine.dispose()
-        lines.append(f"{owned.schema.service}: at {revision}")
+        with _engine(owned, database_url) as engine:
+            lines.append(f"{owned.schema.service}: at {upgrade(owned.schema, engine)}")
     return lines
 
 
 def downgrade_all(revision: str, services: list[str]) -> list[str]:
     lines = []
     for owned in owned_schemas(services):
-        engine = make_engine(owned.database_url())
-        try:
+        with _engine(owned) as engine:
             lines.append(f"{owned.schema.service}: at {downgrade(owned.schema, engine, revision)}")
-        finally:
-            engine.dispose()
     return lines
 
 
 def describe_all(services: list[str] | None = None) -> list[str]:
     lines = []
     for owned in owned_schemas(services):
-        engine = make_engine(owned.database_url())
-        try:
+        with _engine(owned) as engine:
             current = current_revision(owned.schema, engine) or "none"
-        finally:
-            engine.dispose()
-        head = owned.schema.head
-        state = "up to date" if current == head else f"needs {head}"
-        lines.append(f"{owned.schema.service}: at {current} ({state}) in {engine.url!r}")
+            head = owned.schema.head
+            state = "up to date" if current == head else f"needs {head}"
+            lines.append(f"{owned.schema.service}: at {current} ({state}) in {engine.url!r}")
     return lines

@@ -69,6 +69,14 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+def sqlite_file(engine: Engine) -> str | None:
+    """The path of the engine's SQLite file; None for another database or one in memory."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return database
+
+
 def make_engine(url: str, connect_timeout_seconds: float = 5.0) -> Engine:
     """An engine (the tables are made by migrations: services/common/migrations.py)."""
     url = normalise_url(url)

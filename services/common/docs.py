@@ -28,14 +28,17 @@ def add_offline_docs(app: FastAPI) -> None:
     )
     openapi_path = app.openapi_url or "/openapi.json"
 
-    def asset(request: Request, name: str) -> str:
+    def under_root(request: Request, path: str) -> str:
         # behind a proxy that mounts the service under a prefix, the browser asks for that prefix
-        return f"{request.scope.get('root_path', '')}{DOCS_ASSETS_PATH}/{name}"
+        return f"{request.scope.get('root_path', '')}{path}"
+
+    def asset(request: Request, name: str) -> str:
+        return under_root(request, f"{DOCS_ASSETS_PATH}/{name}")
 
     @app.get(SWAGGER_UI_PATH, include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=f"{request.scope.get('root_path', '')}{openapi_path}",
+            openapi_url=under_root(request, openapi_path),
             title=f"{app.title} - Swagger UI",
             swagger_js_url=asset(request, "swagger-ui-bundle.js"),
             swagger_css_url=asset(request, "swagger-ui.css"),
@@ -46,7 +49,7 @@ def add_offline_docs(app: FastAPI) -> None:
     @app.get(REDOC_PATH, include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         return get_redoc_html(
-            openapi_url=f"{request.scope.get('root_path', '')}{openapi_path}",
+            openapi_url=under_root(request, openapi_path),
             title=f"{app.title} - ReDoc",
             redoc_js_url=asset(request, "redoc.standalone.js"),
             redoc_favicon_url=asset(request, "favicon.png"),

@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString, UTCDateTime
 
-from services.common.database import is_postgres, make_engine
+from services.common.database import is_postgres, make_engine, sqlite_file
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +150,8 @@ def environment_options(config: Config) -> dict[str, Any]:
 @contextmanager
 def _migration_lock(engine: Engine) -> Iterator[Connection]:
     """A connection in a transaction that no other seavl migration runs beside."""
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if database and database != ":memory:":
+    database = sqlite_file(engine)
+    if database is not None:
         with open(f"{database}.migrate.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             with engine.begin() as connection:

@@ -22,10 +22,9 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.errors import ServiceError, UnavailableError
+from services.common.settings import DEFAULT_DATA_DIR
 
 SHA256_KEY = re.compile(r"^[0-9a-f]{64}$")
-# var/objects, as the other defaults are under var/ (common/settings.py)
-DEFAULT_OBJECTS_DIR = Path("var") / "objects"
 
 
 class ObjectNotFoundError(ServiceError):
@@ -211,7 +210,8 @@ class StorageSettings(BaseSettings):
     )
 
     dir: Path = Field(
-        default=DEFAULT_OBJECTS_DIR, description="the local folder, when no S3 server is set"
+        default=DEFAULT_DATA_DIR / "objects",
+        description="the local folder, when no S3 server is set",
     )
     s3: S3Settings | None = Field(default=None, description="an S3-protocol server (MinIO)")
 

@@ -24,7 +24,6 @@ say) are added again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import logging
@@ -42,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from usearch.index import BatchMatches, Index
 
+from services.common.locks import LockHeld, hold_exclusive
 from services.dedup.config import DedupSettings
 from services.dedup.vectors import (
     Matrix,
@@ -121,23 +121,15 @@ class StoreInUseError(RuntimeError):
 
 def _lock_folder(folder: Path) -> IO[str]:
     """Holds an exclusive lock on the folder for as long as the returned file stays open."""
-    handle = (folder / "dedup.lock").open("a+")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "unknown"
-        handle.close()
+        return hold_exclusive(folder / "dedup.lock", str(os.getpid()))
+    except LockHeld as held:
         raise StoreInUseError(
-            f"the embedded vector store in {folder} is already open in process {owner}: one "
-            "dedup process per store, or near-duplicates would be kept once by each. For "
-            "several dedup processes, set QDRANT_URL to a Qdrant server they share."
+            f"the embedded vector store in {folder} is already open in process "
+            f"{held.holder or 'unknown'}: one dedup process per store, or near-duplicates would "
+            "be kept once by each. For several dedup processes, set QDRANT_URL to a Qdrant "
+            "server they share."
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
 
 
 @dataclass

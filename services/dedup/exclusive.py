@@ -11,7 +11,6 @@ instead, which needs no claim.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from pathlib import Path
 from typing import IO
@@ -19,6 +18,8 @@ from typing import IO
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
+from services.common.database import is_postgres, sqlite_file
+from services.common.locks import LockHeld, hold_exclusive
 from services.dedup.embedded import StoreInUseError
 
 # "dedupemb" in ASCII: the one advisory lock of the embedded store in a dedup database.
@@ -73,30 +74,23 @@ def _claim_postgres(engine: Engine, folder: Path) -> DatabaseClaim:
 
 
 def _claim_sqlite(database: str, folder: Path) -> DatabaseClaim:
-    handle = open(f"{database}.embedded-store.lock", "a+")  # noqa: SIM115 (held until release)
+    holder = f"process {os.getpid()} (store {folder.resolve()})"
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
+        return DatabaseClaim(None, hold_exclusive(Path(f"{database}.embedded-store.lock"), holder))
+    except LockHeld as held:
         raise StoreInUseError(
-            f"the database {database} is used by the embedded store of {owner}; a second store "
-            f"in {folder} would keep its own copy of every near-duplicate: {SEVERAL_PROCESSES}"
+            f"the database {database} is used by the embedded store of "
+            f"{held.holder or 'another process'}; a second store in {folder} would keep its own "
+            f"copy of every near-duplicate: {SEVERAL_PROCESSES}"
         ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"process {os.getpid()} (store {folder.resolve()})")
-    handle.flush()
-    return DatabaseClaim(None, handle)
 
 
 def claim_database(engine: Engine, folder: Path) -> DatabaseClaim:
     """Claims the dedup database for the embedded store in `folder`, or raises
     `StoreInUseError` naming who has it."""
-    if engine.dialect.name == "postgresql":
+    if is_postgres(engine):
         return _claim_postgres(engine, folder)
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+    database = sqlite_file(engine)
+    if database is not None:
         return _claim_sqlite(database, folder)
     return DatabaseClaim(None, None)
