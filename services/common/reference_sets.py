@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from services.common.countries import SeaCountry
 from services.common.errors import described_pattern
 from services.common.openapi import WHOLE_NUMBER, JsonBody, exactly_one_of, given
-from services.common.schemas import MODEL_PATTERN, SHA256_PATTERN
+from services.common.schemas import MODEL_PATTERN, SHA256_PATTERN, ImageInput
 from services.common.vectors import MAX_DIMENSION, WireVector
 
 
@@ -55,20 +55,30 @@ class ReferenceSetList(BaseModel):
     sets: list[ReferenceSetInfo]
 
 
-class ImageOrVector(JsonBody):
-    """A vector, or an image for the embedder: base64 bytes or the key of a stored object."""
+class ImageOrVector(ImageInput):
+    """An image as every service takes it (`ImageInput`: base64 `data` or a stored `key`;
+    `image` is the older name of `data` here), or a vector already made."""
 
     model_config = ConfigDict(json_schema_extra=exactly_one_of("vector", "image", "key"))
 
-    vector: WireVector | None = None
-    image: str | None = Field(default=None, description="image file, base64")
-    key: str | None = Field(
-        default=None, pattern=SHA256_PATTERN, description="sha256 key of a stored image"
+    # no minimum length: an empty image is the embedder's 400 `empty_image`, as in uploads
+    data: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("image", "data"),
+        description="image file, base64 (also accepted as 'data')",
     )
+    vector: WireVector | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_name(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "image" in value and "data" in value:
+            raise ValueError("give the image as 'image' or as 'data', not both")
+        return value
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> ImageOrVector:
-        if len(given(self, "vector", "image", "key")) != 1:
+    def _exactly_one_source(self) -> ImageOrVector:
+        if len(given(self, "vector", "data", "key")) != 1:
             raise ValueError("give exactly one of 'vector', 'image' (base64) or 'key'")
         return self
 

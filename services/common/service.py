@@ -35,10 +35,11 @@ class UnguardedBindError(RuntimeError):
     """An internal service asked to listen beyond loopback with nothing to refuse callers by."""
 
 
-def from_app_state(attribute: str, kind: type[T]) -> Callable[[Request], T]:
-    """A FastAPI dependency for what the lifespan put on `app.state` (tests override it)."""
+def from_app_state(attribute: str, kind: type[T]) -> Callable[[Request], Awaitable[T]]:
+    """A FastAPI dependency for what the lifespan put on `app.state` (tests override it); a
+    coroutine, so FastAPI runs it on the event loop instead of sending it to a thread."""
 
-    def dependency(request: Request) -> T:
+    async def dependency(request: Request) -> T:
         return cast(T, getattr(request.app.state, attribute))
 
     dependency.__name__ = f"get_{attribute}"

@@ -85,8 +85,8 @@ async def resolve_vectors(
     One bad item fails the request and nothing is stored.
     """
     images = [
-        (index, ImageInput(data=_checked_base64(item.image, f"{field}[{index}].image")))
-        if item.image is not None
+        (index, ImageInput(data=_checked_base64(item.data, f"{field}[{index}].image")))
+        if item.data is not None
         else (index, ImageInput(key=validate_key(item.key or "")))
         for index, item in enumerate(items)
         if item.vector is None

@@ -14,6 +14,7 @@ from services.common.database import database_reachable, make_engine
 from services.common.migrations import wait_for_schema
 from services.common.service import Readiness, build_service_app, single_threaded_blas
 from services.gateway import records
+from services.gateway.auth import ApiKeys
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import GatewaySettings
 from services.gateway.pipeline import Pipeline
@@ -86,4 +87,5 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         public=True,
     )
     app.state.engine = engine
+    app.state.keys = ApiKeys(engine, settings.key_remember_seconds)
     return app

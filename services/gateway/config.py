@@ -84,6 +84,12 @@ class GatewaySettings(SeavlSettings):
     images: ImageLimits = ImageLimits()
     pipeline: PipelineSettings = PipelineSettings()
     max_page_size: int = Field(default=100, ge=1)
+    key_remember_seconds: float = Field(
+        default=10,
+        ge=0,
+        description="how long a valid API key is trusted without asking the database again "
+        "(a key revoked meanwhile works until then); 0 checks every request",
+    )
     metadata_allowance_bytes: int = Field(
         default=256 * 1024, ge=0, description="room for form fields beside the image in an upload"
     )

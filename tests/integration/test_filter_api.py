@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from services.common.clients import ServiceClientSettings
+from services.common.schemas import ImageInput
 from services.filter.app import create_app
 from services.filter.config import FilterSettings
 from tests.helpers import free_port, live_server, photo_bytes
@@ -216,6 +217,32 @@ def test_image_references_go_through_the_embedder(filter_client: httpx.Client) -
     )
     assert (empty.status_code, error_code(empty)) == (400, "empty_image"), empty.text
     assert filter_client.get("/v1/reference-sets/sea").json()["references"] == 2
+
+
+def test_a_reference_image_is_the_image_input_every_service_takes(
+    filter_client: httpx.Client,
+) -> None:
+    """`{"data": base64}` or `{"key": sha256}`, as the embedder takes images; `image` is the
+    reference's older name for `data`."""
+    create_set(filter_client, model="efficientnet-lite0")
+    data = ImageInput.of_bytes(photo_bytes("coffee.png")).model_dump(exclude_none=True)
+    added = filter_client.post(
+        "/v1/reference-sets/sea/references", json={"references": [{**data, "country": "VN"}]}
+    )
+    assert added.status_code == 201, added.text
+    assert filter_client.get("/v1/reference-sets/sea").json()["countries"] == {"VN": 1}
+    both = filter_client.post(
+        "/v1/reference-sets/sea/references",
+        json={"references": [{**data, "vector": [1.0] * 1280}]},
+    )
+    assert (both.status_code, error_code(both)) == (422, "invalid_request"), both.text
+    assert "exactly one of" in both.json()["error"]["message"]
+    named_twice = filter_client.post(
+        "/v1/reference-sets/sea/references",
+        json={"references": [{**data, "image": data["data"]}]},
+    )
+    assert (named_twice.status_code, error_code(named_twice)) == (422, "invalid_request")
+    assert "not both" in named_twice.json()["error"]["message"]
 
 
 def test_embedder_down_gives_503(database_url: str) -> None:
