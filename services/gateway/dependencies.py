@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Query
 from sqlalchemy.engine import Engine
 
 from services.common.clients import CaptionerClient, DedupClient, EmbedderClient, FilterClient
 from services.common.errors import ErrorResponse, ServiceError
+from services.common.http import INT64_MAX
 from services.common.service import from_app_state
 from services.common.storage import ObjectStore
 from services.gateway.auth import Role, require
@@ -39,6 +40,23 @@ CaptionJobsDep = Annotated[CaptionJobs, Depends(from_app_state("captions", Capti
 Contributor = Annotated[ApiKeyRow, Depends(require(Role.CONTRIBUTOR))]
 Validator = Annotated[ApiKeyRow, Depends(require(Role.VALIDATOR))]
 Admin = Annotated[ApiKeyRow, Depends(require(Role.ADMIN))]
+
+
+# a page of a list: `limit` is checked against the gateway's max_page_size by `page_size`
+PageLimit = Annotated[int, Query(ge=1, description="at most the gateway's max_page_size")]
+PageOffset = Annotated[int, Query(ge=0, le=INT64_MAX)]
+
+
+def page_size(settings: GatewaySettings, limit: int) -> int:
+    """`limit`, or 422 when it is more than a page may hold (refused, never silently cut)."""
+    if limit > settings.max_page_size:
+        raise ServiceError(
+            422,
+            "invalid_request",
+            f"limit is at most {settings.max_page_size} (asked {limit}): page with offset",
+            field="limit",
+        )
+    return limit
 
 
 def captioner_of(captions: CaptionJobs, hint: str = "") -> CaptionerClient:

@@ -1,11 +1,12 @@
-"""The gateway's SQL tables: API keys (hashed) and images with every result of their pipeline."""
+"""The gateway's SQL tables: API keys (hashed), images with every result of their pipeline, and
+crawls with their shards (and the small rows of crawled images that were not kept)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Column, Text
+from sqlalchemy import BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
 from services.common.database import utcnow
@@ -55,6 +56,81 @@ class ImageRow(SQLModel, table=True):
     uploaded_by: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    # where it came from: a person's upload ("crowd") or a crawl, with the crawl's own fields
+    source: str = Field(default="crowd", index=True, max_length=8)
+    crawl_id: str | None = Field(default=None, index=True, max_length=32)
+    shard: str | None = None
+    sample_key: str | None = None
+    url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    alt_text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    original_width: int | None = None
+    original_height: int | None = None
+    license: str | None = Field(default=None, description="the crawl's own; None: CC-BY-SA-4.0")
+
+
+class CrawlRow(SQLModel, table=True):
+    """An ingest of an img2dataset output: what to do with it and how many shards it has; the
+    counts live on its shards."""
+
+    __tablename__ = "gateway_crawls"
+
+    id: str = Field(primary_key=True, max_length=32)
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    reference_set: str
+    keep: str = Field(max_length=16)
+    rho: float | None = None
+    namespace: str
+    caption_language: str | None = Field(default=None, max_length=8)
+    shards_total: int
+    bytes_total: int = Field(sa_column=Column(BigInteger, nullable=False))
+    created_by: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CrawlShardRow(SQLModel, table=True):
+    """One shard of a crawl and what its job counted (set, never added to: a try that is run
+    again counts from zero, so nothing is counted twice)."""
+
+    __tablename__ = "gateway_crawl_shards"
+
+    crawl_id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(primary_key=True)
+    kind: str = Field(max_length=16)
+    fingerprint: str = Field(index=True, max_length=64)
+    size_bytes: int = Field(sa_column=Column(BigInteger, nullable=False))
+    status: str = Field(default=JobStatus.QUEUED.value, index=True, max_length=16)
+    attempts: int = 0
+    seen: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    stored: int = 0
+    tiers: str = Field(default="{}", sa_column=Column(Text, nullable=False), description="JSON")
+    failures: str = Field(default="{}", sa_column=Column(Text, nullable=False), description="JSON")
+    reused_from: str | None = Field(
+        default=None,
+        max_length=32,
+        description="crawl whose finished shard of the same source and fingerprint was taken",
+    )
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class CrawlRejectRow(SQLModel, table=True):
+    """A crawled image not kept (`keep: accepted`): no bytes stored, enough to count it."""
+
+    __tablename__ = "gateway_crawl_rejects"
+
+    crawl_id: str = Field(primary_key=True, max_length=32)
+    shard: str = Field(primary_key=True)
+    sample_key: str = Field(primary_key=True)
+    sha256: str = Field(max_length=64)
+    url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    score: float | None = None
+    tier: str | None = Field(default=None, max_length=16)
 
 
 class CaptionRow(SQLModel, table=True):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from services.common.captions import CaptionLanguage, caption_language
 from services.common.errors import ServiceError
-from services.common.http import INT64_MAX, multipart_body
+from services.common.http import multipart_body
 from services.common.images import MEDIA_TYPES
 from services.common.openapi import body_schema
 from services.common.schemas import Tier
@@ -22,11 +22,14 @@ from services.gateway.dependencies import (
     CaptionJobsDep,
     Contributor,
     EngineDep,
+    PageLimit,
+    PageOffset,
     QueueDep,
     SettingsDep,
     StoreDep,
     Validator,
     captioner_of,
+    page_size,
 )
 from services.gateway.intake import accept, form_fields, read_form, read_image_part
 from services.gateway.schemas import (
@@ -163,16 +166,10 @@ def list_images(
     tier: Tier | None = None,
     country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
     duplicate: bool | None = None,
-    limit: Annotated[int, Query(ge=1, description="at most the gateway's max_page_size")] = 50,
-    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+    limit: PageLimit = 50,
+    offset: PageOffset = 0,
 ) -> ImagePage:
-    if limit > settings.max_page_size:
-        raise ServiceError(
-            422,
-            "invalid_request",
-            f"limit is at most {settings.max_page_size} (asked {limit}): page with offset",
-            field="limit",
-        )
+    page_size(settings, limit)
     where = records.ImageFilter(status_filter, tier, country, duplicate)
     page = records.image_page(engine, where, limit, offset)
     return ImagePage(
