@@ -19,6 +19,7 @@ from services.common.settings import (
     MIN_SERVICE_TOKEN_LENGTH,
     SERVICE_TOKEN_VARIABLE,
 )
+from services.crawl_client import add_crawl_arguments, run_crawl
 from services.uploader import add_upload_arguments, run_upload
 
 SERVICES = ("embedder", "filter", "dedup", "captioner", "gateway")
@@ -30,12 +31,18 @@ def _serve(name: str) -> None:
     importlib.import_module(f"services.{name}.__main__").main()
 
 
-def _worker(check: bool, captions: bool) -> int:
+def _worker(check: bool, captions: bool, crawls: bool) -> int:
     from arq.worker import check_health, run_worker
 
-    from services.gateway.worker import CaptionWorkerSettings, WorkerSettings
+    from services.gateway.worker import (
+        CaptionWorkerSettings,
+        CrawlWorkerSettings,
+        WorkerSettings,
+    )
 
-    settings = CaptionWorkerSettings if captions else WorkerSettings
+    settings = (
+        CaptionWorkerSettings if captions else CrawlWorkerSettings if crawls else WorkerSettings
+    )
     if check:
         return int(check_health(settings))
     run_worker(settings)
@@ -202,8 +209,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     worker.add_argument(
         "--check", action="store_true", help="health check: exit 0 when a worker is healthy"
     )
-    worker.add_argument(
+    queue = worker.add_mutually_exclusive_group()
+    queue.add_argument(
         "--captions", action="store_true", help="a worker of the caption queue (VLM captions)"
+    )
+    queue.add_argument(
+        "--crawls", action="store_true", help="a worker of the crawl queue (shards of a crawl)"
+    )
+    crawl = commands.add_parser("crawl", help="crawls: ingest an img2dataset output")
+    crawl_commands = crawl.add_subparsers(dest="crawl_command", required=True)
+    add_crawl_arguments(
+        crawl_commands.add_parser("ingest", help="queue a crawl (one job per shard)")
     )
     upload = commands.add_parser("upload", help="send a folder of images to the gateway")
     add_upload_arguments(upload)
@@ -229,7 +245,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             getattr(args, "message", ""),
         )
     elif args.command == "worker":
-        raise SystemExit(_worker(args.check, args.captions))
+        raise SystemExit(_worker(args.check, args.captions, args.crawls))
+    elif args.command == "crawl":
+        raise SystemExit(run_crawl(args))
     elif args.command == "upload":
         raise SystemExit(run_upload(args))
 

@@ -125,3 +125,23 @@ def document_shared_errors(app: FastAPI, max_body_bytes: int | None) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def document_page_limit(app: FastAPI, max_page_size: int) -> None:
+    """Writes the configured largest page into the OpenAPI of every `limit` query parameter, so
+    the schema says what the route enforces (a setting, so it cannot be in the annotation)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "query" and parameter.get("name") == "limit":
+                        parameter.setdefault("schema", {})["maximum"] = max_page_size
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry
 
 from services.common.database import database_reachable, make_engine
 from services.common.migrations import wait_for_schema
+from services.common.openapi import document_page_limit
 from services.common.service import Readiness, build_service_app, single_threaded_blas
-from services.gateway import records
+from services.gateway import crawl_records, export_records, records
 from services.gateway.auth import ApiKeys
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import GatewaySettings
@@ -55,6 +56,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 await queue.enqueue(image_id)
             for job in await asyncio.to_thread(records.pending_captions, engine):
                 await queue.enqueue_caption(job)
+            for crawl_id, shard in await asyncio.to_thread(crawl_records.unfinished_shards, engine):
+                await queue.enqueue_shard(crawl_id, shard)
+            for export_id in await asyncio.to_thread(export_records.unfinished_exports, engine):
+                await queue.enqueue_export(export_id)
         try:
             yield
         finally:
@@ -86,6 +91,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         max_body_bytes=settings.images.max_bytes + settings.metadata_allowance_bytes,
         public=True,
     )
+    document_page_limit(app, settings.max_page_size)
     app.state.engine = engine
     app.state.keys = ApiKeys(engine, settings.key_remember_seconds)
     return app

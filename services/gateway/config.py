@@ -61,6 +61,33 @@ class PipelineSettings(BaseModel):
     )
 
 
+class CrawlSettings(BaseModel):
+    """How crawl shards are ingested (`POST /v1/crawls`, `seavl crawl ingest`)."""
+
+    batch_size: int = Field(
+        default=64, ge=1, le=1024, description="images sent to each service in one call"
+    )
+    shard_timeout_seconds: int = Field(
+        default=3600, ge=1, description="a shard's try is stopped (and tried again) after this"
+    )
+    shards_at_once: int = Field(
+        default=2, ge=1, description="shards one process (a worker, or the gateway) ingests at once"
+    )
+    folder_shard_size: int = Field(
+        default=1000, ge=1, description="images per shard when the source is a plain folder"
+    )
+    export_timeout_seconds: int = Field(
+        default=6 * 3600,
+        ge=1,
+        description="an export's try is stopped (and tried again) after this",
+    )
+    roots: list[str] = Field(
+        default=["."],
+        description="folders local crawl sources and export destinations must lie under (a key "
+        "must not reach the server's other files)",
+    )
+
+
 class GatewaySettings(SeavlSettings):
     model_config = service_settings_config("gateway")
 
@@ -83,6 +110,7 @@ class GatewaySettings(SeavlSettings):
     )
     images: ImageLimits = ImageLimits()
     pipeline: PipelineSettings = PipelineSettings()
+    crawl: CrawlSettings = CrawlSettings()
     max_page_size: int = Field(default=100, ge=1)
     key_remember_seconds: float = Field(
         default=10,

@@ -4,6 +4,7 @@ lifespan set up (tests override them the same way)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, Query
@@ -57,6 +58,29 @@ def page_size(settings: GatewaySettings, limit: int) -> int:
             field="limit",
         )
     return limit
+
+
+def within_roots(location: str, settings: GatewaySettings, field: str) -> None:
+    """A local folder to read (a crawl) or write (an export) must lie under one of
+    `crawl.roots`: a key must not reach the server's other files (S3 locations are bounded by
+    the store's own credentials)."""
+    if location.startswith("s3://"):
+        return
+    try:
+        path = Path(location).expanduser().resolve()
+    except (ValueError, OSError, RuntimeError) as exc:  # a NUL byte, an unknown ~user, a loop
+        raise ServiceError(
+            422, "invalid_request", f"{field} is not a usable path: {exc}", field=field
+        ) from exc
+    roots = [Path(root).expanduser().resolve() for root in settings.crawl.roots]
+    if not any(path == root or root in path.parents for root in roots):
+        raise ServiceError(
+            422,
+            "location_not_allowed",
+            f"{location} is outside the folders seavl may read crawls from and write exports "
+            f"to (SEAVL_GATEWAY_CRAWL__ROOTS: {', '.join(str(r) for r in roots)})",
+            field=field,
+        )
 
 
 def captioner_of(captions: CaptionJobs, hint: str = "") -> CaptionerClient:

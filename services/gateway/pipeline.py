@@ -14,6 +14,7 @@ has ended is never written again, and a try's late write once it was stopped is 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -181,6 +182,7 @@ class Pipeline:
                     "tier": r.tier,
                     "accepted": r.accepted,
                     "best_country": r.best_country,
+                    "country_scores": json.dumps(r.country_scores) if r.country_scores else None,
                 }
                 for r in scored.results
             ]

@@ -33,7 +33,9 @@ from services.common.batching import MicroBatcher
 from services.common.errors import UnavailableError
 from services.common.request_ids import current_request_id, new_request_id, request_context
 from services.gateway.captions import CaptionJobs
-from services.gateway.config import PipelineSettings
+from services.gateway.config import CrawlSettings, PipelineSettings
+from services.gateway.crawls import CrawlIngest, shard_job_id
+from services.gateway.exports import ExportJobs, export_job_id
 from services.gateway.jobs import (
     CaptionJob,
     ImageGone,
@@ -52,6 +54,11 @@ CAPTION_IMAGE = "caption_image"
 # Captions wait seconds on a VLM each: their own queue and workers, so that a thousand queued
 # captions never hold up the processing of new uploads.
 CAPTION_QUEUE = "arq:captions"
+INGEST_SHARD = "ingest_shard"
+EXPORT_DATASET = "export_dataset"
+# Shards take minutes each and decode thousands of images, exports write whole datasets: their
+# own queue and workers (crawl workers), scaled on its length, so they never hold up uploads.
+CRAWL_QUEUE = "arq:crawls"
 PipelineBatcher = MicroBatcher[Job, JobOutcome]
 
 
@@ -73,6 +80,10 @@ class JobQueue(Protocol):
     async def enqueue(self, image_id: str) -> None: ...
 
     async def enqueue_caption(self, job: CaptionJob) -> None: ...
+
+    async def enqueue_shard(self, crawl_id: str, shard: str) -> None: ...
+
+    async def enqueue_export(self, export_id: str) -> None: ...
 
     async def job_gone(self, key: str) -> bool:
         """Whether no job of this key is queued or running (the reconciler's question)."""
@@ -109,6 +120,20 @@ class ArqQueue:
             job.request,
             _job_id=job.job_id,
             _queue_name=CAPTION_QUEUE,
+        )
+
+    async def enqueue_shard(self, crawl_id: str, shard: str) -> None:
+        await self._enqueue(
+            INGEST_SHARD,
+            crawl_id,
+            shard,
+            _job_id=shard_job_id(crawl_id, shard),
+            _queue_name=CRAWL_QUEUE,
+        )
+
+    async def enqueue_export(self, export_id: str) -> None:
+        await self._enqueue(
+            EXPORT_DATASET, export_id, _job_id=export_job_id(export_id), _queue_name=CRAWL_QUEUE
         )
 
     async def job_gone(self, key: str) -> bool:
@@ -209,6 +234,45 @@ class CaptionAttempts:
         return asyncio.to_thread(self.captions.stop, self.job, attempt, final, reason)
 
 
+@dataclass(frozen=True)
+class ShardAttempts:
+    """Tries of a crawl shard's ingest."""
+
+    ingest: CrawlIngest
+    crawl_id: str
+    shard: str
+
+    def run(self, attempt: int, final: bool) -> Awaitable[str]:
+        return self.ingest.run_shard(self.crawl_id, self.shard, attempt)
+
+    def stop(self, attempt: int, final: bool, reason: str) -> Awaitable[str]:
+        return asyncio.to_thread(self.ingest.stop, self.crawl_id, self.shard, final, reason)
+
+
+@dataclass(frozen=True)
+class ExportAttempts:
+    """Tries of a dataset export."""
+
+    exports: ExportJobs
+    export_id: str
+
+    def run(self, attempt: int, final: bool) -> Awaitable[str]:
+        return self.exports.run(self.export_id, attempt, final)
+
+    def stop(self, attempt: int, final: bool, reason: str) -> Awaitable[str]:
+        return asyncio.to_thread(self.exports.stop, self.export_id, final, reason)
+
+
+def shard_settings(settings: PipelineSettings, crawl: CrawlSettings) -> PipelineSettings:
+    """The retry rules of jobs, with a shard's longer time limit."""
+    return settings.model_copy(update={"job_timeout_seconds": crawl.shard_timeout_seconds})
+
+
+def export_settings(settings: PipelineSettings, crawl: CrawlSettings) -> PipelineSettings:
+    """The retry rules of jobs, with an export's time limit."""
+    return settings.model_copy(update={"job_timeout_seconds": crawl.export_timeout_seconds})
+
+
 async def attempt_in_time(
     settings: PipelineSettings, attempts: Attempts, attempt: int, waited: float
 ) -> str:
@@ -254,6 +318,12 @@ class InProcessQueue:
         # not against their time limit
         self._image_turns = asyncio.Semaphore(jobs_at_once(settings, captions=False))
         self._caption_turns = asyncio.Semaphore(jobs_at_once(settings, captions=True))
+        self._ingest = CrawlIngest(pipeline, self)
+        self._shard_settings = shard_settings(settings, pipeline.settings.crawl)
+        self._shard_turns = asyncio.Semaphore(pipeline.settings.crawl.shards_at_once)
+        self._exports = ExportJobs(pipeline.engine, pipeline.store, pipeline.settings.storage.s3)
+        self._export_settings = export_settings(settings, pipeline.settings.crawl)
+        self._export_turns = asyncio.Semaphore(1)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._reconciler = Reconciler.create(pipeline.engine, settings, registry)
         self._reconciling = asyncio.get_running_loop().create_task(self._reconcile_often())
@@ -271,10 +341,16 @@ class InProcessQueue:
     async def job_gone(self, key: str) -> bool:
         return key not in self._tasks
 
-    def _start(self, key: str, attempts: Attempts, turns: asyncio.Semaphore) -> None:
+    def _start(
+        self,
+        key: str,
+        attempts: Attempts,
+        turns: asyncio.Semaphore,
+        settings: PipelineSettings | None = None,
+    ) -> None:
         if key in self._tasks:
             return
-        retrying = self._retrying(key, attempts, turns)
+        retrying = self._retrying(key, attempts, turns, settings or self.settings)
         task = asyncio.get_running_loop().create_task(retrying, name=key)
         self._tasks[key] = task
         task.add_done_callback(lambda _: self._tasks.pop(key, None))
@@ -287,7 +363,23 @@ class InProcessQueue:
         attempts = CaptionAttempts(self.captions, job)
         self._start(job.job_id, attempts, self._caption_turns)
 
-    async def _retrying(self, key: str, attempts: Attempts, turns: asyncio.Semaphore) -> None:
+    async def enqueue_shard(self, crawl_id: str, shard: str) -> None:
+        attempts = ShardAttempts(self._ingest, crawl_id, shard)
+        key = shard_job_id(crawl_id, shard)
+        self._start(key, attempts, self._shard_turns, self._shard_settings)
+
+    async def enqueue_export(self, export_id: str) -> None:
+        attempts = ExportAttempts(self._exports, export_id)
+        key = export_job_id(export_id)
+        self._start(key, attempts, self._export_turns, self._export_settings)
+
+    async def _retrying(
+        self,
+        key: str,
+        attempts: Attempts,
+        turns: asyncio.Semaphore,
+        settings: PipelineSettings,
+    ) -> None:
         loop = asyncio.get_running_loop()
         waiting_since: float | None = None  # since when a dependency has been found down
         attempt = 1
@@ -295,7 +387,7 @@ class InProcessQueue:
             waited = 0.0 if waiting_since is None else loop.time() - waiting_since
             try:
                 async with turns:
-                    status = await attempt_in_time(self.settings, attempts, attempt, waited)
+                    status = await attempt_in_time(settings, attempts, attempt, waited)
                 log_try(key, attempt, status)
                 return
             except TryStopped as exc:
@@ -309,7 +401,7 @@ class InProcessQueue:
             except Exception:  # a bug must not kill the queue; the reconciler queues it again
                 logger.exception("job %s failed unexpectedly", key)
                 return
-            await asyncio.sleep(retry_delay(self.settings, waited))
+            await asyncio.sleep(retry_delay(settings, waited))
 
     async def close(self) -> None:
         self._reconciling.cancel()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
+from services.common.captions import CaptionLanguage
 from services.common.countries import SeaCountry
 from services.common.openapi import JsonBody, all_of, exactly_one_of, given, needed_with
+from services.common.reference_sets import SET_NAME_PATTERN
 from services.common.schemas import (
     MODEL_PATTERN,
+    NAMESPACE_PATTERN,
     PHASH_PATTERN,
     SHA256_PATTERN,
     Neighbour,
@@ -177,3 +180,142 @@ class DuplicatesOut(BaseModel):
     by_embedding: list[Neighbour]
     by_phash: list[PHashMatch]
     is_duplicate: bool
+
+
+class ImageSource(StrEnum):
+    """Where an image came from: a person's upload, or a crawl."""
+
+    CROWD = "crowd"
+    CRAWL = "crawl"
+
+
+class KeepPolicy(StrEnum):
+    """Which crawled images are stored: the accepted ones (the rest keep a small row), or all."""
+
+    ACCEPTED = "accepted"
+    ALL = "all"
+
+
+class CrawlPolicy(JsonBody):
+    keep: KeepPolicy = Field(default=KeepPolicy.ACCEPTED, strict=False)
+    rho: float | None = Field(
+        default=None, ge=-1, le=1, description="acceptance threshold instead of the set's ρ"
+    )
+
+
+class CrawlIn(JsonBody):
+    source: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="img2dataset output: a folder the gateway and workers can read, or "
+        "s3://bucket/prefix on the object store's server",
+    )
+    reference_set: str | None = Field(
+        default=None, pattern=SET_NAME_PATTERN, description="the pipeline's set if absent"
+    )
+    policy: CrawlPolicy = CrawlPolicy()
+    namespace: str | None = Field(
+        default=None, pattern=NAMESPACE_PATTERN, description="dedup namespace; the pipeline's"
+    )
+    caption_language: str | None = Field(
+        default=None, description="a caption is queued for each image kept, in this language"
+    )
+
+
+class TierCount(BaseModel):
+    tier: str
+    count: int
+    share: float = Field(description="of the images scored")
+
+
+class ShardCounts(BaseModel):
+    total: int
+    queued: int
+    processing: int
+    done: int
+    failed: int
+
+
+class ImageCounts(BaseModel):
+    seen: int
+    accepted: int
+    rejected: int
+    duplicates: int
+    failed: int
+    stored: int
+
+
+class CrawlOut(BaseModel):
+    id: str
+    source: str
+    reference_set: str
+    keep: KeepPolicy
+    rho: float | None
+    namespace: str
+    caption_language: str | None
+    status: JobStatus
+    shards: ShardCounts
+    images: ImageCounts
+    tiers: list[TierCount] = Field(description="the paper's table: tier, count, share")
+    failures: dict[str, int] = Field(description="failed images by reason")
+    images_per_second: float | None
+    eta_seconds: float | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class CrawlPage(BaseModel):
+    items: list[CrawlOut]
+    total: int
+
+
+class ExportFilters(JsonBody):
+    """Which processed images an export holds."""
+
+    sources: list[Annotated[ImageSource, Strict(False)]] | None = Field(
+        default=None, description="crowd, crawl; all if absent"
+    )
+    min_tier: Tier | None = Field(default=None, strict=False, description="this tier and up")
+    accepted_only: bool = False
+    countries: list[Annotated[SeaCountry, Strict(False)]] | None = Field(
+        default=None, description="images tagged with, or scored best for, one of these"
+    )
+    duplicates: bool = Field(
+        default=False, description="include duplicates (else one image per duplicate group)"
+    )
+    caption_languages: list[Annotated[CaptionLanguage, Strict(False)]] | None = Field(
+        default=None, description="captions in these languages only; all if absent"
+    )
+
+
+class ExportIn(JsonBody):
+    destination: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="an empty or new folder the gateway and workers can write, or "
+        "s3://bucket/prefix on the object store's server",
+    )
+    filters: ExportFilters = ExportFilters()
+    records_per_shard: int = Field(default=1000, ge=1, le=100_000)
+
+
+class ExportOut(BaseModel):
+    id: str
+    destination: str
+    filters: ExportFilters
+    records_per_shard: int
+    status: JobStatus
+    total: int = Field(description="images matching the filters when the export started")
+    written: int
+    shards: int
+    size_bytes: int
+    summary: dict[str, Any] | None = Field(description="counts by tier, country, source")
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ExportPage(BaseModel):
+    items: list[ExportOut]
+    total: int

@@ -49,6 +49,9 @@ class ImageRow(SQLModel, table=True):
     tier: str | None = Field(default=None, index=True, max_length=16)
     accepted: bool | None = None
     best_country: str | None = Field(default=None, max_length=2)
+    country_scores: str | None = Field(
+        default=None, sa_column=Column(Text, nullable=True), description="JSON: country → score"
+    )
     duplicate_of: str | None = Field(default=None, index=True, max_length=64)
     notes: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -131,6 +134,31 @@ class CrawlRejectRow(SQLModel, table=True):
     url: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     score: float | None = None
     tier: str | None = Field(default=None, max_length=16)
+
+
+class ExportRow(SQLModel, table=True):
+    """A dataset export: where to, which images, and how far it got."""
+
+    __tablename__ = "gateway_exports"
+
+    id: str = Field(primary_key=True, max_length=32)
+    destination: str = Field(sa_column=Column(Text, nullable=False))
+    filters: str = Field(sa_column=Column(Text, nullable=False), description="JSON")
+    records_per_shard: int
+    status: str = Field(default=JobStatus.QUEUED.value, index=True, max_length=16)
+    attempts: int = 0
+    total: int = Field(default=0, description="images matching the filters when it started")
+    written: int = 0
+    shards: int = 0
+    size_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    summary: str | None = Field(
+        default=None, sa_column=Column(Text, nullable=True), description="JSON"
+    )
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_by: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 class CaptionRow(SQLModel, table=True):

@@ -1,7 +1,8 @@
 """arq workers for the upload pipeline.
 
-Two kinds: workers of `process_image` (embed, score, dedup) on arq's default queue, and
-workers of `caption_image` (one caption, once its image is processed) on the caption queue.
+Three kinds: workers of `process_image` (embed, score, dedup) on arq's default queue, of
+`caption_image` (one caption, once its image is processed) on the caption queue, and of
+`ingest_shard` (one shard of a crawl) on the crawl queue.
 arq's own limits sit above ours (one more try, a margin of time), so that our handling of a try
 past its time, and of a last try whose worker stopped during it, always runs: arq alone would
 drop those jobs and leave their records unfinished.
@@ -12,6 +13,7 @@ logging once per outage. The image workers also run the reconciler (an arq cron 
 arq services.gateway.worker.WorkerSettings          # run a worker (settings from the env)
 arq services.gateway.worker.WorkerSettings --check  # health check: exit 0 when healthy
 arq services.gateway.worker.CaptionWorkerSettings   # a worker of the caption queue
+arq services.gateway.worker.CrawlWorkerSettings     # a worker of the crawl queue
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Any, TypeVar, cast
 
 from arq import Retry, cron, func
@@ -40,22 +43,31 @@ from services.common.logging import configure_logging
 from services.common.migrations import wait_for_schema
 from services.common.request_ids import request_context
 from services.gateway.captions import CaptionJobs
-from services.gateway.config import GatewaySettings
+from services.gateway.config import GatewaySettings, PipelineSettings
+from services.gateway.crawls import CrawlIngest
+from services.gateway.exports import ExportJobs
 from services.gateway.jobs import CaptionJob, ImageGone, TryStopped
 from services.gateway.pipeline import Pipeline
 from services.gateway.queue import (
     CAPTION_IMAGE,
     CAPTION_QUEUE,
+    CRAWL_QUEUE,
+    EXPORT_DATASET,
+    INGEST_SHARD,
     PROCESS_IMAGE,
     ArqQueue,
     Attempts,
     CaptionAttempts,
+    ExportAttempts,
     ImageAttempts,
+    ShardAttempts,
     attempt_in_time,
+    export_settings,
     jobs_at_once,
     log_try,
     pipeline_batcher,
     retry_delay,
+    shard_settings,
 )
 from services.gateway.reconciler import Reconciler
 from services.gateway.tables import GATEWAY_SCHEMA
@@ -104,7 +116,9 @@ class PatientRetry(RedisRetry):
         return result
 
 
-def _on_startup(settings: GatewaySettings, service: str) -> StartupShutdown:
+def _on_startup(
+    settings: GatewaySettings, rules: PipelineSettings, service: str
+) -> StartupShutdown:
     async def startup(ctx: dict[str, Any]) -> None:
         configure_logging(settings.server.log_level, service=service)
         engine = make_engine(settings.database_url)
@@ -112,11 +126,14 @@ def _on_startup(settings: GatewaySettings, service: str) -> StartupShutdown:
             wait_for_schema, GATEWAY_SCHEMA, engine, settings.schema_wait_seconds
         )
         ctx["settings"] = settings
+        ctx["rules"] = rules  # the retry rules and time limit of this worker's jobs
         pipeline = await asyncio.to_thread(Pipeline.create, settings, engine)
         ctx["pipeline"] = pipeline
         ctx["batcher"] = pipeline_batcher(pipeline, settings.pipeline)
         ctx["batcher"].start()
         ctx["captions"] = CaptionJobs.create(settings, engine)
+        ctx["ingest"] = CrawlIngest(pipeline, ArqQueue(ctx["redis"]))
+        ctx["exports"] = ExportJobs(engine, pipeline.store, settings.storage.s3)
         ctx["reconciler"] = Reconciler.create(engine, settings.pipeline)
 
     return startup
@@ -130,10 +147,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     pipeline.engine.dispose()
 
 
-async def _attempt(ctx: dict[str, Any], attempts: Attempts) -> str:
+async def _attempt(
+    ctx: dict[str, Any], attempts: Attempts, rules: PipelineSettings | None = None
+) -> str:
     """One arq try of a job, retried later while a dependency is down (for the job's retry
     window, a try that does not count) or past its time (a try that counts)."""
-    settings: GatewaySettings = ctx["settings"]
+    rules = rules or ctx["rules"]
     attempt = int(ctx.get("job_try", 1))
     redis: ArqRedis = ctx["redis"]
     # since when the job has found a dependency down (its retry window runs from there)
@@ -141,18 +160,18 @@ async def _attempt(ctx: dict[str, Any], attempts: Attempts) -> str:
     since = await redis.get(since_key)
     waited = 0.0 if since is None else max(0.0, time.time() - float(since))
     try:
-        if attempt > settings.pipeline.max_tries:  # the worker of the last try stopped during it
-            status = await attempts.stop(settings.pipeline.max_tries, True, LAST_TRY_INTERRUPTED)
+        if attempt > rules.max_tries:  # the worker of the last try stopped during it
+            status = await attempts.stop(rules.max_tries, True, LAST_TRY_INTERRUPTED)
         else:
-            status = await attempt_in_time(settings.pipeline, attempts, attempt, waited)
+            status = await attempt_in_time(rules, attempts, attempt, waited)
     except TryStopped as exc:
-        raise Retry(defer=retry_delay(settings.pipeline, waited)) from exc
+        raise Retry(defer=retry_delay(rules, waited)) from exc
     except UnavailableError as exc:
-        window = settings.pipeline.retry_window_seconds
+        window = rules.retry_window_seconds
         await redis.set(since_key, str(time.time()), nx=True, ex=int(window) + 3600)
         # arq counts every try; this one does not count against max_tries
         await redis.decr(retry_key_prefix + ctx["job_id"])
-        raise Retry(defer=retry_delay(settings.pipeline, waited)) from exc
+        raise Retry(defer=retry_delay(rules, waited)) from exc
     except ImageGone:
         status = "gone"
     await redis.delete(since_key)
@@ -208,12 +227,36 @@ async def caption_image(
         return await _attempt(ctx, CaptionAttempts(ctx["captions"], job))
 
 
-def _job_function(settings: GatewaySettings, coroutine: WorkerCoroutine, name: str) -> Function:
+async def ingest_shard(
+    ctx: dict[str, Any], crawl_id: str, shard: str, request_id: str | None = None
+) -> str:
+    """The arq job: one shard of a crawl, on behalf of `request_id` (the crawl's request)."""
+    with request_context(request_id):
+        return await _attempt(ctx, ShardAttempts(ctx["ingest"], crawl_id, shard))
+
+
+async def export_dataset(ctx: dict[str, Any], export_id: str, request_id: str | None = None) -> str:
+    """The arq job: one dataset export (on the crawl queue, with an export's time limit)."""
+    settings: GatewaySettings = ctx["settings"]
+    rules = export_settings(settings.pipeline, settings.crawl)
+    with request_context(request_id):
+        return await _attempt(ctx, ExportAttempts(ctx["exports"], export_id), rules)
+
+
+class WorkerKind(StrEnum):
+    """Which queue a worker serves."""
+
+    IMAGES = "images"
+    CAPTIONS = "captions"
+    CRAWLS = "crawls"
+
+
+def _job_function(settings: PipelineSettings, coroutine: WorkerCoroutine, name: str) -> Function:
     return func(
         coroutine,
         name=name,
-        max_tries=settings.pipeline.max_tries + 1,
-        timeout=settings.pipeline.job_timeout_seconds + ARQ_TIMEOUT_MARGIN_SECONDS,
+        max_tries=settings.max_tries + 1,
+        timeout=settings.job_timeout_seconds + ARQ_TIMEOUT_MARGIN_SECONDS,
     )
 
 
@@ -228,34 +271,59 @@ def redis_settings(settings: GatewaySettings) -> RedisSettings:
     return redis
 
 
-def worker_options(settings: GatewaySettings, captions: bool) -> dict[str, Any]:
-    """A worker's arq options: of the image pipeline, or of the caption queue."""
-    return {
-        "functions": [
-            _job_function(settings, caption_image, CAPTION_IMAGE)
-            if captions
-            else _job_function(settings, process_image, PROCESS_IMAGE)
-        ],
-        "queue_name": CAPTION_QUEUE if captions else default_queue_name,
-        "cron_jobs": [] if captions else [_reconcile_cron(settings)],
-        "redis_settings": redis_settings(settings),
-        "on_startup": _on_startup(
-            settings, "gateway-caption-worker" if captions else "gateway-worker"
+def job_settings(settings: GatewaySettings, kind: WorkerKind) -> PipelineSettings:
+    """The retry rules and time limit of a kind's jobs (a shard's limit is its own)."""
+    if kind == WorkerKind.CRAWLS:
+        return shard_settings(settings.pipeline, settings.crawl)
+    return settings.pipeline
+
+
+def worker_options(settings: GatewaySettings, kind: WorkerKind) -> dict[str, Any]:
+    """A worker's arq options for the queue of `kind`."""
+    rules = job_settings(settings, kind)
+    kinds: dict[WorkerKind, tuple[WorkerCoroutine, str, str, int]] = {
+        WorkerKind.IMAGES: (
+            process_image,
+            PROCESS_IMAGE,
+            default_queue_name,
+            jobs_at_once(settings.pipeline, captions=False),
         ),
+        WorkerKind.CAPTIONS: (
+            caption_image,
+            CAPTION_IMAGE,
+            CAPTION_QUEUE,
+            jobs_at_once(settings.pipeline, captions=True),
+        ),
+        WorkerKind.CRAWLS: (ingest_shard, INGEST_SHARD, CRAWL_QUEUE, settings.crawl.shards_at_once),
+    }
+    function, name, queue, at_once = kinds[kind]
+    functions = [_job_function(rules, function, name)]
+    if kind == WorkerKind.CRAWLS:
+        exports = export_settings(settings.pipeline, settings.crawl)
+        functions.append(_job_function(exports, export_dataset, EXPORT_DATASET))
+    return {
+        "functions": functions,
+        "queue_name": queue,
+        "cron_jobs": [_reconcile_cron(settings)] if kind == WorkerKind.IMAGES else [],
+        "redis_settings": redis_settings(settings),
+        "on_startup": _on_startup(settings, rules, f"gateway-{kind.value}-worker"),
         "on_shutdown": shutdown,
-        "max_jobs": jobs_at_once(settings.pipeline, captions),
+        "max_jobs": at_once,
         "health_check_interval": HEALTH_CHECK_SECONDS,
     }
 
 
-def make_worker(settings: GatewaySettings, burst: bool = False, captions: bool = False) -> Worker:
-    """A worker in this process, of images or of captions (tests run them in burst mode:
-    until their queue is empty)."""
-    return Worker(**worker_options(settings, captions), burst=burst, handle_signals=False)
+def make_worker(
+    settings: GatewaySettings, burst: bool = False, kind: WorkerKind = WorkerKind.IMAGES
+) -> Worker:
+    """A worker in this process of the queue of `kind` (tests run them in burst mode: until
+    their queue is empty)."""
+    return Worker(**worker_options(settings, kind), burst=burst, handle_signals=False)
 
 
 _settings = GatewaySettings()
 # What the `arq` command reads (a dict serves as well as a class, and a class would not
 # inherit: arq reads only its own __dict__).
-WorkerSettings = worker_options(_settings, captions=False)
-CaptionWorkerSettings = worker_options(_settings, captions=True)
+WorkerSettings = worker_options(_settings, WorkerKind.IMAGES)
+CaptionWorkerSettings = worker_options(_settings, WorkerKind.CAPTIONS)
+CrawlWorkerSettings = worker_options(_settings, WorkerKind.CRAWLS)

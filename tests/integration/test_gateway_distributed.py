@@ -14,18 +14,18 @@ from services.common.storage import S3Store, StorageSettings
 from services.embedder.app import create_app as create_embedder
 from services.embedder.config import EmbedderSettings
 from services.gateway.config import PipelineSettings
-from services.gateway.worker import make_worker
+from services.gateway.worker import WorkerKind, make_worker
 from tests.conftest import POSTGRES_URL, migrated_postgres
 from tests.helpers import free_port, live_server, photo_bytes, s3_settings
 from tests.integration.gateway_stack import Stack, running_stack
 
 
-def run_worker_until_idle(stack: Stack, captions: bool = False) -> None:
-    """An arq worker (of images, or of captions) in burst mode: it runs every job queued for
-    it, then returns."""
+def run_worker_until_idle(stack: Stack, kind: WorkerKind = WorkerKind.IMAGES) -> None:
+    """An arq worker (of images, captions or crawls) in burst mode: it runs every job queued
+    for it, then returns."""
 
     async def burst() -> None:
-        worker = make_worker(stack.settings, burst=True, captions=captions)  # binds this loop
+        worker = make_worker(stack.settings, burst=True, kind=kind)  # binds this loop
         try:
             await worker.async_run()
         finally:

@@ -24,6 +24,7 @@ from services.dedup.config import DedupSettings
 from services.filter.app import create_app as create_filter
 from services.filter.config import FilterSettings
 from services.gateway.auth import Role
+from services.gateway.config import CrawlSettings
 from tests.helpers import live_server, migrated_sqlite
 from tests.integration.gateway_stack import running_stack
 
@@ -100,6 +101,8 @@ def gateway(live_embedder: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
             tmp_path,
             live_embedder,
             captioner=ServiceClientSettings(url=captioner),
+            # crawls read and exports write only here, never in the checkout
+            crawl=CrawlSettings(roots=[str(tmp_path / "crawls-and-exports")]),
         ) as stack,
     ):
         yield str(stack.gateway.base_url).rstrip("/"), stack.keys[Role.ADMIN]

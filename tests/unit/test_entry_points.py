@@ -40,5 +40,10 @@ def test_a_service_entry_imports_only_that_service_and_common(service: str) -> N
 
 def test_the_seavl_command_imports_no_service_until_it_runs_one() -> None:
     modules = imported_after("import services.cli")
-    assert packages(modules) <= {"services.cli", "services.common", "services.uploader"}
+    assert packages(modules) <= {
+        "services.cli",
+        "services.common",
+        "services.uploader",
+        "services.crawl_client",
+    }
     assert not modules & set(WEB_STACK)

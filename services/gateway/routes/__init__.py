@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.gateway.routes import captions, duplicates, images, reference_sets, relevance
+from services.gateway.routes import (
+    captions,
+    crawls,
+    duplicates,
+    exports,
+    images,
+    reference_sets,
+    relevance,
+)
 
 
 def public_routes() -> APIRouter:
     """Everything the gateway serves: the API for contributors and validators, and the admins'
     reference sets."""
     routes = APIRouter()
-    for module in (images, relevance, duplicates, captions, reference_sets):
+    for module in (images, relevance, duplicates, captions, crawls, exports, reference_sets):
         routes.include_router(module.router)
     return routes

@@ -1,0 +1,394 @@
+"""Crawl ingest: an img2dataset output read shard by shard, each shard one job.
+
+A shard's images go through in batches straight to the embedder, the filter and dedup (one
+call per service per batch, as uploads' pipeline does); the kept ones are stored and recorded
+as images of source "crawl", the rest leave a small row. A shard's counts are set, never added
+to: a try run again (its worker was killed, a dependency was down) counts from zero and writes
+the same rows, so nothing is counted twice. A shard whose source and fingerprint a finished
+shard of an earlier crawl had is not read again: its counts are taken over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from services.common.captions import caption_language
+from services.common.database import session_scope, utcnow
+from services.common.errors import ServiceError, UnavailableError
+from services.common.schemas import (
+    DedupInsertBatch,
+    DedupInsertRequest,
+    EmbeddedImage,
+    ImageFailure,
+    ImageInput,
+)
+from services.common.states import FINISHED, JobStatus
+from services.gateway import records
+from services.gateway.crawl_sources import (
+    CrawlSample,
+    SampleFailure,
+    ShardKind,
+    ShardRef,
+    iter_samples,
+)
+from services.gateway.intake import AcceptedImage, accept
+from services.gateway.jobs import CaptionJob
+from services.gateway.pipeline import Pipeline
+from services.gateway.schemas import ImageSource, KeepPolicy
+from services.gateway.tables import CrawlRejectRow, CrawlRow, CrawlShardRow, ImageRow
+
+logger = logging.getLogger(__name__)
+
+MAX_REASONS = 50  # distinct failure reasons kept per shard; the rest are counted as "other"
+
+
+class CaptionQueue(Protocol):
+    """Where the captions of kept images go (the job queue)."""
+
+    async def enqueue_caption(self, job: CaptionJob) -> None: ...
+
+
+def shard_job_id(crawl_id: str, shard: str) -> str:
+    return f"shard:{crawl_id}:{shard}"
+
+
+@dataclass
+class ShardCounts:
+    """What one try of a shard has seen so far."""
+
+    seen: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    stored: int = 0
+    tiers: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+
+    def fail(self, reason: str) -> None:
+        self.failed += 1
+        known = reason in self.failures or len(self.failures) < MAX_REASONS
+        self.failures[reason if known else "other"] += 1
+
+    def onto(self, row: CrawlShardRow) -> None:
+        row.seen, row.accepted, row.rejected = self.seen, self.accepted, self.rejected
+        row.duplicates, row.failed, row.stored = self.duplicates, self.failed, self.stored
+        row.tiers = json.dumps(dict(self.tiers), sort_keys=True)
+        row.failures = json.dumps(dict(self.failures), sort_keys=True)
+        row.updated_at = utcnow()
+
+
+@dataclass
+class _Scored:
+    sample: CrawlSample
+    image: AcceptedImage
+    model: str
+    phash: str
+    embedding: list[float] | str
+    score: float | None = None
+    tier: str | None = None
+    accepted: bool = False
+    best_country: str | None = None
+    country_scores: dict[str, float] | None = None
+
+
+def _take(
+    samples: Iterator[CrawlSample | SampleFailure], count: int
+) -> list[CrawlSample | SampleFailure]:
+    return list(itertools.islice(samples, count))
+
+
+@dataclass
+class CrawlIngest:
+    """Runs shard jobs with the pipeline's clients and store."""
+
+    pipeline: Pipeline
+    queue: CaptionQueue
+
+    @property
+    def _engine(self) -> Engine:
+        return self.pipeline.engine
+
+    async def run_shard(self, crawl_id: str, shard: str, attempt: int) -> str:
+        """Ingests one shard; its status. Raises `UnavailableError` to be tried again later."""
+        claimed = await asyncio.to_thread(self._claim, crawl_id, shard, attempt)
+        if isinstance(claimed, str):
+            return claimed
+        crawl, ref = claimed
+        counts = ShardCounts()
+        settings = self.pipeline.settings
+        s3 = settings.storage.s3
+        samples = iter_samples(ref, s3, settings.crawl.folder_shard_size)
+        try:
+            while batch := await asyncio.to_thread(_take, samples, settings.crawl.batch_size):
+                await self._ingest_batch(crawl, shard, batch, counts)
+                await asyncio.to_thread(self._progress, crawl_id, shard, counts, None)
+        finally:
+            close = getattr(samples, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+        await asyncio.to_thread(self._progress, crawl_id, shard, counts, JobStatus.DONE)
+        logger.info("crawl %s, shard %s: %d images seen", crawl_id, shard, counts.seen)
+        return JobStatus.DONE
+
+    def stop(self, crawl_id: str, shard: str, final: bool, reason: str) -> str:
+        """A try stopped from outside: the shard waits for the next one, or fails."""
+        status = JobStatus.FAILED if final else JobStatus.QUEUED
+        with session_scope(self._engine) as session:
+            row = session.get(CrawlShardRow, (crawl_id, shard))
+            if row is None or row.status in FINISHED:
+                return row.status if row is not None else JobStatus.FAILED
+            row.status, row.error, row.updated_at = status, reason, utcnow()
+            if final:
+                row.finished_at = utcnow()
+        return status
+
+    def _claim(self, crawl_id: str, shard: str, attempt: int) -> str | tuple[CrawlRow, ShardRef]:
+        """The crawl and the shard to read, marked processing; or the status of a shard with
+        nothing to do (finished, or taken over from an earlier crawl's finished twin)."""
+        with session_scope(self._engine) as session:
+            crawl = session.get(CrawlRow, crawl_id)
+            row = session.get(CrawlShardRow, (crawl_id, shard))
+            if crawl is None or row is None:
+                return JobStatus.FAILED
+            if row.status in FINISHED:
+                return row.status
+            twin = session.exec(
+                select(CrawlShardRow)
+                .join(CrawlRow, col(CrawlRow.id) == col(CrawlShardRow.crawl_id))
+                .where(CrawlShardRow.fingerprint == row.fingerprint)
+                .where(CrawlShardRow.name == row.name)
+                .where(CrawlRow.source == crawl.source)
+                .where(CrawlShardRow.status == JobStatus.DONE)
+                .where(col(CrawlShardRow.reused_from).is_(None))
+                .where(CrawlShardRow.crawl_id != crawl_id)
+            ).first()
+            now = utcnow()
+            if twin is not None:
+                for name in ("seen", "accepted", "rejected", "duplicates", "failed", "stored"):
+                    setattr(row, name, getattr(twin, name))
+                row.tiers, row.failures, row.reused_from = twin.tiers, twin.failures, twin.crawl_id
+                row.status, row.finished_at, row.updated_at = JobStatus.DONE, now, now
+                return JobStatus.DONE
+            row.status, row.attempts, row.error = JobStatus.PROCESSING, attempt, None
+            row.started_at = row.started_at or now
+            row.updated_at = now
+            ref = ShardRef(
+                source=crawl.source,
+                name=row.name,
+                kind=ShardKind(row.kind),
+                size_bytes=row.size_bytes,
+                fingerprint=row.fingerprint,
+            )
+            session.expunge(crawl)
+        return crawl, ref
+
+    def _progress(
+        self, crawl_id: str, shard: str, counts: ShardCounts, status: JobStatus | None
+    ) -> None:
+        with session_scope(self._engine) as session:
+            row = session.get(CrawlShardRow, (crawl_id, shard))
+            if row is None or row.status in FINISHED:
+                return  # stopped from outside meanwhile: its end stays
+            counts.onto(row)
+            if status is not None:
+                row.status, row.finished_at = status, utcnow()
+
+    async def _ingest_batch(
+        self,
+        crawl: CrawlRow,
+        shard: str,
+        batch: Sequence[CrawlSample | SampleFailure],
+        counts: ShardCounts,
+    ) -> None:
+        limits = self.pipeline.settings.images
+        samples: list[CrawlSample] = []
+        for read in batch:
+            counts.seen += 1
+            if isinstance(read, SampleFailure):
+                counts.fail(read.reason)
+            else:
+                samples.append(read)
+
+        def accept_all() -> list[AcceptedImage | ServiceError]:
+            out: list[AcceptedImage | ServiceError] = []
+            for sample in samples:
+                try:
+                    out.append(accept(sample.data, limits))
+                except ServiceError as exc:
+                    out.append(exc)
+            return out
+
+        accepted_images = await asyncio.to_thread(accept_all)
+        valid: list[tuple[CrawlSample, AcceptedImage]] = []
+        for sample, image in zip(samples, accepted_images, strict=True):
+            if isinstance(image, ServiceError):
+                counts.fail(f"{image.code}: {image.message}")
+            else:
+                valid.append((sample, image))
+        if not valid:
+            return
+        scored = await self._embed_and_score(crawl, valid, counts)
+        kept = [s for s in scored if s.accepted or crawl.keep == KeepPolicy.ALL]
+        duplicates = await self._insert_unique(crawl, kept)
+        captions = await asyncio.to_thread(
+            self._store_and_record, crawl, shard, scored, kept, duplicates
+        )
+        for job in captions:
+            await self.queue.enqueue_caption(job)
+        for item in scored:
+            if item.tier is not None:
+                counts.tiers[item.tier] += 1
+            counts.accepted += item.accepted
+            counts.rejected += not item.accepted
+        counts.stored += len(kept)
+        counts.duplicates += sum(1 for s in kept if duplicates.get(s.image.sha256))
+
+    async def _embed_and_score(
+        self,
+        crawl: CrawlRow,
+        valid: list[tuple[CrawlSample, AcceptedImage]],
+        counts: ShardCounts,
+    ) -> list[_Scored]:
+        results: Sequence[EmbeddedImage | ImageFailure]
+        try:
+            results = await self.pipeline.embedder.embed(
+                [ImageInput.of_bytes(image.data) for _, image in valid]
+            )
+        except UnavailableError:
+            raise
+        except ServiceError as exc:
+            results = ImageFailure.each_of(exc, len(valid))
+        scored: list[_Scored] = []
+        for (sample, image), result in zip(valid, results, strict=True):
+            if isinstance(result, ImageFailure):
+                error = result.as_error()
+                counts.fail(f"{error.code}: {error.message}")
+            else:
+                scored.append(_Scored(sample, image, result.model, result.phash, result.embedding))
+        if not scored:
+            return scored
+        answer = await self.pipeline.filter.score(
+            crawl.reference_set, [s.embedding for s in scored], scored[0].model
+        )
+        for item, relevance in zip(scored, answer.results, strict=True):
+            item.score, item.tier = relevance.score, relevance.tier
+            item.best_country, item.country_scores = (
+                relevance.best_country,
+                relevance.country_scores,
+            )
+            item.accepted = (
+                relevance.accepted if crawl.rho is None else relevance.score >= crawl.rho
+            )
+        return scored
+
+    async def _insert_unique(self, crawl: CrawlRow, kept: list[_Scored]) -> dict[str, str | None]:
+        """Dedup's insert-if-unique for the kept images: sha256 → the image it duplicates."""
+        if not kept:
+            return {}
+        batch = DedupInsertBatch(
+            items=[
+                DedupInsertRequest(
+                    id=s.image.sha256,
+                    namespace=crawl.namespace,
+                    model=s.model,
+                    vector=s.embedding,
+                    phash=s.phash,
+                )
+                for s in kept
+            ]
+        )
+        results = (await self.pipeline.dedup.insert_batch(batch)).results
+        return {
+            s.image.sha256: (r.duplicate_of.id if r.duplicate_of else None)
+            for s, r in zip(kept, results, strict=True)
+        }
+
+    def _store_and_record(
+        self,
+        crawl: CrawlRow,
+        shard: str,
+        scored: list[_Scored],
+        kept: list[_Scored],
+        duplicates: dict[str, str | None],
+    ) -> list[CaptionJob]:
+        """The kept images' bytes, then their records (bytes before records, as uploads); the
+        others' small rows. Rows a killed try wrote are written again, the same. The captions
+        to start: one per kept image that is not a duplicate, when the crawl asks for them."""
+        language = caption_language(crawl.caption_language) if crawl.caption_language else None
+        captions: list[CaptionJob] = []
+        for item in kept:
+            self.pipeline.store.put(item.image.sha256, item.image.data)
+        kept_ids = {id(item) for item in kept}
+        with session_scope(self._engine) as session:
+            for item in scored:
+                sample = item.sample
+                if id(item) not in kept_ids:
+                    session.merge(
+                        CrawlRejectRow(
+                            crawl_id=crawl.id,
+                            shard=shard,
+                            sample_key=sample.key,
+                            sha256=item.image.sha256,
+                            url=sample.url,
+                            score=item.score,
+                            tier=item.tier,
+                        )
+                    )
+                    continue
+                existing = session.get(ImageRow, item.image.sha256)
+                if existing is not None and existing.crawl_id != crawl.id:
+                    continue  # the same bytes, uploaded or crawled before: that record stays
+                info = item.image.info
+                session.merge(
+                    ImageRow(
+                        id=item.image.sha256,
+                        status=JobStatus.DONE,
+                        format=info.format,
+                        size_bytes=len(item.image.data),
+                        width=info.width,
+                        height=info.height,
+                        phash=item.phash,
+                        model=item.model,
+                        score=item.score,
+                        tier=item.tier,
+                        accepted=item.accepted,
+                        best_country=item.best_country,
+                        country_scores=json.dumps(item.country_scores)
+                        if item.country_scores
+                        else None,
+                        duplicate_of=duplicates.get(item.image.sha256),
+                        want_caption=crawl.caption_language is not None,
+                        source=ImageSource.CRAWL,
+                        crawl_id=crawl.id,
+                        shard=shard,
+                        sample_key=sample.key,
+                        url=sample.url,
+                        alt_text=sample.caption,
+                        original_width=sample.original_width,
+                        original_height=sample.original_height,
+                        license=_license(sample),
+                    )
+                )
+                if language is not None and duplicates.get(item.image.sha256) is None:
+                    session.flush()
+                    asked = records.ask_caption(session, item.image.sha256, language, None, False)
+                    if asked is not None:
+                        captions.append(records.job_of(asked))
+        return captions
+
+
+def _license(sample: CrawlSample) -> str | None:
+    """The licence img2dataset recorded for the page, when it did."""
+    value = sample.meta.get("license") or sample.meta.get("LICENSE")
+    return str(value) if value else None

@@ -1,0 +1,171 @@
+"""Crawl ingest through the gateway (in-process jobs), with the real embedder, filter and dedup:
+img2dataset's webdataset shards in, images recorded and counted, each exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from services.gateway.auth import Role
+from services.gateway.crawls import CrawlIngest
+from services.gateway.pipeline import Pipeline
+from services.gateway.tables import CrawlRejectRow, CrawlShardRow, ImageRow
+from tests.helpers import has_gps
+from tests.integration.crawl_stack import crawl_stack, finished, start, write_crawl
+from tests.integration.gateway_stack import Stack
+
+__all__ = ["crawl_stack"]  # the fixture, used by name
+
+
+def test_a_crawl_is_ingested_counted_and_recorded(crawl_stack: Stack, tmp_path: Path) -> None:
+    held = write_crawl(tmp_path / "crawl")
+    queued = start(crawl_stack, {"source": str(tmp_path / "crawl"), "policy": {"keep": "all"}})
+    assert queued["shards"]["total"] == held["shards"] and queued["status"] == "queued"
+    crawl = finished(crawl_stack, queued["id"])
+    images = crawl["images"]
+    assert crawl["status"] == "done", crawl
+    assert images["seen"] == held["images"] + held["failed"]
+    assert images["failed"] == held["failed"]
+    assert images["accepted"] + images["rejected"] == held["images"] == images["stored"]
+    assert images["duplicates"] >= 1  # the near-copy
+    assert sum(t["count"] for t in crawl["tiers"]) == held["images"]
+    assert sum(t["share"] for t in crawl["tiers"]) == pytest.approx(1.0)
+    assert any("404" in reason for reason in crawl["failures"]), crawl["failures"]
+    assert crawl["images_per_second"] > 0 and crawl["eta_seconds"] == 0
+    with Session(crawl_stack.engine) as session:
+        rows = session.exec(select(ImageRow).where(ImageRow.crawl_id == queued["id"])).all()
+    assert len(rows) == held["images"]
+    store = crawl_stack.settings.storage.open()
+    for row in rows:
+        assert row.source == "crawl" and row.status == "done" and row.tier is not None
+        assert row.url == f"http://127.0.0.1/{row.sample_key}.jpg"
+        assert row.alt_text == f"alt text {row.sample_key}"
+        assert row.original_width == 2 * row.width
+        stored = store.get(row.id)
+        assert not has_gps(stored)  # location stripped as for uploads
+
+
+def test_keep_accepted_stores_only_what_passes(crawl_stack: Stack, tmp_path: Path) -> None:
+    held = write_crawl(tmp_path / "crawl")
+    nothing = finished(
+        crawl_stack,
+        start(crawl_stack, {"source": str(tmp_path / "crawl"), "policy": {"rho": 1.0}})["id"],
+    )
+    assert nothing["images"]["accepted"] == nothing["images"]["stored"] == 0
+    assert nothing["images"]["rejected"] == held["images"]
+    with Session(crawl_stack.engine) as session:
+        rejects = session.exec(
+            select(CrawlRejectRow).where(CrawlRejectRow.crawl_id == nothing["id"])
+        ).all()
+        assert session.exec(select(ImageRow).where(ImageRow.crawl_id == nothing["id"])).all() == []
+    assert len(rejects) == held["images"]
+    assert all(r.url and r.tier and r.score is not None for r in rejects)
+
+
+def test_a_rerun_takes_over_finished_shards_and_counts_nothing_twice(
+    crawl_stack: Stack, tmp_path: Path
+) -> None:
+    write_crawl(tmp_path / "crawl")
+    body = {"source": str(tmp_path / "crawl"), "policy": {"keep": "all"}}
+    first = finished(crawl_stack, start(crawl_stack, body)["id"])
+    again = finished(crawl_stack, start(crawl_stack, body)["id"])
+    assert again["images"] == first["images"] and again["tiers"] == first["tiers"]
+    with Session(crawl_stack.engine) as session:
+        shards = session.exec(
+            select(CrawlShardRow).where(CrawlShardRow.crawl_id == again["id"])
+        ).all()
+        recorded = session.exec(select(ImageRow)).all()
+    assert {s.reused_from for s in shards} == {first["id"]}
+    assert len(recorded) == first["images"]["stored"]
+
+
+def test_a_shard_tried_again_counts_from_zero(crawl_stack: Stack, tmp_path: Path) -> None:
+    """A worker killed mid-shard leaves it processing: the next try counts it whole, once."""
+    write_crawl(tmp_path / "crawl")
+    body = {"source": str(tmp_path / "crawl"), "policy": {"keep": "all"}}
+    crawl = finished(crawl_stack, start(crawl_stack, body)["id"])
+    with Session(crawl_stack.engine) as session:
+        shard = session.exec(
+            select(CrawlShardRow).where(CrawlShardRow.crawl_id == crawl["id"])
+        ).first()
+        assert shard is not None
+        counted = (shard.seen, shard.accepted, shard.rejected, shard.duplicates, shard.stored)
+        shard.status = "processing"  # as a killed try leaves it
+        session.add(shard)
+        session.commit()
+        name = shard.name
+
+    class NoCaptions:
+        async def enqueue_caption(self, job: object) -> None:
+            raise AssertionError("no caption was asked for")
+
+    async def run_again() -> str:
+        pipeline = Pipeline.create(crawl_stack.settings, crawl_stack.engine)
+        try:
+            return await CrawlIngest(pipeline, NoCaptions()).run_shard(crawl["id"], name, 2)
+        finally:
+            await pipeline.close()
+
+    assert asyncio.run(run_again()) == "done"
+    with Session(crawl_stack.engine) as session:
+        shard = session.get(CrawlShardRow, (crawl["id"], name))
+        assert shard is not None
+        assert (
+            shard.seen,
+            shard.accepted,
+            shard.rejected,
+            shard.duplicates,
+            shard.stored,
+        ) == counted
+        assert shard.attempts == 2
+    again = finished(crawl_stack, crawl["id"])
+    assert again["images"] == crawl["images"]
+
+
+def test_bad_crawls_are_refused_before_any_job(crawl_stack: Stack, tmp_path: Path) -> None:
+    write_crawl(tmp_path / "crawl")
+
+    def refused(body: dict[str, Any], role: Role = Role.VALIDATOR) -> tuple[int, str]:
+        response = crawl_stack.gateway.post(
+            "/v1/crawls", json=body, headers=crawl_stack.as_role(role)
+        )
+        return response.status_code, response.json()["error"]["code"]
+
+    assert refused({"source": str(tmp_path / "nowhere")})[0] == 404
+    assert refused({"source": "/etc"}) == (422, "location_not_allowed")
+    unknown_set = {"source": str(tmp_path / "crawl"), "reference_set": "nope"}
+    assert refused(unknown_set) == (422, "unknown_reference_set")
+    assert refused({"source": str(tmp_path / "crawl")}, Role.CONTRIBUTOR) == (403, "forbidden")
+    listed = crawl_stack.gateway.get("/v1/crawls", headers=crawl_stack.as_role(Role.VALIDATOR))
+    assert listed.json() == {"items": [], "total": 0}
+
+
+def test_the_cli_queues_a_crawl_and_follows_it_to_the_end(
+    crawl_stack: Stack, tmp_path: Path
+) -> None:
+    held = write_crawl(tmp_path / "crawl")
+    seavl = Path(sys.executable).with_name("seavl")
+    command = [str(seavl), "crawl", "ingest", str(tmp_path / "crawl"), "--keep", "all", "--wait"]
+    command += ["--url", str(crawl_stack.gateway.base_url).rstrip("/")]
+    command += ["--api-key", crawl_stack.keys[Role.VALIDATOR]]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].endswith(f"{held['shards']} shards queued")
+    assert f"shards {held['shards']}/{held['shards']}" in done.stdout
+    assert any(line.strip().endswith("%") for line in lines)  # the tier table: tier, count, share
+    assert "failed: " in done.stdout  # the reasons
+    refused = subprocess.run(
+        [str(seavl), "crawl", "ingest", str(tmp_path / "nowhere"), "--url", command[8]]
+        + ["--api-key", crawl_stack.keys[Role.VALIDATOR]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "crawl_source_not_found" in refused.stdout, refused.stdout
