@@ -3,12 +3,14 @@ own schemas, and against what the services need (ports, probes, the embedder's H
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -21,6 +23,7 @@ from services.dedup.config import DedupSettings
 from services.embedder.config import EmbedderSettings
 from services.filter.config import FilterSettings
 from services.gateway.config import GatewaySettings
+from services.gateway.queue import CRAWL_QUEUE  # the queue `seavl worker --crawls` serves
 from tests.kustomize import render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +76,8 @@ def test_compose_runs_every_part_with_health_checks() -> None:
 def test_k8s_manifests_are_valid_kubernetes(overlay: str) -> None:
     rendered = render(K8S / overlay)
     for resource in rendered:
+        if resource["apiVersion"].startswith("keda.sh/"):
+            continue  # KEDA's kinds: checked against KEDA's schema (test_k8s_keda_scales_...)
         kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
     secret_template = yaml.safe_load((K8S / "base" / "secret.template.yaml").read_text())
     kubernetes_validate.validate(secret_template, KUBERNETES_VERSION, strict=True)
@@ -85,13 +90,13 @@ def by_kind(rendered: list[dict[str, Any]], kind: str) -> dict[str, dict[str, An
 def test_k8s_base_has_each_service_with_probes_and_resources() -> None:
     rendered = render(K8S / "base")
     deployments, services = by_kind(rendered, "Deployment"), by_kind(rendered, "Service")
-    assert set(deployments) == {*PORTS, "worker", "caption-worker"}
+    assert set(deployments) == {*PORTS, "worker", "caption-worker", "crawl-worker"}
     assert set(services) == set(PORTS)
     caption_worker = deployments["caption-worker"]["spec"]["template"]["spec"]["containers"][0]
     assert caption_worker["command"] == ["seavl", "worker", "--captions"]
     for name, deployment in deployments.items():
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        image = "worker" if name == "caption-worker" else name
+        image = "worker" if name in ("caption-worker", "crawl-worker") else name
         assert container["image"] == f"seavl/{image}:0.1.0"
         assert container["readinessProbe"] and container["livenessProbe"]
         assert container["resources"]["requests"]["cpu"]
@@ -119,7 +124,7 @@ def test_gpu_overlay_puts_the_embedder_on_gpu_nodes() -> None:
 
 SERVICE_TOKEN = "SEAVL_SERVICE_TOKEN"
 INTERNAL = ("embedder", "filter", "dedup", "captioner")
-TOKEN_HOLDERS = {*PORTS, "worker", "caption-worker"}
+TOKEN_HOLDERS = {*PORTS, "worker", "caption-worker", "crawl-worker"}
 
 
 def test_compose_gives_the_service_token_to_seavl_services_only() -> None:
@@ -170,9 +175,12 @@ def test_k8s_only_the_gateway_and_workers_reach_the_internal_services() -> None:
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
     }
+    workers = {"worker", "caption-worker", "crawl-worker"}
     expected_callers = {
-        "embedder": {"gateway", "worker", "caption-worker", "filter", "captioner"},
-        **{name: {"gateway", "worker", "caption-worker"} for name in INTERNAL[1:]},
+        "embedder": {"gateway", *workers, "filter", "captioner"},
+        "filter": {"gateway", *workers},
+        "dedup": {"gateway", *workers},
+        "captioner": {"gateway", "worker", "caption-worker"},  # crawl workers caption nothing
     }
     for target, deployment in deployments.items():
         guarding = [
@@ -320,3 +328,117 @@ def test_compose_pins_every_image_to_a_release_that_still_pulls() -> None:
     assert images["minio"].startswith("quay.io/minio/minio:RELEASE.")
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:\d+\.\d+\.\d+-slim", dockerfile, re.MULTILINE)
+
+
+# KEDA's ScaledObject schema and what its `redis` scaler reads (source and version in the file)
+KEDA = json.loads((ROOT / "tests" / "fixtures" / "keda-v2.20.2.json").read_text())
+
+
+def crawl_worker_container(rendered: list[dict[str, Any]]) -> dict[str, Any]:
+    [container] = by_kind(rendered, "Deployment")["crawl-worker"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    return dict(container)
+
+
+def test_k8s_crawl_worker_runs_the_crawl_queue_with_the_token_probes_and_resources() -> None:
+    rendered = render(K8S / "base")
+    deployment = by_kind(rendered, "Deployment")["crawl-worker"]
+    kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
+    assert "replicas" not in deployment["spec"]  # KEDA sets it; an apply must not put it back
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
+    container = crawl_worker_container(rendered)
+    assert container["image"] == "seavl/worker:0.1.0"
+    assert container["command"] == ["seavl", "worker", "--crawls"]
+    check = ["seavl", "worker", "--crawls", "--check"]
+    assert container["readinessProbe"]["exec"]["command"] == check
+    assert container["livenessProbe"]["exec"]["command"] == check
+    env = {e["name"]: e for e in container["env"]}
+    reference = env[SERVICE_TOKEN]["valueFrom"]["secretKeyRef"]
+    assert reference == {"name": "seavl-service-token", "key": "token"}
+    image_worker = by_kind(rendered, "Deployment")["worker"]["spec"]["template"]["spec"]
+    assert container["envFrom"] == image_worker["containers"][0]["envFrom"]  # same DB, Redis, S3
+    assert container["resources"] == {
+        "requests": {"cpu": "1", "memory": "1Gi"},
+        "limits": {"memory": "2Gi"},
+    }
+
+
+def closed(schema: dict[str, Any]) -> dict[str, Any]:
+    """A CRD's schema as the API server applies it under kubectl's strict field validation:
+    an object whose properties are listed takes no other field."""
+    result = dict(schema)
+    if "properties" in schema:
+        result["properties"] = {name: closed(sub) for name, sub in schema["properties"].items()}
+        if "additionalProperties" not in schema and not schema.get(
+            "x-kubernetes-preserve-unknown-fields"
+        ):
+            result["additionalProperties"] = False
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            result[key] = closed(schema[key])
+    return result
+
+
+def test_k8s_keda_scales_crawl_workers_on_the_length_of_the_crawl_queue() -> None:
+    rendered = render(K8S / "base")
+    scaled_objects = by_kind(rendered, "ScaledObject")
+    assert set(scaled_objects) == {"crawl-worker"}
+    scaled_object = scaled_objects["crawl-worker"]
+    assert scaled_object["apiVersion"] == "keda.sh/v1alpha1"
+    assert scaled_object["metadata"]["namespace"] == "seavl"
+    validator = jsonschema.Draft4Validator(closed(KEDA["scaledObjectSchema"]))
+    validator.validate(scaled_object)
+    misspelt = copy.deepcopy(scaled_object)
+    misspelt["spec"]["maxReplicas"] = misspelt["spec"].pop("maxReplicaCount")
+    assert not validator.is_valid(misspelt)  # the check sees a field KEDA does not know
+
+    spec = scaled_object["spec"]
+    target = spec["scaleTargetRef"]
+    assert target.get("apiVersion", "apps/v1") == "apps/v1"  # KEDA's defaults
+    assert target.get("kind", "Deployment") == "Deployment"
+    assert target["name"] == "crawl-worker" and target["name"] in by_kind(rendered, "Deployment")
+    hpas = by_kind(rendered, "HorizontalPodAutoscaler").values()
+    assert all(h["spec"]["scaleTargetRef"]["name"] != "crawl-worker" for h in hpas)  # one owner
+    assert spec["minReplicaCount"] == 0 and spec["maxReplicaCount"] >= 10
+    assert spec["pollingInterval"] > 0 and spec["cooldownPeriod"] > 0
+
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "redis"  # reads a sorted set's ZCARD: arq's queue (the manifest)
+    metadata = trigger["metadata"]
+    scaler = KEDA["redisTrigger"]
+    known = set(scaler["metadata"]) | {f"{key}FromEnv" for key in scaler["fromEnv"]}
+    assert set(metadata) <= known, set(metadata) - known  # KEDA ignores unknown keys silently
+    assert set(scaler["required"]) <= set(metadata)
+    assert metadata["listName"] == CRAWL_QUEUE
+    assert metadata["listLength"] == "4"  # shards per worker, running and waiting
+    assert metadata.get("activationListLength", "0") == "0"  # the first shard wakes a worker
+    # the KEDA operator connects from its own namespace, to the Redis the workers use
+    redis_url = urlsplit(by_kind(rendered, "ConfigMap")["seavl-config"]["data"]["REDIS_URL"])
+    namespace = scaled_object["metadata"]["namespace"]
+    service = f"{redis_url.hostname}.{namespace}.svc.cluster.local"
+    assert metadata["address"] == f"{service}:{redis_url.port}"
+    assert metadata["databaseIndex"] == redis_url.path.strip("/")
+    assert ("authenticationRef" in trigger) == (redis_url.password is not None)
+
+
+def test_k8s_crawl_workers_reach_embedder_filter_and_dedup_like_the_image_worker() -> None:
+    rendered = render(K8S / "base")
+    deployments = by_kind(rendered, "Deployment")
+    policies = list(by_kind(rendered, "NetworkPolicy").values())
+
+    def reachable_from(caller: str) -> set[str]:
+        """The internal services whose policy lets in `caller`'s pods from this namespace."""
+        return {
+            target
+            for target in INTERNAL
+            for policy in policies
+            if selects(policy["spec"]["podSelector"], pod_labels(deployments[target]))
+            for rule in policy["spec"]["ingress"]
+            for peer in rule["from"]
+            if "namespaceSelector" not in peer
+            and selects(peer["podSelector"], pod_labels(deployments[caller]))
+        }
+
+    assert reachable_from("crawl-worker") == {"embedder", "filter", "dedup"}
+    assert reachable_from("crawl-worker") < reachable_from("worker")
