@@ -31,18 +31,17 @@ def _serve(name: str) -> None:
     importlib.import_module(f"services.{name}.__main__").main()
 
 
-def _worker(check: bool, captions: bool, crawls: bool) -> int:
+def _worker(check: bool, kind: str) -> int:
     from arq.worker import check_health, run_worker
 
-    from services.gateway.worker import (
-        CaptionWorkerSettings,
-        CrawlWorkerSettings,
-        WorkerSettings,
-    )
+    from services.gateway import worker
 
-    settings = (
-        CaptionWorkerSettings if captions else CrawlWorkerSettings if crawls else WorkerSettings
-    )
+    settings = {
+        "images": worker.WorkerSettings,
+        "captions": worker.CaptionWorkerSettings,
+        "crawls": worker.CrawlWorkerSettings,
+        "exports": worker.ExportWorkerSettings,
+    }[kind]
     if check:
         return int(check_health(settings))
     run_worker(settings)
@@ -216,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     queue.add_argument(
         "--crawls", action="store_true", help="a worker of the crawl queue (shards of a crawl)"
     )
+    queue.add_argument(
+        "--exports", action="store_true", help="a worker of the export queue (dataset exports)"
+    )
     crawl = commands.add_parser("crawl", help="crawls: ingest an img2dataset output")
     crawl_commands = crawl.add_subparsers(dest="crawl_command", required=True)
     add_crawl_arguments(
@@ -245,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             getattr(args, "message", ""),
         )
     elif args.command == "worker":
-        raise SystemExit(_worker(args.check, args.captions, args.crawls))
+        kind = next((k for k in ("captions", "crawls", "exports") if getattr(args, k)), "images")
+        raise SystemExit(_worker(args.check, kind))
     elif args.command == "crawl":
         raise SystemExit(run_crawl(args))
     elif args.command == "upload":

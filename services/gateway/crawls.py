@@ -64,7 +64,8 @@ def shard_job_id(crawl_id: str, shard: str) -> str:
 
 @dataclass
 class ShardCounts:
-    """What one try of a shard has seen so far."""
+    """What one try of a shard has seen so far: seen = accepted + rejected + duplicates +
+    failed (a duplicate of a kept image counts as a duplicate, whatever its score)."""
 
     seen: int = 0
     accepted: int = 0
@@ -246,13 +247,16 @@ class CrawlIngest:
         )
         for job in captions:
             await self.queue.enqueue_caption(job)
-        for item in scored:
+        for item in scored:  # each image in one count: a duplicate, else accepted or not
             if item.tier is not None:
                 counts.tiers[item.tier] += 1
-            counts.accepted += item.accepted
-            counts.rejected += not item.accepted
+            if duplicates.get(item.image.sha256):
+                counts.duplicates += 1
+            elif item.accepted:
+                counts.accepted += 1
+            else:
+                counts.rejected += 1
         counts.stored += len(kept)
-        counts.duplicates += sum(1 for s in kept if duplicates.get(s.image.sha256))
 
     async def _embed_and_score(
         self,

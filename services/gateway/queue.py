@@ -56,8 +56,12 @@ CAPTION_IMAGE = "caption_image"
 CAPTION_QUEUE = "arq:captions"
 INGEST_SHARD = "ingest_shard"
 EXPORT_DATASET = "export_dataset"
-# Shards take minutes each and decode thousands of images, exports write whole datasets: their
-# own queue and workers (crawl workers), scaled on its length, so they never hold up uploads.
+# An export writes a whole dataset for hours: its own queue and worker, since arq leases every
+# job of a worker for the longest time limit of the worker's functions (a killed crawl worker's
+# shards would otherwise wait hours to run again).
+EXPORT_QUEUE = "arq:exports"
+# Shards take minutes each and decode thousands of images: their own queue and workers, scaled
+# on its length, so a crawl never holds up uploads.
 CRAWL_QUEUE = "arq:crawls"
 PipelineBatcher = MicroBatcher[Job, JobOutcome]
 
@@ -133,7 +137,7 @@ class ArqQueue:
 
     async def enqueue_export(self, export_id: str) -> None:
         await self._enqueue(
-            EXPORT_DATASET, export_id, _job_id=export_job_id(export_id), _queue_name=CRAWL_QUEUE
+            EXPORT_DATASET, export_id, _job_id=export_job_id(export_id), _queue_name=EXPORT_QUEUE
         )
 
     async def job_gone(self, key: str) -> bool:

@@ -1,8 +1,9 @@
 """arq workers for the upload pipeline.
 
-Three kinds: workers of `process_image` (embed, score, dedup) on arq's default queue, of
-`caption_image` (one caption, once its image is processed) on the caption queue, and of
-`ingest_shard` (one shard of a crawl) on the crawl queue.
+Four kinds: workers of `process_image` (embed, score, dedup) on arq's default queue, of
+`caption_image` (one caption, once its image is processed) on the caption queue, of
+`ingest_shard` (one shard of a crawl) on the crawl queue, and of `export_dataset` on the
+export queue.
 arq's own limits sit above ours (one more try, a margin of time), so that our handling of a try
 past its time, and of a last try whose worker stopped during it, always runs: arq alone would
 drop those jobs and leave their records unfinished.
@@ -14,6 +15,7 @@ arq services.gateway.worker.WorkerSettings          # run a worker (settings fro
 arq services.gateway.worker.WorkerSettings --check  # health check: exit 0 when healthy
 arq services.gateway.worker.CaptionWorkerSettings   # a worker of the caption queue
 arq services.gateway.worker.CrawlWorkerSettings     # a worker of the crawl queue
+arq services.gateway.worker.ExportWorkerSettings    # a worker of the export queue
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from services.gateway.queue import (
     CAPTION_QUEUE,
     CRAWL_QUEUE,
     EXPORT_DATASET,
+    EXPORT_QUEUE,
     INGEST_SHARD,
     PROCESS_IMAGE,
     ArqQueue,
@@ -236,11 +239,9 @@ async def ingest_shard(
 
 
 async def export_dataset(ctx: dict[str, Any], export_id: str, request_id: str | None = None) -> str:
-    """The arq job: one dataset export (on the crawl queue, with an export's time limit)."""
-    settings: GatewaySettings = ctx["settings"]
-    rules = export_settings(settings.pipeline, settings.crawl)
+    """The arq job: one dataset export."""
     with request_context(request_id):
-        return await _attempt(ctx, ExportAttempts(ctx["exports"], export_id), rules)
+        return await _attempt(ctx, ExportAttempts(ctx["exports"], export_id))
 
 
 class WorkerKind(StrEnum):
@@ -249,6 +250,17 @@ class WorkerKind(StrEnum):
     IMAGES = "images"
     CAPTIONS = "captions"
     CRAWLS = "crawls"
+    EXPORTS = "exports"
+
+    @property
+    def service(self) -> str:
+        """The `service` of its log lines (the image workers' name from before the kinds)."""
+        return {
+            WorkerKind.IMAGES: "gateway-worker",
+            WorkerKind.CAPTIONS: "gateway-caption-worker",
+            WorkerKind.CRAWLS: "gateway-crawl-worker",
+            WorkerKind.EXPORTS: "gateway-export-worker",
+        }[self]
 
 
 def _job_function(settings: PipelineSettings, coroutine: WorkerCoroutine, name: str) -> Function:
@@ -275,6 +287,8 @@ def job_settings(settings: GatewaySettings, kind: WorkerKind) -> PipelineSetting
     """The retry rules and time limit of a kind's jobs (a shard's limit is its own)."""
     if kind == WorkerKind.CRAWLS:
         return shard_settings(settings.pipeline, settings.crawl)
+    if kind == WorkerKind.EXPORTS:
+        return export_settings(settings.pipeline, settings.crawl)
     return settings.pipeline
 
 
@@ -295,18 +309,15 @@ def worker_options(settings: GatewaySettings, kind: WorkerKind) -> dict[str, Any
             jobs_at_once(settings.pipeline, captions=True),
         ),
         WorkerKind.CRAWLS: (ingest_shard, INGEST_SHARD, CRAWL_QUEUE, settings.crawl.shards_at_once),
+        WorkerKind.EXPORTS: (export_dataset, EXPORT_DATASET, EXPORT_QUEUE, 1),
     }
     function, name, queue, at_once = kinds[kind]
-    functions = [_job_function(rules, function, name)]
-    if kind == WorkerKind.CRAWLS:
-        exports = export_settings(settings.pipeline, settings.crawl)
-        functions.append(_job_function(exports, export_dataset, EXPORT_DATASET))
     return {
-        "functions": functions,
+        "functions": [_job_function(rules, function, name)],
         "queue_name": queue,
         "cron_jobs": [_reconcile_cron(settings)] if kind == WorkerKind.IMAGES else [],
         "redis_settings": redis_settings(settings),
-        "on_startup": _on_startup(settings, rules, f"gateway-{kind.value}-worker"),
+        "on_startup": _on_startup(settings, rules, kind.service),
         "on_shutdown": shutdown,
         "max_jobs": at_once,
         "health_check_interval": HEALTH_CHECK_SECONDS,
@@ -327,3 +338,4 @@ _settings = GatewaySettings()
 WorkerSettings = worker_options(_settings, WorkerKind.IMAGES)
 CaptionWorkerSettings = worker_options(_settings, WorkerKind.CAPTIONS)
 CrawlWorkerSettings = worker_options(_settings, WorkerKind.CRAWLS)
+ExportWorkerSettings = worker_options(_settings, WorkerKind.EXPORTS)

@@ -16,6 +16,7 @@ from services.captioner.config import CaptionerSettings
 from services.common.clients import ServiceClientSettings
 from services.gateway.auth import Role
 from services.gateway.config import PipelineSettings
+from services.gateway.worker import WorkerKind
 from tests.conftest import POSTGRES_URL, migrated_postgres
 from tests.helpers import free_port, live_server, photo_bytes, wait_for
 from tests.integration.gateway_stack import Stack, running_stack
@@ -227,7 +228,7 @@ def test_captions_on_arq_workers(redis_url: str, tmp_path: Path, live_embedder: 
         run_worker_until_idle(stack)  # processes the image, then queues its caption
         assert stack.image(image_id)["status"] == "done"
         assert stack.image(image_id)["captions"][0]["status"] == "queued"  # not on this queue
-        run_worker_until_idle(stack, captions=True)  # the caption, retried once
+        run_worker_until_idle(stack, WorkerKind.CAPTIONS)  # the caption, retried once
         [caption] = stack.image(image_id)["captions"]
         assert caption["status"] == "done" and caption["attempts"] == 1
         assert caption["language"] == "vi" and caption["detected_language"] == "vi"
@@ -238,7 +239,7 @@ def test_captions_on_arq_workers(redis_url: str, tmp_path: Path, live_embedder: 
             headers=stack.as_role(Role.VALIDATOR),
         )
         assert asked.json()["queued"] == [image_id]
-        run_worker_until_idle(stack, captions=True)  # its captioner is unreachable: recorded
+        run_worker_until_idle(stack, WorkerKind.CAPTIONS)  # its captioner is unreachable: recorded
         english = next(c for c in stack.image(image_id)["captions"] if c["language"] == "en")
         assert (
             english["status"] == "failed" and "gave up after retrying for 1 s" in english["error"]

@@ -30,6 +30,7 @@ from services.filter.app import create_app as create_filter
 from services.filter.config import FilterSettings
 from services.gateway.app import create_app as create_gateway
 from services.gateway.auth import Role, create_key
+from services.gateway.worker import WorkerKind
 from tests.helpers import live_server, migrated_sqlite, photo_bytes, wait_for
 from tests.integration.gateway_stack import running_stack, service_token_header, settings_for
 from tests.integration.test_gateway_distributed import run_worker_until_idle
@@ -271,7 +272,7 @@ def test_arq_workers_carry_the_token(redis_url: str, tmp_path: Path, guarded_emb
         run_worker_until_idle(stack)
         done = stack.image(image_id)
         assert done["status"] == "done" and done["score"] is not None, done
-        run_worker_until_idle(stack, captions=True)
+        run_worker_until_idle(stack, WorkerKind.CAPTIONS)
         [caption] = stack.image(image_id)["captions"]
         assert caption["status"] == "done", caption
 

@@ -87,16 +87,27 @@ def by_kind(rendered: list[dict[str, Any]], kind: str) -> dict[str, dict[str, An
     return {r["metadata"]["name"]: r for r in rendered if r["kind"] == kind}
 
 
+# every kind of `seavl worker`, with its flags
+WORKERS = {
+    "worker": [],
+    "caption-worker": ["--captions"],
+    "crawl-worker": ["--crawls"],
+    "export-worker": ["--exports"],
+}
+
+
 def test_k8s_base_has_each_service_with_probes_and_resources() -> None:
     rendered = render(K8S / "base")
     deployments, services = by_kind(rendered, "Deployment"), by_kind(rendered, "Service")
-    assert set(deployments) == {*PORTS, "worker", "caption-worker", "crawl-worker"}
+    assert set(deployments) == {*PORTS, *WORKERS}
     assert set(services) == set(PORTS)
-    caption_worker = deployments["caption-worker"]["spec"]["template"]["spec"]["containers"][0]
-    assert caption_worker["command"] == ["seavl", "worker", "--captions"]
+    for worker, flags in WORKERS.items():
+        container = deployments[worker]["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"] == ["seavl", "worker", *flags]
+        assert container["livenessProbe"]["exec"]["command"] == [*container["command"], "--check"]
     for name, deployment in deployments.items():
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        image = "worker" if name in ("caption-worker", "crawl-worker") else name
+        image = "worker" if name in WORKERS else name
         assert container["image"] == f"seavl/{image}:0.1.0"
         assert container["readinessProbe"] and container["livenessProbe"]
         assert container["resources"]["requests"]["cpu"]
@@ -124,7 +135,7 @@ def test_gpu_overlay_puts_the_embedder_on_gpu_nodes() -> None:
 
 SERVICE_TOKEN = "SEAVL_SERVICE_TOKEN"
 INTERNAL = ("embedder", "filter", "dedup", "captioner")
-TOKEN_HOLDERS = {*PORTS, "worker", "caption-worker", "crawl-worker"}
+TOKEN_HOLDERS = {*PORTS, *WORKERS}
 
 
 def test_compose_gives_the_service_token_to_seavl_services_only() -> None:
