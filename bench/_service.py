@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -9,8 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+
 from services.common.database import DEFAULT_DATABASE_URL
 from services.databases import OWNERS, upgrade_all
+from services.embedder.config import EmbedderSettings
 from tests.helpers import free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,3 +58,43 @@ def running_service(name: str, env: dict[str, str], startup_timeout: float = 600
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@contextmanager
+def running_system(
+    folder: Path, reference: bytes, extra: dict[str, str] | None = None
+) -> Iterator[dict[str, str]]:
+    """The embedder, the filter (a "default" set of one reference image), dedup and the gateway
+    on embedded defaults under `folder` (with `extra` settings), each its own process; their
+    URLs by name."""
+    env = {
+        "DATABASE_URL": f"sqlite:///{folder}/seavl.db",
+        "SEAVL_DEDUP_QDRANT_PATH": f"{folder}/qdrant",
+        "SEAVL_STORAGE_DIR": f"{folder}/objects",
+        "SEAVL_EMBEDDER_MODELS_DIR": str(EmbedderSettings().models_dir),
+        **(extra or {}),
+    }
+    with running_service("embedder", env) as embedder:
+        env["SEAVL_FILTER_EMBEDDER__URL"] = env["SEAVL_GATEWAY_EMBEDDER__URL"] = embedder
+        with (
+            running_service("filter", env) as filter_url,
+            running_service("dedup", env) as dedup,
+        ):
+            httpx.post(
+                f"{filter_url}/v1/reference-sets",
+                json={"name": "default", "model": "efficientnet-lite0"},
+            ).raise_for_status()
+            httpx.post(
+                f"{filter_url}/v1/reference-sets/default/references",
+                json={"references": [{"image": base64.b64encode(reference).decode()}]},
+                timeout=60,
+            ).raise_for_status()
+            env["SEAVL_GATEWAY_FILTER__URL"] = filter_url
+            env["SEAVL_GATEWAY_DEDUP__URL"] = dedup
+            with running_service("gateway", env) as gateway:
+                yield {
+                    "embedder": embedder,
+                    "filter": filter_url,
+                    "dedup": dedup,
+                    "gateway": gateway,
+                }

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import statistics
 import sys
 import tempfile
@@ -30,10 +29,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._images import crawl_size_jpegs  # noqa: E402
-from bench._service import PIDS, cpu_seconds, running_service  # noqa: E402
+from bench._service import PIDS, cpu_seconds, running_system  # noqa: E402
 from services.common.database import make_engine  # noqa: E402
 from services.databases import upgrade_all  # noqa: E402
-from services.embedder.config import EmbedderSettings  # noqa: E402
 from services.gateway.auth import Role, create_key  # noqa: E402
 
 CONCURRENCY = 8
@@ -127,55 +125,24 @@ def main() -> None:
         key = create_key(engine, Role.CONTRIBUTOR)
         viewer_key = create_key(engine, Role.VALIDATOR)
         engine.dispose()
-        env = {
-            "DATABASE_URL": database,
-            "SEAVL_DEDUP_QDRANT_PATH": f"{folder}/qdrant",
-            "SEAVL_STORAGE_DIR": f"{folder}/objects",
-            "SEAVL_EMBEDDER_MODELS_DIR": str(EmbedderSettings().models_dir),
-        }
-        with running_service("embedder", env) as embedder:
-            env["SEAVL_FILTER_EMBEDDER__URL"] = env["SEAVL_GATEWAY_EMBEDDER__URL"] = embedder
-            with (
-                running_service("filter", env) as filter_url,
-                running_service("dedup", env) as dedup,
-            ):
-                reference = base64.b64encode(warm_up[0]).decode()
-                httpx.post(
-                    f"{filter_url}/v1/reference-sets",
-                    json={"name": "default", "model": "efficientnet-lite0"},
-                )
-                httpx.post(
-                    f"{filter_url}/v1/reference-sets/default/references",
-                    json={"references": [{"image": reference}]},
-                    timeout=60,
-                ).raise_for_status()
-                env["SEAVL_GATEWAY_FILTER__URL"], env["SEAVL_GATEWAY_DEDUP__URL"] = (
-                    filter_url,
-                    dedup,
-                )
-                with running_service("gateway", env) as gateway:
-                    services = {
-                        "embedder": embedder,
-                        "filter": filter_url,
-                        "dedup": dedup,
-                        "gateway": gateway,
-                    }
-                    asyncio.run(embed_all(embedder, warm_up))
-                    asyncio.run(upload_all(gateway, key, viewer_key, warm_up, 0))
-                    done = len(warm_up)
-                    for images in rounds:
-                        alone = asyncio.run(embed_all(embedder, images))
-                        unique_before = asyncio.run(count_unique(gateway, viewer_key))
-                        before = {n: cpu_seconds(PIDS[u]) for n, u in services.items()}
-                        through = asyncio.run(upload_all(gateway, key, viewer_key, images, done))
-                        done += len(images)
-                        unique_after = asyncio.run(count_unique(gateway, viewer_key))
-                        cpu = {
-                            n: (cpu_seconds(PIDS[u]) - before[n]) * 1000 / len(images)
-                            for n, u in services.items()
-                        }
-                        unique = (unique_after - unique_before) / len(images)
-                        measured.append((alone, through, unique, cpu))
+        with running_system(Path(folder), warm_up[0]) as services:
+            embedder, gateway = services["embedder"], services["gateway"]
+            asyncio.run(embed_all(embedder, warm_up))
+            asyncio.run(upload_all(gateway, key, viewer_key, warm_up, 0))
+            done = len(warm_up)
+            for images in rounds:
+                alone = asyncio.run(embed_all(embedder, images))
+                unique_before = asyncio.run(count_unique(gateway, viewer_key))
+                before = {n: cpu_seconds(PIDS[u]) for n, u in services.items()}
+                through = asyncio.run(upload_all(gateway, key, viewer_key, images, done))
+                done += len(images)
+                unique_after = asyncio.run(count_unique(gateway, viewer_key))
+                cpu = {
+                    n: (cpu_seconds(PIDS[u]) - before[n]) * 1000 / len(images)
+                    for n, u in services.items()
+                }
+                unique = (unique_after - unique_before) / len(images)
+                measured.append((alone, through, unique, cpu))
     print(
         f"{args.images} crawl-size JPEGs per round (distinct scenes), concurrency {CONCURRENCY}, "
         "every service its own process"

@@ -34,6 +34,23 @@ SMOKE_RUNS = {
             rf"ratio \(c\)/\(a\) = {NUMBER}x",
         ],
     ),
+    "crawl": (
+        ["--images", "60", "--shard-size", "30", "--rounds", "1"],
+        [
+            r"60 crawl-size JPEGs per round \(distinct scenes\) in shards of 30",
+            rf"round 1: \(a\) embedder alone +{NUMBER} images/s, \(b\) crawl ingest until done "
+            rf"+{NUMBER} images/s, ratio \(b\)/\(a\) = {NUMBER}",
+            rf"CPU per image in \(b\): embedder {NUMBER} ms, filter {NUMBER} ms, "
+            rf"dedup {NUMBER} ms, gateway {NUMBER} ms",
+            r"peak RSS in \(b\): \d+ MB all services \(embedder \d+ MB, filter \d+ MB, "
+            r"dedup \d+ MB, gateway \d+ MB\)",
+            r"crawl counts: seen 60 = accepted \d+ \+ rejected \d+ \+ duplicates \d+ "
+            r"\+ failed 0 \(adds up\); stored 60",
+            rf"median ratio \(b\)/\(a\) over 1 rounds = {NUMBER}",
+            rf"\(c\) export: 124 records in {NUMBER} s, {NUMBER} records/s, {NUMBER} MB/s "
+            r"\(1 shards, \d+ MB; 124 images stored by the crawls\)",
+        ],
+    ),
     "dedup": (
         ["--vectors", "2000", "--queries", "20", "--hashes", "5000"],
         [

@@ -12,14 +12,12 @@ import os
 import subprocess
 import sys
 import tarfile
-import threading
 import tracemalloc
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import partial
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -44,7 +42,7 @@ from services.gateway.crawl_sources import (
     iter_samples,
     list_shards,
 )
-from tests.helpers import encode, free_port, noise_image, photo_bytes
+from tests.helpers import encode, free_port, noise_image, photo_bytes, quiet_files_handler, serving
 
 CAT = photo_bytes("chelsea.png")  # JPEG
 COFFEE = photo_bytes("coffee.png", "PNG")
@@ -664,19 +662,6 @@ def s3_dropping_mid_object(body: bytes, sent: int, etag: str) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
 
 
-@contextmanager
-def serving(handler: Callable[..., BaseHTTPRequestHandler]) -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
 def test_s3_dropping_mid_shard_is_unavailable_not_a_cut_tar(tmp_path: Path) -> None:
     write_tar(tmp_path / "00000.tar", SHARD_0)
     body = (tmp_path / "00000.tar").read_bytes()
@@ -690,14 +675,6 @@ def test_s3_dropping_mid_shard_is_unavailable_not_a_cut_tar(tmp_path: Path) -> N
         assert summary(next(samples)) == SHARD_0_READ[0]
         with pytest.raises(UnavailableError):
             next(samples)
-
-
-def quiet_files_handler(folder: Path) -> Callable[..., BaseHTTPRequestHandler]:
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    return partial(Quiet, directory=str(folder))
 
 
 DOWNLOAD_BOTH_FORMATS = """

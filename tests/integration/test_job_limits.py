@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 
 from services.common.clients import ServiceClientSettings
 from services.gateway.config import PipelineSettings
+from services.gateway.worker import WorkerKind
 from tests.conftest import POSTGRES_URL, migrated_postgres
 from tests.helpers import (
     encode,
@@ -145,8 +146,14 @@ def test_an_arq_job_whose_last_try_was_killed_is_recorded_as_failed(
         assert again.json()["status"] == "failed" and again.json()["error"] == failed["error"]
 
 
-def start_worker_process(stack: Stack, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
-    """`arq services.gateway.worker.WorkerSettings` with the stack's settings."""
+def start_worker_process(
+    stack: Stack,
+    redis_url: str,
+    log: Path,
+    worker: str = "WorkerSettings",
+    extra: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`arq services.gateway.worker.<worker>` with the stack's settings (and `extra` ones)."""
     settings = stack.settings
     env = {
         **os.environ,
@@ -158,8 +165,9 @@ def start_worker_process(stack: Stack, redis_url: str, log: Path) -> subprocess.
         "SEAVL_GATEWAY_DEDUP__URL": settings.dedup.url,
         "SEAVL_GATEWAY_PIPELINE__MAX_TRIES": str(settings.pipeline.max_tries),
         "SEAVL_GATEWAY_PIPELINE__JOB_TIMEOUT_SECONDS": str(settings.pipeline.job_timeout_seconds),
+        **(extra or {}),
     }
-    command = [sys.executable, "-m", "arq", "services.gateway.worker.WorkerSettings"]
+    command = [sys.executable, "-m", "arq", f"services.gateway.worker.{worker}"]
     with log.open("ab") as output:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=output)
 
@@ -226,7 +234,7 @@ def test_a_caption_past_its_time_limit_is_recorded_as_failed(
         image_id = stack.upload(photo_bytes("coffee.png"), caption="true").json()["id"]
         if queue == "arq":
             run_worker_until_idle(stack)
-            run_worker_until_idle(stack, captions=True)
+            run_worker_until_idle(stack, WorkerKind.CAPTIONS)
         wait_for(lambda: stack.image(image_id)["captions"][0]["status"] != "queued", timeout=30)
         image = stack.image(image_id)
         [caption] = image["captions"]
