@@ -55,6 +55,7 @@ bench: $(MODEL)
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/dedup_threshold.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/crawl.py
 
 # The images' lock files (requirements/), redone after a dependency in pyproject.toml changed.
 lock: $(INSTALLED)
