@@ -19,7 +19,12 @@ from services.common.settings import (
     MIN_SERVICE_TOKEN_LENGTH,
     SERVICE_TOKEN_VARIABLE,
 )
-from services.crawl_client import add_crawl_arguments, run_crawl
+from services.crawl_client import (
+    add_crawl_arguments,
+    add_export_arguments,
+    run_crawl,
+    run_export,
+)
 from services.uploader import add_upload_arguments, run_upload
 
 SERVICES = ("embedder", "filter", "dedup", "captioner", "gateway")
@@ -223,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_crawl_arguments(
         crawl_commands.add_parser("ingest", help="queue a crawl (one job per shard)")
     )
+    add_export_arguments(
+        commands.add_parser("export", help="write the curated set as a dataset (a job)")
+    )
     upload = commands.add_parser("upload", help="send a folder of images to the gateway")
     add_upload_arguments(upload)
     args = parser.parse_args(argv)
@@ -251,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(_worker(args.check, kind))
     elif args.command == "crawl":
         raise SystemExit(run_crawl(args))
+    elif args.command == "export":
+        raise SystemExit(run_export(args))
     elif args.command == "upload":
         raise SystemExit(run_upload(args))
 

@@ -1,8 +1,9 @@
-"""`seavl crawl ingest`: hands an img2dataset output to the gateway and, with `--wait`, shows
-its progress (shards, images/s, ETA) until every shard has ended.
+"""`seavl crawl ingest` and `seavl export`: hand an img2dataset output to the gateway, or ask
+it for a dataset export, and with `--wait` show the progress (shards, images/s, ETA; records
+written) until the work has ended.
 
-The gateway and its workers read the source themselves (a folder they can reach, or an S3
-prefix on the object store's server): nothing is uploaded from here.
+The gateway and its workers read the source and write the export themselves (a folder they can
+reach, or an S3 prefix on the object store's server): nothing is uploaded from here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, TextIO
@@ -108,48 +111,140 @@ def _error(response: httpx.Response) -> str:
         return f"HTTP {response.status_code}"
 
 
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Exit status: 0 when the export was queued (with --wait: when it is written); 1 when it "
+        "failed or the gateway cannot be reached; 2 when the gateway refused the request (a "
+        "destination that is not empty, outside SEAVL_GATEWAY_CRAWL__ROOTS, or a key without "
+        "the validator role)."
+    )
+    parser.add_argument(
+        "destination",
+        help="a new or empty folder the gateway can write, or s3://bucket/prefix on the object "
+        "store's server",
+    )
+    parser.add_argument("--wait", action="store_true", help="show progress until it ends")
+    parser.add_argument(
+        "--source", action="append", choices=["crowd", "crawl"], help="only these (repeatable)"
+    )
+    parser.add_argument("--min-tier", help="this tier and up (Bronze ... Diamond)")
+    parser.add_argument("--accepted-only", action="store_true", help="only accepted images")
+    parser.add_argument("--country", action="append", help="tagged with or scored best for it")
+    parser.add_argument(
+        "--duplicates", action="store_true", help="include duplicates (else one per group)"
+    )
+    parser.add_argument("--caption-language", action="append", help="captions in it only")
+    parser.add_argument("--records-per-shard", type=int, default=1000)
+    parser.add_argument("--url", help=f"the gateway (default: SEAVL_URL or {DEFAULT_URL})")
+    parser.add_argument("--api-key", help="a validator key (default: SEAVL_API_KEY)")
+
+
+def _export_body(args: argparse.Namespace) -> dict[str, Any]:
+    filters: dict[str, Any] = {"accepted_only": args.accepted_only, "duplicates": args.duplicates}
+    for name, value in (
+        ("sources", args.source),
+        ("min_tier", args.min_tier),
+        ("countries", args.country),
+        ("caption_languages", args.caption_language),
+    ):
+        if value:
+            filters[name] = value
+    return {
+        "destination": _source(args.destination),
+        "filters": filters,
+        "records_per_shard": args.records_per_shard,
+    }
+
+
+def export_line(export: dict[str, Any]) -> str:
+    return f"records {export['written']}/{export['total']} in {export['shards']} shards"
+
+
+def export_summary(export: dict[str, Any]) -> str:
+    lines = [f"export {export['id']}: {export['status']} to {export['destination']}"]
+    lines.append(export_line(export) + f", {export['size_bytes'] / 1e6:.1f} MB")
+    if export["error"]:
+        lines.append(f"  {export['error']}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Command:
+    """What `seavl crawl ingest` and `seavl export` each send and show."""
+
+    name: str
+    path: str
+    started: Callable[[dict[str, Any]], str]
+    progress: Callable[[dict[str, Any]], str]
+    summary: Callable[[dict[str, Any]], str]
+
+
+CRAWL = _Command(
+    "seavl crawl ingest",
+    "/v1/crawls",
+    lambda crawl: f"crawl {crawl['id']}: {crawl['shards']['total']} shards queued",
+    progress_line,
+    summary,
+)
+EXPORT = _Command(
+    "seavl export",
+    "/v1/exports",
+    lambda export: f"export {export['id']}: queued",
+    export_line,
+    export_summary,
+)
+
+
 def run_crawl(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    return _run(CRAWL, _body(args), args, out)
+
+
+def run_export(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    return _run(EXPORT, _export_body(args), args, out)
+
+
+def _run(command: _Command, body: dict[str, Any], args: argparse.Namespace, out: TextIO) -> int:
     url = args.url or os.environ.get("SEAVL_URL") or DEFAULT_URL
     key = args.api_key or os.environ.get("SEAVL_API_KEY")
     if not key:
-        print("seavl crawl ingest: give --api-key or SEAVL_API_KEY (a validator key)", file=out)
+        print(f"{command.name}: give --api-key or SEAVL_API_KEY (a validator key)", file=out)
         return ExitStatus.USAGE
     headers = {"Authorization": f"Bearer {key}"}
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-            response = client.post("/v1/crawls", json=_body(args))
+            response = client.post(command.path, json=body)
             if not response.is_success:
-                print(f"seavl crawl ingest: {_error(response)}", file=out)
+                print(f"{command.name}: {_error(response)}", file=out)
                 return ExitStatus.USAGE if response.status_code < 500 else ExitStatus.FAILED
-            crawl = response.json()
-            print(f"crawl {crawl['id']}: {crawl['shards']['total']} shards queued", file=out)
+            made = response.json()
+            print(command.started(made), file=out)
             if not args.wait:
                 return ExitStatus.OK
-            return _follow(client, crawl["id"], out)
+            return _follow(client, command, f"{command.path}/{made['id']}", out)
     except httpx.TransportError as exc:
-        print(f"seavl crawl ingest: the gateway at {url} cannot be reached: {exc}", file=out)
+        print(f"{command.name}: the gateway at {url} cannot be reached: {exc}", file=out)
         return ExitStatus.FAILED
 
 
-def _follow(client: httpx.Client, crawl_id: str, out: TextIO) -> int:
+def _follow(client: httpx.Client, command: _Command, path: str, out: TextIO) -> int:
     """Progress on one line that is rewritten (a terminal), or a line every few seconds (a log),
-    until the crawl ends."""
+    until the work ends."""
     live = out.isatty()
     last_printed = 0.0
     while True:
-        response = client.get(f"/v1/crawls/{crawl_id}")
+        response = client.get(path)
         response.raise_for_status()
-        crawl = response.json()
-        ended = crawl["status"] in ("done", "failed")
+        found = response.json()
+        ended = found["status"] in ("done", "failed")
         now = time.monotonic()
         if live:
-            print("\r" + progress_line(crawl), end="", file=out, flush=True)
+            print("\r" + command.progress(found), end="", file=out, flush=True)
         elif ended or now - last_printed >= 10:
-            print(progress_line(crawl), file=out, flush=True)
+            print(command.progress(found), file=out, flush=True)
             last_printed = now
         if ended:
             if live:
                 print(file=out)
-            print(summary(crawl), file=out)
-            return ExitStatus.OK if crawl["status"] == "done" else ExitStatus.FAILED
+            print(command.summary(found), file=out)
+            return ExitStatus.OK if found["status"] == "done" else ExitStatus.FAILED
         time.sleep(POLL_SECONDS)

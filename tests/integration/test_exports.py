@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +132,25 @@ def test_export_filters_and_refusals(crawl_stack: Stack, tmp_path: Path) -> None
     assert refused({"destination": "s3://bucket/x"}) == (422, "bad_export_destination")
     listed = crawl_stack.gateway.get("/v1/exports", headers=headers).json()
     assert listed["total"] == 2
+
+
+def test_the_cli_exports_and_follows_it_to_the_end(crawl_stack: Stack, tmp_path: Path) -> None:
+    fill(crawl_stack, tmp_path)
+    seavl = [str(Path(sys.executable).with_name("seavl")), "export"]
+    connection = ["--url", str(crawl_stack.gateway.base_url).rstrip("/")]
+    connection += ["--api-key", crawl_stack.keys[Role.VALIDATOR]]
+    destination = tmp_path / "crowd"
+    done = subprocess.run(
+        [*seavl, str(destination), "--source", "crowd", "--wait", *connection],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0].endswith(": queued")
+    assert "done to " in done.stdout and "records 2/2 in 1 shards" in done.stdout
+    assert (destination / "README.md").exists()
+    again = subprocess.run(
+        [*seavl, str(destination), *connection], capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 2 and "bad_export_destination" in again.stdout, again.stdout
