@@ -12,13 +12,17 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
+from services.captioner.app import create_app as create_captioner
+from services.captioner.config import CaptionerSettings
+from services.common.clients import ServiceClientSettings
 from services.gateway.auth import Role
+from services.gateway.config import CrawlSettings
 from services.gateway.crawls import CrawlIngest
 from services.gateway.pipeline import Pipeline
-from services.gateway.tables import CrawlRejectRow, CrawlShardRow, ImageRow
-from tests.helpers import has_gps
+from services.gateway.tables import CaptionRow, CrawlRejectRow, CrawlShardRow, ImageRow
+from tests.helpers import has_gps, live_server, wait_for
 from tests.integration.crawl_stack import crawl_stack, finished, start, write_crawl
-from tests.integration.gateway_stack import Stack
+from tests.integration.gateway_stack import Stack, running_stack
 
 __all__ = ["crawl_stack"]  # the fixture, used by name
 
@@ -171,3 +175,38 @@ def test_the_cli_queues_a_crawl_and_follows_it_to_the_end(
         timeout=60,
     )
     assert refused.returncode == 2 and "crawl_source_not_found" in refused.stdout, refused.stdout
+
+
+def test_a_crawl_asks_a_caption_for_each_image_it_keeps(
+    database_url: str, tmp_path: Path, live_embedder: str
+) -> None:
+    """With `caption_language`, each kept image that is not a duplicate gets a caption job
+    (the offline captioner here), and the export-ready record carries it."""
+    held = write_crawl(tmp_path / "crawl")
+    captioner = CaptionerSettings(embedder=ServiceClientSettings(url=live_embedder))
+    with (
+        live_server(create_captioner(captioner)) as captioner_url,
+        running_stack(
+            database_url,
+            tmp_path / "stack",
+            live_embedder,
+            crawl=CrawlSettings(roots=[str(tmp_path)], batch_size=5),
+            captioner=ServiceClientSettings(url=captioner_url, attempts=1, timeout_seconds=30),
+        ) as stack,
+    ):
+        body = {
+            "source": str(tmp_path / "crawl"),
+            "policy": {"keep": "all"},
+            "caption_language": "vi",
+        }
+        crawl = finished(stack, start(stack, body)["id"])
+        unique = crawl["images"]["accepted"] + crawl["images"]["rejected"]
+        assert unique == held["images"] - crawl["images"]["duplicates"]
+
+        def captions() -> list[CaptionRow]:
+            with Session(stack.engine) as session:
+                return list(session.exec(select(CaptionRow)).all())
+
+        wait_for(lambda: sum(c.status == "done" for c in captions()) == unique, timeout=120)
+        assert {c.language for c in captions()} == {"vi"} and len(captions()) == unique
+        assert all(c.caption for c in captions())
