@@ -52,6 +52,10 @@ def add_crawl_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rho", type=float, help="acceptance threshold instead of the set's")
     parser.add_argument("--namespace", help="dedup namespace (the pipeline's)")
     parser.add_argument("--caption-language", help="queue a caption per kept image")
+    _add_gateway_arguments(parser)
+
+
+def _add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help=f"the gateway (default: SEAVL_URL or {DEFAULT_URL})")
     parser.add_argument("--api-key", help="a validator key (default: SEAVL_API_KEY)")
 
@@ -135,8 +139,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--caption-language", action="append", help="captions in it only")
     parser.add_argument("--records-per-shard", type=int, default=1000)
-    parser.add_argument("--url", help=f"the gateway (default: SEAVL_URL or {DEFAULT_URL})")
-    parser.add_argument("--api-key", help="a validator key (default: SEAVL_API_KEY)")
+    _add_gateway_arguments(parser)
 
 
 def _export_body(args: argparse.Namespace) -> dict[str, Any]:

@@ -49,6 +49,8 @@ from services.gateway.tables import CrawlRejectRow, CrawlRow, CrawlShardRow, Ima
 
 logger = logging.getLogger(__name__)
 
+# the counts a shard's row and a try share
+COUNTS = ("seen", "accepted", "rejected", "duplicates", "failed", "stored")
 MAX_REASONS = 50  # distinct failure reasons kept per shard; the rest are counted as "other"
 
 
@@ -82,8 +84,8 @@ class ShardCounts:
         self.failures[reason if known else "other"] += 1
 
     def onto(self, row: CrawlShardRow) -> None:
-        row.seen, row.accepted, row.rejected = self.seen, self.accepted, self.rejected
-        row.duplicates, row.failed, row.stored = self.duplicates, self.failed, self.stored
+        for name in COUNTS:
+            setattr(row, name, getattr(self, name))
         row.tiers = json.dumps(dict(self.tiers), sort_keys=True)
         row.failures = json.dumps(dict(self.failures), sort_keys=True)
         row.updated_at = utcnow()
@@ -176,7 +178,7 @@ class CrawlIngest:
             ).first()
             now = utcnow()
             if twin is not None:
-                for name in ("seen", "accepted", "rejected", "duplicates", "failed", "stored"):
+                for name in COUNTS:
                     setattr(row, name, getattr(twin, name))
                 row.tiers, row.failures, row.reused_from = twin.tiers, twin.failures, twin.crawl_id
                 row.status, row.finished_at, row.updated_at = JobStatus.DONE, now, now
