@@ -462,3 +462,35 @@ def test_the_txt_caption_is_the_best_one_available(
 ) -> None:
     fields = {**vars(records[0][0]), "caption_en": caption_en, "captions": captions}
     assert ExportRecord(**(fields | {"caption_native": caption_native})).text() == text
+
+
+def test_a_later_try_writes_over_an_unfinished_try_and_nothing_else(
+    tmp_path: Path, records: list[tuple[ExportRecord, bytes]], export: Path
+) -> None:
+    """A try that died left its finished shards and no card: the export's next try (`again`)
+    writes the same files over them; a folder holding anything else is still refused."""
+    destination = tmp_path / "retried"
+    with (
+        pytest.raises(RuntimeError),
+        DatasetWriter(str(destination), None, RECORDS_PER_SHARD) as writer,
+    ):
+        for record, image in records[: RECORDS_PER_SHARD + 1]:
+            writer.add(record, image)
+        raise RuntimeError("the worker died")
+    assert sorted(files_of(destination)) == ["parquet/00000.parquet", "webdataset/00000.tar"]
+    with pytest.raises(DestinationError):  # a first try never writes over anything
+        DatasetWriter(str(destination), None, RECORDS_PER_SHARD)
+    summary = write_again(str(destination), records)
+    assert summary.records == len(records)
+    assert files_of(destination) == files_of(export)  # the same files as a try that never died
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(DestinationError):
+        DatasetWriter(str(tmp_path / "other"), None, RECORDS_PER_SHARD, again=True)
+
+
+def write_again(destination: str, records: list[tuple[ExportRecord, bytes]]) -> ExportSummary:
+    with DatasetWriter(destination, None, RECORDS_PER_SHARD, "SEA test", again=True) as writer:
+        for record, image in records:
+            writer.add(record, image)
+    return writer.close()
