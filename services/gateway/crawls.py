@@ -337,10 +337,29 @@ class CrawlIngest:
             self.pipeline.store.put(item.image.sha256, item.image.data)
         kept_ids = {id(item) for item in kept}
         with session_scope(self._engine) as session:
+            # what an earlier try (or an upload) wrote, in two queries for the batch instead
+            # of a lookup per row; a row written again is merged, a new one added
+            stored = {
+                row.id: row
+                for row in session.exec(
+                    select(ImageRow).where(col(ImageRow.id).in_([i.image.sha256 for i in kept]))
+                ).all()
+            }
+            rejected = {
+                row.sample_key
+                for row in session.exec(
+                    select(CrawlRejectRow)
+                    .where(CrawlRejectRow.crawl_id == crawl.id)
+                    .where(CrawlRejectRow.shard == shard)
+                    .where(col(CrawlRejectRow.sample_key).in_([i.sample.key for i in scored]))
+                ).all()
+            }
             for item in scored:
                 sample = item.sample
                 if id(item) not in kept_ids:
-                    session.merge(
+                    write = session.merge if sample.key in rejected else session.add
+                    rejected.add(sample.key)
+                    write(
                         CrawlRejectRow(
                             crawl_id=crawl.id,
                             shard=shard,
@@ -352,40 +371,41 @@ class CrawlIngest:
                         )
                     )
                     continue
-                existing = session.get(ImageRow, item.image.sha256)
+                existing = stored.get(item.image.sha256)
                 if existing is not None and existing.crawl_id != crawl.id:
                     continue  # the same bytes, uploaded or crawled before: that record stays
                 info = item.image.info
-                session.merge(
-                    ImageRow(
-                        id=item.image.sha256,
-                        status=JobStatus.DONE,
-                        format=info.format,
-                        size_bytes=len(item.image.data),
-                        width=info.width,
-                        height=info.height,
-                        phash=item.phash,
-                        model=item.model,
-                        score=item.score,
-                        tier=item.tier,
-                        accepted=item.accepted,
-                        best_country=item.best_country,
-                        country_scores=json.dumps(item.country_scores)
-                        if item.country_scores
-                        else None,
-                        duplicate_of=duplicates.get(item.image.sha256),
-                        want_caption=crawl.caption_language is not None,
-                        source=ImageSource.CRAWL,
-                        crawl_id=crawl.id,
-                        shard=shard,
-                        sample_key=sample.key,
-                        url=sample.url,
-                        alt_text=sample.caption,
-                        original_width=sample.original_width,
-                        original_height=sample.original_height,
-                        license=_license(sample),
-                    )
+                row = ImageRow(
+                    id=item.image.sha256,
+                    status=JobStatus.DONE,
+                    format=info.format,
+                    size_bytes=len(item.image.data),
+                    width=info.width,
+                    height=info.height,
+                    phash=item.phash,
+                    model=item.model,
+                    score=item.score,
+                    tier=item.tier,
+                    accepted=item.accepted,
+                    best_country=item.best_country,
+                    country_scores=json.dumps(item.country_scores) if item.country_scores else None,
+                    duplicate_of=duplicates.get(item.image.sha256),
+                    want_caption=crawl.caption_language is not None,
+                    source=ImageSource.CRAWL,
+                    crawl_id=crawl.id,
+                    shard=shard,
+                    sample_key=sample.key,
+                    url=sample.url,
+                    alt_text=sample.caption,
+                    original_width=sample.original_width,
+                    original_height=sample.original_height,
+                    license=_license(sample),
                 )
+                if existing is None:
+                    session.add(row)
+                    stored[row.id] = row
+                else:  # written by an earlier try, or earlier in this batch (the same bytes)
+                    stored[row.id] = session.merge(row)
                 if language is not None and duplicates.get(item.image.sha256) is None:
                     session.flush()
                     asked = records.ask_caption(session, item.image.sha256, language, None, False)
