@@ -108,6 +108,11 @@ async def count_unique(url: str, viewer_key: str) -> int:
         return await count_images(reader, duplicate="false")
 
 
+def per_image(seconds: dict[str, float], images: list[bytes]) -> dict[str, float]:
+    """CPU seconds by process as milliseconds per image."""
+    return {name: used * 1000 / len(images) for name, used in seconds.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -117,7 +122,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds = [crawl_size_jpegs(args.images, seed=7 + 2 * r) for r in range(args.rounds)]
     warm_up = crawl_size_jpegs(WARM_UP_IMAGES, seed=8)
-    measured: list[tuple[float, float, float, dict[str, float]]] = []
+    measured: list[tuple[float, float, float, dict[str, float], dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as folder:
         database = f"sqlite:///{folder}/seavl.db"
         upgrade_all(database)
@@ -131,30 +136,41 @@ def main() -> None:
             asyncio.run(upload_all(gateway, key, viewer_key, warm_up, 0))
             done = len(warm_up)
             for images in rounds:
+                embedder_before, client_before = cpu_seconds(PIDS[embedder]), time.process_time()
                 alone = asyncio.run(embed_all(embedder, images))
+                cpu_alone = {
+                    "embedder": cpu_seconds(PIDS[embedder]) - embedder_before,
+                    "this client": time.process_time() - client_before,
+                }
+                client_before = time.process_time()
                 unique_before = asyncio.run(count_unique(gateway, viewer_key))
                 before = {n: cpu_seconds(PIDS[u]) for n, u in services.items()}
                 through = asyncio.run(upload_all(gateway, key, viewer_key, images, done))
                 done += len(images)
                 unique_after = asyncio.run(count_unique(gateway, viewer_key))
-                cpu = {
-                    n: (cpu_seconds(PIDS[u]) - before[n]) * 1000 / len(images)
-                    for n, u in services.items()
-                }
+                cpu = {n: cpu_seconds(PIDS[u]) - before[n] for n, u in services.items()}
+                cpu["this client"] = time.process_time() - client_before
                 unique = (unique_after - unique_before) / len(images)
-                measured.append((alone, through, unique, cpu))
+                measured.append(
+                    (alone, through, unique, per_image(cpu_alone, images), per_image(cpu, images))
+                )
     print(
         f"{args.images} crawl-size JPEGs per round (distinct scenes), concurrency {CONCURRENCY}, "
         "every service its own process"
     )
-    for number, (alone, through, unique, cpu) in enumerate(measured, 1):
+    for number, (alone, through, unique, cpu_alone, cpu) in enumerate(measured, 1):
         print(
             f"  round {number}: (a) embedder alone {alone:6.1f} images/s, (b) POST /v1/images "
             f"until all done {through:6.1f} images/s ({unique:.0%} kept unique), "
             f"ratio (b)/(a) = {through / alone:.2f}"
         )
-        print("    CPU per image in (b): " + ", ".join(f"{n} {ms:.1f} ms" for n, ms in cpu.items()))
-    ratio = statistics.median(through / alone for alone, through, _, _ in measured)
+        for side, used in (("a", cpu_alone), ("b", cpu)):
+            print(
+                f"    CPU per image in ({side}): "
+                + ", ".join(f"{n} {ms:.1f} ms" for n, ms in used.items())
+                + f"; all {sum(used.values()):.1f} ms"
+            )
+    ratio = statistics.median(m[1] / m[0] for m in measured)
     print(f"  median ratio (b)/(a) over {len(measured)} rounds = {ratio:.2f}")
 
 

@@ -14,9 +14,12 @@ from typing import Any
 
 from pydantic import AliasChoices, Field
 from sqlalchemy import event, text
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlmodel import Session, create_engine
+from sqlalchemy.sql.dml import Insert
+from sqlmodel import Session, SQLModel, create_engine
 
 from services.common.errors import UnavailableError
 
@@ -67,6 +70,14 @@ def normalise_url(url: str) -> str:
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def insert_if_new(engine: Engine, table: type[SQLModel]) -> Insert:
+    """`INSERT … ON CONFLICT DO NOTHING` into `table`, for `connection.execute(statement, row)`:
+    one round trip where a lookup and an ORM flush would take two and more CPU. Add
+    `.returning(…)` to learn whether the row was new (the drivers' rowcounts disagree)."""
+    insert = postgres_insert if is_postgres(engine) else sqlite_insert
+    return insert(table).on_conflict_do_nothing()
 
 
 def sqlite_file(engine: Engine) -> str | None:

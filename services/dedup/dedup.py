@@ -16,12 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from services.common.database import is_postgres, session_scope
+from services.common.database import insert_if_new, session_scope
 from services.common.errors import ServiceError
 from services.common.schemas import DuplicateOf, PHashMatch
 from services.dedup.config import DedupSettings
@@ -141,10 +139,7 @@ class Deduplicator:
 
     # ---- insert-if-unique
     def _lock_namespace(self, session: Session, namespace: str) -> None:
-        insert = postgres_insert if is_postgres(self.engine) else sqlite_insert
-        session.execute(
-            insert(InsertLockRow).values(key=namespace, version=0).on_conflict_do_nothing()
-        )
+        session.execute(insert_if_new(self.engine, InsertLockRow).values(key=namespace, version=0))
         session.execute(
             update(InsertLockRow)
             .where(col(InsertLockRow.key) == namespace)

@@ -11,12 +11,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import bindparam, func, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.common.captions import CaptionLanguage
-from services.common.database import session_scope, utcnow
+from services.common.database import insert_if_new, session_scope, utcnow
+from services.common.errors import UnavailableError
 from services.common.schemas import Tier
 from services.common.states import FINISHED, UNFINISHED, JobStatus
 from services.gateway.jobs import CaptionJob, Processed
@@ -158,24 +159,26 @@ class Recorded:
 
 def record_upload(engine: Engine, row: ImageRow, caption: CaptionLanguage | None) -> Recorded:
     """Inserts the record unless the same bytes were uploaded before, with the caption asked
-    for, in one transaction."""
+    for, in one transaction. New bytes, the common case, take one plain INSERT each."""
     with session_scope(engine) as session:
+        connection = session.connection()
+        new = insert_if_new(engine, ImageRow).returning(col(ImageRow.id))
+        if connection.execute(new, row.model_dump()).first() is not None:
+            asked = None if caption is None else CaptionRow(image_id=row.id, language=caption.value)
+            if asked is not None:
+                connection.execute(insert(CaptionRow), asked.model_dump())
+            return Recorded(row, True, [asked] if asked is not None else [], [])
         existing = session.get(ImageRow, row.id)
-        if existing is not None:
-            row = existing
-        else:
-            session.add(row)
+        if existing is None:  # deleted between the two statements: no such thing here
+            raise UnavailableError(f"the record of {row.id} could not be written; try again")
         asked = None  # a caption this image already has, in any state, is left as it is
         if caption is not None and session.get(CaptionRow, (row.id, caption.value)) is None:
             asked = CaptionRow(image_id=row.id, language=caption.value)
             session.add(asked)
-        if existing is None:  # a new image has no captions but the one just asked for
-            captions = [asked] if asked is not None else []
-        else:
-            session.flush()
-            captions = captions_of(session, [row.id]).get(row.id, [])
-        start = [job_of(asked)] if asked is not None and row.status in FINISHED else []
-    return Recorded(row, existing is None, captions, start)
+        session.flush()
+        captions = captions_of(session, [row.id]).get(row.id, [])
+        start = [job_of(asked)] if asked is not None and existing.status in FINISHED else []
+    return Recorded(existing, False, captions, start)
 
 
 def image(engine: Engine, image_id: str) -> ImageRow | None:

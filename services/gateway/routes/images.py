@@ -31,7 +31,13 @@ from services.gateway.dependencies import (
     captioner_of,
     page_size,
 )
-from services.gateway.intake import accept, form_fields, read_form, read_image_part
+from services.gateway.intake import (
+    AcceptedImage,
+    accept,
+    form_fields,
+    read_form,
+    read_image_part,
+)
 from services.gateway.schemas import (
     CaptionBatchIn,
     CaptionBatchOut,
@@ -94,13 +100,14 @@ async def upload_image(
         raw = await read_image_part(form, settings.images)
     finally:
         await form.close()
-    image = await asyncio.to_thread(accept, raw, settings.images)
-    await asyncio.to_thread(store.put, image.sha256, image.data)  # bytes before the record
     countries = ",".join(c.value for c in metadata.countries)
-    recorded = await asyncio.to_thread(
-        records.record_upload,
-        engine,
-        ImageRow(
+
+    def keep() -> tuple[AcceptedImage, records.Recorded]:
+        """Validation, storage and the record in one trip to a thread, in that order (the bytes
+        are stored before the record that names them)."""
+        image = accept(raw, settings.images)
+        store.put(image.sha256, image.data)
+        row = ImageRow(
             id=image.sha256,
             format=image.info.format,
             size_bytes=len(image.data),
@@ -113,9 +120,10 @@ async def upload_image(
             caption_en=metadata.caption_en,
             want_caption=caption is not None,
             uploaded_by=key.id,
-        ),
-        caption,
-    )
+        )
+        return image, records.record_upload(engine, row, caption)
+
+    image, recorded = await asyncio.to_thread(keep)
     if recorded.created or recorded.row.status == JobStatus.QUEUED:
         await queue.enqueue(image.sha256)
     for job in recorded.captions_to_start:
