@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib
 import os
 import secrets
@@ -12,7 +13,9 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from services.common.countries import SeaCountry
 from services.common.logging import configure_logging
 from services.common.settings import (
     DEFAULT_DATA_DIR,
@@ -26,6 +29,9 @@ from services.crawl_client import (
     run_export,
 )
 from services.uploader import add_upload_arguments, run_upload
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 SERVICES = ("embedder", "filter", "dedup", "captioner", "gateway")
 
@@ -53,19 +59,45 @@ def _worker(check: bool, kind: str) -> int:
     return 0
 
 
-def _create_key(role: str, name: str) -> None:
+def _gateway_engine(command: str) -> Engine:
+    """The gateway's database, its schema up to date (else the command stops and says why)."""
     from services.common.database import make_engine
     from services.common.migrations import SchemaError, wait_for_schema
-    from services.gateway.auth import Role, create_key
     from services.gateway.config import GatewaySettings
     from services.gateway.tables import GATEWAY_SCHEMA
 
+    engine = make_engine(GatewaySettings().database_url)
     try:
-        engine = make_engine(GatewaySettings().database_url)
         wait_for_schema(GATEWAY_SCHEMA, engine, wait_seconds=0)
-        print(create_key(engine, Role(role), name))
     except SchemaError as exc:
-        raise SystemExit(f"seavl keys create: {exc}") from None
+        raise SystemExit(f"{command}: {exc}") from None
+    return engine
+
+
+def _create_key(role: str, name: str) -> None:
+    from services.gateway.auth import Role, create_key
+
+    print(create_key(_gateway_engine("seavl keys create"), Role(role), name))
+
+
+def _create_user(email: str, name: str, country: str, role: str, password_stdin: bool) -> None:
+    """An account made from the command line: the first admin, before anyone can sign in."""
+    from services.common.errors import ServiceError
+    from services.gateway.accounts import Role, create_account
+    from services.gateway.config import GatewaySettings
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else getpass.getpass()
+    minimum = GatewaySettings().people.password_min_length
+    if len(password) < minimum:
+        raise SystemExit(f"seavl users create: the password needs {minimum} characters or more")
+    engine = _gateway_engine("seavl users create")
+    try:
+        row = create_account(
+            engine, name=name, email=email, password=password, country=country, role=Role(role)
+        )
+    except ServiceError as exc:
+        raise SystemExit(f"seavl users create: {exc.message}") from None
+    print(f"account {row.id}: {row.email} ({row.role})")
 
 
 def _database(command: str, services: list[str], revision: str, message: str) -> None:
@@ -186,6 +218,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     create.add_argument("--role", choices=["contributor", "validator", "admin"], required=True)
     create.add_argument("--name", default="", help="who or what the key is for")
+    users = commands.add_parser("users", help="accounts of people (the pages' sign-in)")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    user = users_commands.add_parser("create", help="make an account, e.g. the first admin")
+    user.add_argument("--email", required=True)
+    user.add_argument("--name", required=True)
+    user.add_argument("--country", required=True, choices=[c.value for c in SeaCountry])
+    user.add_argument("--role", choices=["contributor", "validator", "admin"], default="admin")
+    user.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
     database = commands.add_parser("db", help="the services' database schemas (Alembic migrations)")
     database_commands = database.add_subparsers(dest="db_command", required=True)
     for name, help_text in [
@@ -247,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _prepare_models(args.models_dir, args.force)
     elif args.command == "keys":
         _create_key(args.role, args.name)
+    elif args.command == "users":
+        _create_user(args.email, args.name, args.country, args.role, args.password_stdin)
     elif args.command == "db":
         _database(
             args.db_command,

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field
 from sqlalchemy import event, text
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, SQLModel, create_engine
@@ -68,11 +68,11 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def is_postgres(engine: Engine) -> bool:
+def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def insert_if_new(engine: Engine, table: type[SQLModel]) -> Insert:
+def insert_if_new(engine: Engine | Connection, table: type[SQLModel]) -> Insert:
     """`INSERT … ON CONFLICT DO NOTHING` into `table`, for `connection.execute(statement, row)`:
     one round trip where a lookup and an ORM flush would take two and more CPU. Add
     `.returning(…)` to learn whether the row was new (the drivers' rowcounts disagree)."""

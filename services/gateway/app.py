@@ -19,6 +19,7 @@ from services.gateway.auth import ApiKeys
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import GatewaySettings
 from services.gateway.pipeline import Pipeline
+from services.gateway.points_rules import PointTable
 from services.gateway.queue import ArqQueue, InProcessQueue, JobQueue
 from services.gateway.routes import public_routes
 from services.gateway.tables import GATEWAY_SCHEMA
@@ -94,4 +95,5 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     document_page_limit(app, settings.max_page_size)
     app.state.engine = engine
     app.state.keys = ApiKeys(engine, settings.key_remember_seconds)
+    app.state.points = PointTable.load(settings.people.points_phase)  # a bad table stops start-up
     return app

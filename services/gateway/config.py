@@ -88,6 +88,23 @@ class CrawlSettings(BaseModel):
     )
 
 
+class PeopleSettings(BaseModel):
+    """Accounts, sign-in, review and points (the crowdsourcing side of SEA-VL)."""
+
+    session_hours: float = Field(default=14 * 24, gt=0, description="how long a sign-in lasts")
+    secure_cookies: bool = Field(
+        default=False, description="send the session cookie only over HTTPS (set it behind TLS)"
+    )
+    password_min_length: int = Field(default=10, ge=8)
+    review_lease_minutes: float = Field(
+        default=15, gt=0, description="how long an image handed to a validator stays theirs"
+    )
+    points_phase: int = Field(default=2, ge=1, le=2, description="whose point table counts")
+    screening_pass_score: float = Field(
+        default=0.8, gt=0, le=1, description="share of screening answers right to validate"
+    )
+
+
 class GatewaySettings(SeavlSettings):
     model_config = service_settings_config("gateway")
 
@@ -111,6 +128,7 @@ class GatewaySettings(SeavlSettings):
     images: ImageLimits = ImageLimits()
     pipeline: PipelineSettings = PipelineSettings()
     crawl: CrawlSettings = CrawlSettings()
+    people: PeopleSettings = PeopleSettings()
     max_page_size: int = Field(default=100, ge=1)
     key_remember_seconds: float = Field(
         default=10,

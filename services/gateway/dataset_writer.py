@@ -97,6 +97,12 @@ RECORD_SCHEMA = pa.schema(
         ("location", pa.string()),
         ("native_language", pa.string()),
         ("license", pa.string()),
+        ("category", pa.string()),
+        ("review_count", pa.int64()),
+        ("flag_quality", pa.bool_()),
+        ("flag_caption_fit", pa.bool_()),
+        ("flag_relevance", pa.bool_()),
+        ("flag_overall", pa.bool_()),
     ]
 )
 PARQUET_SCHEMA = RECORD_SCHEMA.insert(1, pa.field("image", IMAGE_TYPE)).with_metadata(
@@ -159,6 +165,13 @@ class ExportRecord:
     location: str | None  # a place name, never coordinates (see the module's docstring)
     native_language: str | None
     license: str
+    # what validators made of a person's submission (the paper's flags, appendix B)
+    category: str | None = None
+    review_count: int = 0
+    flag_quality: bool | None = None
+    flag_caption_fit: bool | None = None
+    flag_relevance: bool | None = None
+    flag_overall: bool | None = None
 
     def columns(self) -> dict[str, Any]:
         """The record as its .json and its Parquet row say it (RECORD_SCHEMA's order)."""
@@ -194,6 +207,12 @@ class ExportRecord:
             "location": self.location,
             "native_language": self.native_language,
             "license": self.license,
+            "category": self.category,
+            "review_count": self.review_count,
+            "flag_quality": self.flag_quality,
+            "flag_caption_fit": self.flag_caption_fit,
+            "flag_relevance": self.flag_relevance,
+            "flag_overall": self.flag_overall,
         }
 
     def text(self) -> str:
@@ -726,6 +745,10 @@ DEST is this folder (or, once uploaded, the Hub repository; its files are then u
   `country_scores`: the score per country, as a list of `{{country, score}}` pairs (a map that
   every Parquet reader loads).
 - `duplicate_of`: the key of the record this one duplicates, if any.
+- `category`, `review_count`, `flag_quality`, `flag_caption_fit`, `flag_relevance`,
+  `flag_overall`: a crowdsourced submission's category and what its validators decided (each
+  flag true when its threshold is met by two reviews or more, null when by fewer, false when
+  missed; `accepted` follows `flag_overall` once reviewed).
 - `location`: the place name given with the image ("City, Country"), never coordinates; images
   are published as stored, without EXIF location.
 - `.txt`: `caption_en`, else an English model caption, else `caption_native`, else another

@@ -15,11 +15,11 @@ from services.common.errors import ErrorResponse, ServiceError
 from services.common.http import INT64_MAX
 from services.common.service import from_app_state
 from services.common.storage import ObjectStore
-from services.gateway.auth import Role, require
+from services.gateway.auth import Caller, Role, require
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import GatewaySettings
+from services.gateway.points_rules import PointTable
 from services.gateway.queue import JobQueue
-from services.gateway.tables import ApiKeyRow
 
 
 def documented_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -38,9 +38,10 @@ EmbedderDep = Annotated[EmbedderClient, Depends(from_app_state("embedder", Embed
 FilterDep = Annotated[FilterClient, Depends(from_app_state("filter", FilterClient))]
 DedupDep = Annotated[DedupClient, Depends(from_app_state("dedup", DedupClient))]
 CaptionJobsDep = Annotated[CaptionJobs, Depends(from_app_state("captions", CaptionJobs))]
-Contributor = Annotated[ApiKeyRow, Depends(require(Role.CONTRIBUTOR))]
-Validator = Annotated[ApiKeyRow, Depends(require(Role.VALIDATOR))]
-Admin = Annotated[ApiKeyRow, Depends(require(Role.ADMIN))]
+PointTableDep = Annotated[PointTable, Depends(from_app_state("points", PointTable))]
+Contributor = Annotated[Caller, Depends(require(Role.CONTRIBUTOR))]
+Validator = Annotated[Caller, Depends(require(Role.VALIDATOR))]
+Admin = Annotated[Caller, Depends(require(Role.ADMIN))]
 
 
 # a page of a list: `limit` is checked against the gateway's max_page_size by `page_size`

@@ -108,6 +108,8 @@ def _matching(filters: ExportFilters) -> SelectOfScalar[ImageRow]:
         query = query.where(col(ImageRow.tier).in_(allowed))
     if filters.accepted_only:
         query = query.where(col(ImageRow.accepted).is_(True))
+    if filters.min_reviews is not None:
+        query = query.where(col(ImageRow.review_count) >= filters.min_reviews)
     if filters.countries is not None:
         codes = [c.value for c in filters.countries]
         query = query.where(
@@ -198,6 +200,12 @@ def record_of(row: ImageRow, captions: Sequence[CaptionRow]) -> ExportRecord:
         location=row.location,
         native_language=row.native_language,
         license=CROWD_LICENSE if crowd else (row.license or UNKNOWN_LICENSE),
+        category=row.category,
+        review_count=row.review_count,
+        flag_quality=row.flag_quality,
+        flag_caption_fit=row.flag_caption_fit,
+        flag_relevance=row.flag_relevance,
+        flag_overall=row.flag_overall,
     )
 
 

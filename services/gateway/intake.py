@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from fastapi import Request
 from pydantic import BaseModel
@@ -53,14 +53,26 @@ def form_fields(form: FormData, model: type[FormModel]) -> FormModel:
     ]
     if countries:
         fields["countries"] = countries
-    for name in model.model_fields:
+    for name, info in model.model_fields.items():
         value = form.get(name)
         if name != "countries" and isinstance(value, str) and value != "":
-            fields[name] = value
-    unknown = set(form.keys()) - {"image", "countries", *fields}
+            fields[name] = _form_bool(name, value) if _is_bool(info.annotation) else value
+    unknown = set(form.keys()) - {"image", *model.model_fields}  # an empty field is not unknown
     if unknown:
         raise invalid(f"unknown form fields: {sorted(unknown)}", field=sorted(unknown)[0])
     return validated(model, fields)
+
+
+def _is_bool(annotation: Any) -> bool:
+    return annotation is bool or bool in get_args(annotation)
+
+
+def _form_bool(name: str, value: str) -> bool:
+    """A form's boolean as its schema says: `true` or `false` (not 0, 1, yes or on, which a
+    lax parser would take and a client could mean otherwise)."""
+    if value.lower() not in ("true", "false"):
+        raise invalid(f"{name} is true or false, not {value!r}", field=name)
+    return value.lower() == "true"
 
 
 @dataclass(frozen=True)

@@ -8,20 +8,22 @@ ended is never written again, a caption asked again supersedes its older job) ho
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import bindparam, func, insert, update
+from sqlalchemy import ColumnElement, bindparam, func, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.common.captions import CaptionLanguage
 from services.common.database import insert_if_new, session_scope, utcnow
-from services.common.errors import UnavailableError
+from services.common.errors import ServiceError, UnavailableError
 from services.common.schemas import Tier
 from services.common.states import FINISHED, UNFINISHED, JobStatus
 from services.gateway.jobs import CaptionJob, Processed
-from services.gateway.tables import CaptionRow, ImageRow
+from services.gateway.points_rules import PointKind
+from services.gateway.tables import CaptionRow, ImageRow, PointRow
 
 # Captions
 
@@ -159,7 +161,10 @@ class Recorded:
 
 def record_upload(engine: Engine, row: ImageRow, caption: CaptionLanguage | None) -> Recorded:
     """Inserts the record unless the same bytes were uploaded before, with the caption asked
-    for, in one transaction. New bytes, the common case, take one plain INSERT each."""
+    for, in one transaction. New bytes, the common case, take one plain INSERT each.
+
+    A person's submission (`row.account_id`) of bytes someone else sent first is refused with
+    409 `duplicate_submission`, and nothing of that record is shown."""
     with session_scope(engine) as session:
         connection = session.connection()
         new = insert_if_new(engine, ImageRow).returning(col(ImageRow.id))
@@ -171,6 +176,13 @@ def record_upload(engine: Engine, row: ImageRow, caption: CaptionLanguage | None
         existing = session.get(ImageRow, row.id)
         if existing is None:  # deleted between the two statements: no such thing here
             raise UnavailableError(f"the record of {row.id} could not be written; try again")
+        if row.account_id is not None and existing.account_id != row.account_id:
+            raise ServiceError(
+                409,
+                "duplicate_submission",
+                "this image is in the collection already (sent by someone else)",
+                field="image",
+            )
         asked = None  # a caption this image already has, in any state, is left as it is
         if caption is not None and session.get(CaptionRow, (row.id, caption.value)) is None:
             asked = CaptionRow(image_id=row.id, language=caption.value)
@@ -186,12 +198,67 @@ def image(engine: Engine, image_id: str) -> ImageRow | None:
         return session.get(ImageRow, image_id)
 
 
-def image_with_captions(engine: Engine, image_id: str) -> tuple[ImageRow, list[CaptionRow]] | None:
+@dataclass(frozen=True)
+class Owner:
+    """Whose a record is: a person's account, or (records from before accounts, and service
+    keys) the key that uploaded it."""
+
+    account_id: int | None
+    key_id: int | None
+
+
+@dataclass
+class ImageRecord:
+    """An image row with what its view shows beside it."""
+
+    row: ImageRow
+    captions: list[CaptionRow]
+    points: float  # what the submission earned its contributor
+    original_owner: Owner | None  # whose the image it duplicates is
+
+
+def _records(session: Session, rows: Sequence[ImageRow]) -> list[ImageRecord]:
+    ids = [r.id for r in rows]
+    captions = captions_of(session, ids)
+    points = dict(
+        session.exec(
+            select(PointRow.image_id, PointRow.points)
+            .where(col(PointRow.image_id).in_(ids))
+            .where(PointRow.kind == PointKind.SUBMISSION)
+        ).all()
+    )
+    originals = {r.duplicate_of for r in rows if r.duplicate_of is not None}
+    owners = {
+        image_id: Owner(account_id, key_id)
+        for image_id, account_id, key_id in session.exec(
+            select(ImageRow.id, ImageRow.account_id, ImageRow.uploaded_by).where(
+                col(ImageRow.id).in_(originals)
+            )
+        ).all()
+    }
+    return [
+        ImageRecord(
+            r,
+            captions.get(r.id, []),
+            points.get(r.id, 0.0),
+            owners.get(r.duplicate_of) if r.duplicate_of else None,
+        )
+        for r in rows
+    ]
+
+
+def image_record(engine: Engine, image_id: str) -> ImageRecord | None:
     with session_scope(engine) as session:
         row = session.get(ImageRow, image_id)
-        if row is None:
-            return None
-        return row, captions_of(session, [image_id]).get(image_id, [])
+        return None if row is None else _records(session, [row])[0]
+
+
+class FlagValue(StrEnum):
+    """A filter on a review flag: True, False, or None (not decided)."""
+
+    TRUE = "true"
+    FALSE = "false"
+    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -200,13 +267,23 @@ class ImageFilter:
     tier: Tier | None = None
     country: str | None = None
     duplicate: bool | None = None
+    owner: Owner | None = None  # only this owner's records
+    category: str | None = None
+    flags: Mapping[str, FlagValue] = field(default_factory=dict)  # column name → value
+    min_reviews: int | None = None
 
 
 @dataclass
 class ImagePage:
-    rows: list[ImageRow]
-    captions: dict[str, list[CaptionRow]]
+    records: list[ImageRecord]
     total: int
+
+
+def _flag_condition(column: str, value: FlagValue) -> ColumnElement[bool]:
+    flag = getattr(ImageRow, column)
+    if value == FlagValue.NONE:
+        return col(flag).is_(None)
+    return col(flag).is_(value == FlagValue.TRUE)
 
 
 def image_page(engine: Engine, where: ImageFilter, limit: int, offset: int) -> ImagePage:
@@ -224,13 +301,24 @@ def image_page(engine: Engine, where: ImageFilter, limit: int, offset: int) -> I
             if where.duplicate
             else col(ImageRow.duplicate_of).is_(None)
         )
+    if where.owner is not None:
+        query = query.where(
+            ImageRow.account_id == where.owner.account_id
+            if where.owner.account_id is not None
+            else ImageRow.uploaded_by == where.owner.key_id
+        )
+    if where.category is not None:
+        query = query.where(ImageRow.category == where.category)
+    for column, value in where.flags.items():
+        query = query.where(_flag_condition(column, value))
+    if where.min_reviews is not None:
+        query = query.where(col(ImageRow.review_count) >= where.min_reviews)
     with session_scope(engine) as session:
         total = session.exec(select(func.count()).select_from(query.subquery())).one()
         rows = session.exec(
             query.order_by(col(ImageRow.created_at), col(ImageRow.id)).offset(offset).limit(limit)
         ).all()
-        captions = captions_of(session, [r.id for r in rows])
-    return ImagePage(list(rows), captions, int(total))
+        return ImagePage(_records(session, rows), int(total))
 
 
 def unfinished_images(engine: Engine) -> list[str]:

@@ -40,6 +40,20 @@ class NativeLanguage(StrEnum):
     OTHER = "other"
 
 
+class Category(StrEnum):
+    """What a submission shows: the SEA-VL form's categories."""
+
+    DAILY_LIFE = "daily_life"
+    LOCAL_PRODUCTS = "local_products"
+    POP_CULTURE = "pop_culture"
+    LANDMARK = "landmark"
+    TRADITION_ART = "tradition_art"
+    TRANSPORTATION = "transportation"
+    PLANT_ANIMAL = "plant_animal"
+    SPORT_RECREATION = "sport_recreation"
+    CUISINE = "cuisine"
+
+
 class UploadMetadata(BaseModel):
     countries: list[SeaCountry] = Field(
         default_factory=list,
@@ -52,6 +66,12 @@ class UploadMetadata(BaseModel):
     native_language: NativeLanguage | None = None
     caption_native: str | None = Field(default=None, max_length=5000)
     caption_en: str | None = Field(default=None, max_length=5000)
+    category: Category | None = Field(default=None, description="what the image shows")
+    consent: bool | None = Field(
+        default=None,
+        description="the contributor took the photo, removed personal information, and releases "
+        "it under CC-BY-SA 4.0 (required from people's accounts)",
+    )
     caption: bool = Field(default=False, description="queue a caption by the captioner")
     caption_language: str | None = Field(
         default=None,
@@ -106,6 +126,18 @@ class CaptionBatchOut(BaseModel):
     unknown: list[str] = Field(description="no such image")
 
 
+class ReviewState(BaseModel):
+    """What validators made of an image (the paper's flags, appendix B): each flag is True when
+    its threshold is met by at least two reviews, None when met by fewer, False when missed."""
+
+    count: int = Field(description="reviews in")
+    needed: int = Field(description="2, or 3 when the first two agreed on under 80%")
+    quality: bool | None
+    caption_fit: bool | None
+    relevance: bool | None
+    overall: bool | None
+
+
 class ImageOut(BaseModel):
     id: str = Field(description="sha256 of the stored image (location data removed)")
     status: JobStatus
@@ -122,10 +154,18 @@ class ImageOut(BaseModel):
     model: str | None
     score: float | None
     tier: Tier | None
-    accepted: bool | None
+    accepted: bool | None = Field(
+        description="the filter's verdict until validators review the image; from the first "
+        "review on, the overall flag"
+    )
     best_country: str | None
-    duplicate_of: str | None
+    duplicate_of: str | None = Field(
+        description="the image it copies; for a contributor only when that one is theirs too"
+    )
     is_duplicate: bool | None = Field(description="None until dedup has run")
+    category: Category | None = None
+    review: ReviewState
+    points: float = Field(default=0, description="points the submission earned its contributor")
     notes: str | None
     error: str | None
     attempts: int
@@ -276,7 +316,13 @@ class ExportFilters(JsonBody):
         default=None, description="crowd, crawl; all if absent"
     )
     min_tier: Tier | None = Field(default=None, strict=False, description="this tier and up")
-    accepted_only: bool = False
+    accepted_only: bool = Field(
+        default=False,
+        description="only accepted images: by the filter, or for reviewed ones by their validators",
+    )
+    min_reviews: int | None = Field(
+        default=None, ge=0, le=100, description="only images reviewed this many times or more"
+    )
     countries: list[Annotated[SeaCountry, Strict(False)]] | None = Field(
         default=None, description="images tagged with, or scored best for, one of these"
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import BigInteger, Column, Text
+from sqlalchemy import BigInteger, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from services.common.database import utcnow
@@ -20,10 +20,39 @@ class ApiKeyRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     prefix: str = Field(index=True, unique=True, max_length=16)
     key_hash: str = Field(max_length=64)  # sha256 of the whole key: keys are random, not passwords
-    role: str = Field(max_length=16)
+    role: str = Field(max_length=16)  # a key of an account acts with the account's role instead
     name: str = ""
     revoked: bool = False
     created_at: datetime = Field(default_factory=utcnow)
+    account_id: int | None = Field(default=None, index=True, description="None: a service key")
+
+
+class AccountRow(SQLModel, table=True):
+    """A person: contributor, validator or admin, signing in with a password (Argon2id)."""
+
+    __tablename__ = "gateway_accounts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(index=True, unique=True, max_length=254, description="lower case")
+    name: str = Field(max_length=100)
+    country: str = Field(max_length=2)
+    role: str = Field(max_length=16)
+    language: str = Field(default="en", max_length=8, description="of the pages")
+    password_hash: str = Field(max_length=256)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SessionRow(SQLModel, table=True):
+    """A signed-in browser: the cookie's token is kept as its sha256, with the CSRF token that
+    the pages send back on every change."""
+
+    __tablename__ = "gateway_sessions"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    account_id: int = Field(index=True)
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
 
 
 class ImageRow(SQLModel, table=True):
@@ -69,6 +98,84 @@ class ImageRow(SQLModel, table=True):
     original_width: int | None = None
     original_height: int | None = None
     license: str | None = Field(default=None, description="the crawl's own; None: CC-BY-SA-4.0")
+    # a submission of a person (the SEA-VL form), and what validators made of it
+    account_id: int | None = Field(default=None, index=True, description="its contributor")
+    category: str | None = Field(default=None, max_length=24)
+    review_count: int = 0
+    reviews_needed: int = 2
+    flag_quality: bool | None = None
+    flag_caption_fit: bool | None = None
+    flag_relevance: bool | None = None
+    flag_overall: bool | None = Field(default=None, index=True)
+
+
+class ReviewRow(SQLModel, table=True):
+    """One validator's answers to the form about one image."""
+
+    __tablename__ = "gateway_reviews"
+
+    image_id: str = Field(primary_key=True, max_length=64)
+    reviewer_id: int = Field(primary_key=True, index=True)
+    quality: int
+    relevance: int = Field(description="5 = unique to SEA … 1 = unrelated")
+    caption_fit: str = Field(max_length=8)
+    pii: bool
+    unsafe: bool
+    comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ReviewSlotRow(SQLModel, table=True):
+    """A place among an image's reviews: held by a validator until `expires_at` (a lease), or
+    for good once their review is in (`expires_at` None). The primary key lets only one
+    validator take each place, so two never fill the same last one."""
+
+    __tablename__ = "gateway_review_slots"
+
+    image_id: str = Field(primary_key=True, max_length=64)
+    slot: int = Field(primary_key=True)
+    reviewer_id: int = Field(index=True)
+    expires_at: datetime | None = None
+
+
+class PointRow(SQLModel, table=True):
+    """The points ledger: one entry per accepted submission and per review, so retries and
+    repeats cannot count twice."""
+
+    __tablename__ = "gateway_points"
+    __table_args__ = (UniqueConstraint("account_id", "kind", "image_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(index=True)
+    kind: str = Field(max_length=16)
+    image_id: str = Field(max_length=64)
+    points: float
+    phase: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ScreeningItemRow(SQLModel, table=True):
+    """An image of the validator screening with the answers a validator should give."""
+
+    __tablename__ = "gateway_screening_items"
+
+    id: int | None = Field(default=None, primary_key=True)
+    image_id: str = Field(max_length=64, description="its stored bytes' key")
+    caption_en: str = Field(sa_column=Column(Text, nullable=False))
+    quality: int
+    relevance: int
+    caption_fit: str = Field(max_length=8)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ScreeningAttemptRow(SQLModel, table=True):
+    __tablename__ = "gateway_screening_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(index=True)
+    score: float
+    passed: bool
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class CrawlRow(SQLModel, table=True):

@@ -46,9 +46,8 @@ class Stack:
         )
 
     def image(self, image_id: str) -> dict[str, Any]:
-        response = self.gateway.get(
-            f"/v1/images/{image_id}", headers=self.as_role(Role.CONTRIBUTOR)
-        )
+        """The record as a validator reads it (every record, whoever sent it)."""
+        response = self.gateway.get(f"/v1/images/{image_id}", headers=self.as_role(Role.VALIDATOR))
         assert response.status_code == 200, response.text
         return dict(response.json())
 

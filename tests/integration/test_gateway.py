@@ -228,8 +228,10 @@ def test_authentication_and_roles(stack: Stack) -> None:
     tampered_key = stack.keys[Role.ADMIN][:-2] + "xx"
     tampered = stack.gateway.get("/v1/images", headers={"Authorization": f"Bearer {tampered_key}"})
     assert (tampered.status_code, tampered.json()["error"]["code"]) == (401, "unauthorized")
-    forbidden = stack.gateway.get("/v1/images", headers=stack.as_role(Role.CONTRIBUTOR))
+    forbidden = stack.gateway.get("/v1/reviews/next", headers=stack.as_role(Role.CONTRIBUTOR))
     assert (forbidden.status_code, forbidden.json()["error"]["code"]) == (403, "forbidden")
+    own_only = stack.gateway.get("/v1/images", headers=stack.as_role(Role.CONTRIBUTOR))
+    assert own_only.status_code == 200 and own_only.json()["total"] == 0  # none of theirs yet
     assert stack.gateway.get("/v1/images", headers=stack.as_role(Role.VALIDATOR)).status_code == 200
     assert stack.gateway.get("/v1/images", headers=stack.as_role(Role.ADMIN)).status_code == 200
     assert stack.upload(photo_bytes("coffee.png"), role=Role.VALIDATOR).status_code == 202

@@ -23,7 +23,8 @@ from services.dedup.app import create_app as create_dedup
 from services.dedup.config import DedupSettings
 from services.filter.app import create_app as create_filter
 from services.filter.config import FilterSettings
-from services.gateway.auth import Role
+from services.gateway.accounts import create_account
+from services.gateway.auth import Role, create_key
 from services.gateway.config import CrawlSettings
 from tests.helpers import live_server, migrated_sqlite
 from tests.integration.gateway_stack import running_stack
@@ -105,7 +106,17 @@ def gateway(live_embedder: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
             crawl=CrawlSettings(roots=[str(tmp_path / "crawls-and-exports")]),
         ) as stack,
     ):
-        yield str(stack.gateway.base_url).rstrip("/"), stack.keys[Role.ADMIN]
+        # an admin's key of an account, as people's calls come (reviews are given by people)
+        account = create_account(
+            stack.engine,
+            name="Admin",
+            email="admin@example.org",
+            password="x" * 12,
+            country="ID",
+            role=Role.ADMIN,
+        )
+        key = create_key(stack.engine, Role.ADMIN, "conformance", account.id)
+        yield str(stack.gateway.base_url).rstrip("/"), key
 
 
 def test_gateway_conforms(gateway: tuple[str, str]) -> None:

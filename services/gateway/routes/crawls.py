@@ -78,7 +78,7 @@ async def create_crawl(
             rho=body.policy.rho,
             namespace=body.namespace or settings.pipeline.dedup_namespace,
             caption_language=language,
-            created_by=key.id,
+            created_by=key.key_id,
         )
     )
     for shard in shards:

@@ -41,7 +41,7 @@ async def create_export(
 ) -> ExportOut:
     within_roots(body.destination, settings, "destination")
     await asyncio.to_thread(check_destination, body.destination, settings.storage.s3)
-    made = await asyncio.to_thread(export_records.create_export, engine, body, key.id)
+    made = await asyncio.to_thread(export_records.create_export, engine, body, key.key_id)
     await queue.enqueue_export(made.id)
     return made
 

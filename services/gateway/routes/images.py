@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
+from sqlalchemy.engine import Engine
 
 from services.common.captions import CaptionLanguage, caption_language
 from services.common.errors import ServiceError
@@ -16,6 +16,7 @@ from services.common.openapi import body_schema
 from services.common.schemas import Tier
 from services.common.states import JobStatus
 from services.gateway import records
+from services.gateway.auth import Caller
 from services.gateway.captions import CaptionJobs
 from services.gateway.dependencies import (
     PUBLIC_ERRORS,
@@ -38,28 +39,89 @@ from services.gateway.intake import (
     read_form,
     read_image_part,
 )
+from services.gateway.records import ImageRecord
 from services.gateway.schemas import (
     CaptionBatchIn,
     CaptionBatchOut,
     CaptionOut,
+    Category,
     ImageOut,
     ImagePage,
+    ReviewState,
     UploadMetadata,
 )
-from services.gateway.tables import CaptionRow, ImageRow
+from services.gateway.tables import ImageRow
 
 router = APIRouter(prefix="/v1", tags=["gateway"], responses=PUBLIC_ERRORS)
 
 
-def image_out(row: ImageRow, captions: Sequence[CaptionRow] = ()) -> ImageOut:
+def image_out(record: ImageRecord, caller: Caller) -> ImageOut:
+    """The record as `caller` may see it: a contributor learns that an image is a duplicate, but
+    not of which image unless that one is theirs too."""
+    row = record.row
+    original = record.original_owner
+    shown_original = row.duplicate_of
+    if original is not None and not caller.sees_everything:
+        shown_original = (
+            row.duplicate_of if caller.owns(original.account_id, original.key_id) else None
+        )
     return ImageOut.model_validate(
         {
             **row.model_dump(),
             "countries": [c for c in row.countries.split(",") if c],
+            "duplicate_of": shown_original,
             "is_duplicate": None if row.status != JobStatus.DONE else row.duplicate_of is not None,
-            "captions": [CaptionOut.model_validate(c) for c in captions],
+            "captions": [CaptionOut.model_validate(c) for c in record.captions],
+            "review": ReviewState(
+                count=row.review_count,
+                needed=row.reviews_needed,
+                quality=row.flag_quality,
+                caption_fit=row.flag_caption_fit,
+                relevance=row.flag_relevance,
+                overall=row.flag_overall,
+            ),
+            "points": record.points,
         }
     )
+
+
+def readable_record(engine: Engine, image_id: str, caller: Caller) -> ImageRecord:
+    """The record, if `caller` may read it (404 alike for one not there and one not theirs)."""
+    record = records.image_record(engine, image_id)
+    if record is None or not (
+        caller.sees_everything or caller.owns(record.row.account_id, record.row.uploaded_by)
+    ):
+        raise _unknown_image(image_id)
+    return record
+
+
+def _submission_form(metadata: UploadMetadata) -> None:
+    """A person's submission carries the whole SEA-VL form; 422 naming the first field left
+    out."""
+    missing = [
+        name
+        for name, given in (
+            ("countries", bool(metadata.countries)),
+            ("location", bool(metadata.location and metadata.location.strip())),
+            ("category", metadata.category is not None),
+            ("native_language", metadata.native_language is not None),
+            ("caption_native", bool(metadata.caption_native and metadata.caption_native.strip())),
+            ("caption_en", bool(metadata.caption_en and metadata.caption_en.strip())),
+        )
+        if not given
+    ]
+    if missing:
+        raise ServiceError(
+            422, "invalid_request", f"the form needs {', '.join(missing)}", field=missing[0]
+        )
+    if metadata.consent is not True:
+        raise ServiceError(
+            422,
+            "consent_required",
+            "agree to release the image under CC-BY-SA 4.0 (you took it and removed personal "
+            "information)",
+            field="consent",
+        )
 
 
 def _wanted_caption(metadata: UploadMetadata, captions: CaptionJobs) -> CaptionLanguage | None:
@@ -96,6 +158,8 @@ async def upload_image(
     form = await read_form(request)
     try:
         metadata = form_fields(form, UploadMetadata)
+        if key.account_id is not None:
+            _submission_form(metadata)
         caption = _wanted_caption(metadata, captions)  # refused before the image is read
         raw = await read_image_part(form, settings.images)
     finally:
@@ -119,7 +183,9 @@ async def upload_image(
             caption_native=metadata.caption_native,
             caption_en=metadata.caption_en,
             want_caption=caption is not None,
-            uploaded_by=key.id,
+            uploaded_by=key.key_id,
+            account_id=key.account_id,
+            category=metadata.category.value if metadata.category else None,
         )
         return image, records.record_upload(engine, row, caption)
 
@@ -130,15 +196,12 @@ async def upload_image(
         await queue.enqueue_caption(job)
     if not recorded.created:
         response.status_code = status.HTTP_200_OK
-    return image_out(recorded.row, recorded.captions)
+    return image_out(ImageRecord(recorded.row, recorded.captions, 0.0, None), key)
 
 
 @router.get("/images/{image_id}", response_model=ImageOut, summary="An image's status and results")
-def get_image(image_id: str, _: Contributor, engine: EngineDep) -> ImageOut:
-    found = records.image_with_captions(engine, image_id)
-    if found is None:
-        raise _unknown_image(image_id)
-    return image_out(*found)
+def get_image(image_id: str, caller: Contributor, engine: EngineDep) -> ImageOut:
+    return image_out(readable_record(engine, image_id, caller), caller)
 
 
 @router.get(
@@ -154,10 +217,8 @@ def get_image(image_id: str, _: Contributor, engine: EngineDep) -> ImageOut:
         }
     },
 )
-def get_content(image_id: str, _: Validator, engine: EngineDep, store: StoreDep) -> Response:
-    row = records.image(engine, image_id)
-    if row is None:
-        raise _unknown_image(image_id)
+def get_content(image_id: str, caller: Contributor, engine: EngineDep, store: StoreDep) -> Response:
+    row = readable_record(engine, image_id, caller).row
     return Response(
         store.get(row.id),
         media_type=MEDIA_TYPES.get(row.format, "application/octet-stream"),
@@ -165,23 +226,61 @@ def get_content(image_id: str, _: Validator, engine: EngineDep, store: StoreDep)
     )
 
 
-@router.get("/images", response_model=ImagePage, summary="Images, filtered and paginated")
+FlagQuery = Annotated[
+    records.FlagValue | None, Query(description="a review flag: true, false or none (undecided)")
+]
+
+
+@router.get(
+    "/images",
+    response_model=ImagePage,
+    summary="Images, filtered and paginated (a contributor's own only)",
+)
 def list_images(
-    _: Validator,
+    caller: Contributor,
     settings: SettingsDep,
     engine: EngineDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     tier: Tier | None = None,
     country: Annotated[str | None, Query(pattern="^[A-Z]{2}$")] = None,
     duplicate: bool | None = None,
+    mine: Annotated[
+        bool, Query(description="only the caller's own (always, for contributors)")
+    ] = False,
+    category: Category | None = None,
+    quality: FlagQuery = None,
+    caption_fit: FlagQuery = None,
+    relevance: FlagQuery = None,
+    overall: FlagQuery = None,
+    min_reviews: Annotated[int | None, Query(ge=0, le=100)] = None,
     limit: PageLimit = 50,
     offset: PageOffset = 0,
 ) -> ImagePage:
     page_size(settings, limit)
-    where = records.ImageFilter(status_filter, tier, country, duplicate)
+    flags = {
+        f"flag_{name}": value
+        for name, value in (
+            ("quality", quality),
+            ("caption_fit", caption_fit),
+            ("relevance", relevance),
+            ("overall", overall),
+        )
+        if value is not None
+    }
+    own = mine or not caller.sees_everything
+    where = records.ImageFilter(
+        status_filter,
+        tier,
+        country,
+        duplicate,
+        owner=records.Owner(caller.account_id, caller.key_id) if own else None,
+        category=category.value if category else None,
+        flags=flags,
+        min_reviews=min_reviews,
+    )
     page = records.image_page(engine, where, limit, offset)
     return ImagePage(
-        items=[image_out(r, page.captions.get(r.id, [])) for r in page.rows],
+        items=[image_out(r, caller) for r in page.records],
         total=page.total,
         limit=limit,
         offset=offset,
