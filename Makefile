@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODEL := var/models/efficientnet-lite0/model.onnx
 
-.PHONY: run test lint typecheck unit integration e2e bench models services lock clean
+.PHONY: run test lint typecheck unit integration e2e browser bench models services chromium lock clean
 
 # The virtual environment, with the project and its development tools; redone when pyproject changes.
 $(INSTALLED): pyproject.toml
@@ -30,6 +30,10 @@ run: $(MODEL)
 services:
 	bash scripts/ensure-services.sh
 
+# Debian's Chromium and its chromedriver for the pages' browser tests (installed if absent).
+chromium:
+	bash scripts/ensure-browser.sh
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -46,7 +50,10 @@ integration: $(INSTALLED) services
 e2e: $(INSTALLED)
 	$(BIN)/pytest tests/e2e
 
-test: $(INSTALLED) services lint typecheck
+browser: $(MODEL) chromium
+	$(BIN)/pytest tests/browser
+
+test: $(INSTALLED) services chromium lint typecheck
 	$(BIN)/pytest
 
 bench: $(MODEL)
