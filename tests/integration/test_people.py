@@ -20,7 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 from sqlmodel import Session, func, select
 
+from services.common.database import session_scope
+from services.gateway import points
 from services.gateway.auth import Role
+from services.gateway.points_rules import PointKind, PointTable
 from services.gateway.tables import PointRow
 from tests.helpers import encode, photo, wait_for
 from tests.integration.gateway_stack import Stack, running_stack
@@ -502,3 +505,15 @@ def test_seavl_users_create_makes_the_first_admin(stack: Stack) -> None:
         "/v1/sessions", json={"email": "root@example.org", "password": PASSWORD}
     )
     assert signed.json()["account"]["role"] == "admin"
+
+
+def test_the_ledger_keeps_one_entry_per_account_kind_and_image(stack: Stack) -> None:
+    table = PointTable.load(2)
+    with session_scope(stack.engine) as session:
+        for _ in range(3):  # a retried transaction, a flag computed again
+            points.award(session, table, 7, PointKind.REVIEW, "a" * 64, table.review)
+            points.settle_submission(session, table, 8, "a" * 64, ["KH"], accepted=True)
+    assert sorted(ledger(stack)) == [(7, "review", "a" * 64, 1.0), (8, "submission", "a" * 64, 3.0)]
+    with session_scope(stack.engine) as session:  # no longer accepted: the entry goes
+        points.settle_submission(session, table, 8, "a" * 64, ["KH"], accepted=False)
+    assert ledger(stack) == [(7, "review", "a" * 64, 1.0)]
