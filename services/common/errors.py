@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.request_ids import request_id_headers
@@ -254,9 +255,19 @@ async def _handle_unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error.to_response()
 
 
+async def _handle_data_error(_: Request, exc: Exception) -> JSONResponse:
+    """A value the database cannot store (PostgreSQL refuses a NUL character in text, a number
+    beyond its column): the request's fault, said as such; the transaction was rolled back."""
+    logger.info("refused a value the database cannot store: %s", exc)
+    return ServiceError(
+        422, "invalid_request", "a value cannot be stored (a NUL character, or a number too large)"
+    ).to_response()
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Makes every error of `app` answer in the common JSON shape."""
     app.add_exception_handler(ServiceError, _handle_service_error)
+    app.add_exception_handler(DataError, _handle_data_error)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
     app.add_exception_handler(Exception, _handle_unexpected)

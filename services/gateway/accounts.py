@@ -175,10 +175,19 @@ def accounts_page(engine: Engine, limit: int, offset: int) -> tuple[list[Account
 
 
 def set_role(engine: Engine, account_id: int, role: Role) -> AccountRow:
+    """Gives the account `role`; 409 `last_admin` rather than leave no admin account (the
+    admins are read under a lock, so two admins demoting each other cannot both succeed)."""
     with session_scope(engine) as session:
+        admins = session.exec(
+            select(AccountRow.id).where(AccountRow.role == Role.ADMIN).with_for_update()
+        ).all()
         row = session.get(AccountRow, account_id)
         if row is None:
             raise ServiceError(404, "unknown_account", f"no account {account_id}")
+        if role != Role.ADMIN and list(admins) == [account_id]:
+            raise ServiceError(
+                409, "last_admin", "this is the last admin account: make another first"
+            )
         row.role = role.value
         session.add(row)
     return row

@@ -103,6 +103,9 @@ class PeopleSettings(BaseModel):
     screening_pass_score: float = Field(
         default=0.8, gt=0, le=1, description="share of screening answers right to validate"
     )
+    screening_attempts: int = Field(
+        default=3, ge=1, description="tries at the screening per account (no guessing it)"
+    )
 
 
 class GatewaySettings(SeavlSettings):

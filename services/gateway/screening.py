@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -80,11 +80,31 @@ class Attempt:
 
 
 def take(
-    engine: Engine, account_id: int, answers: Mapping[int, ScreeningAnswer], pass_score: float
+    engine: Engine,
+    account_id: int,
+    answers: Mapping[int, ScreeningAnswer],
+    pass_score: float,
+    attempts: int,
 ) -> Attempt:
     """Scores `answers` (by item id) against the whole set and records the attempt; a
-    contributor who passes becomes a validator (a validator or admin keeps their role)."""
+    contributor who passes becomes a validator (a validator or admin keeps their role). Each
+    account has `attempts` tries (409 `no_attempts_left` after them), so the answers cannot be
+    found by changing one at a time and watching the score."""
     with session_scope(engine) as session:
+        account = session.exec(
+            select(AccountRow).where(AccountRow.id == account_id).with_for_update()
+        ).first()
+        if account is None:
+            raise ServiceError(404, "unknown_account", f"no account {account_id}")
+        tried = session.exec(
+            select(func.count())
+            .select_from(ScreeningAttemptRow)
+            .where(ScreeningAttemptRow.account_id == account_id)
+        ).one()
+        if tried >= attempts:
+            raise ServiceError(
+                409, "no_attempts_left", f"the screening was taken {tried} times, the most there is"
+            )
         rows = list(session.exec(select(ScreeningItemRow)))
         if not rows:
             raise ServiceError(409, "no_screening", "there is no screening to take yet")
@@ -98,9 +118,6 @@ def take(
             )
         score = sum((item_score(r, answers.get(r.id or 0)) for r in rows), Fraction(0)) / len(rows)
         passed = score >= Fraction(pass_score).limit_denominator(1000)
-        account = session.get(AccountRow, account_id)
-        if account is None:
-            raise ServiceError(404, "unknown_account", f"no account {account_id}")
         if passed and account.role == Role.CONTRIBUTOR:
             account.role = Role.VALIDATOR.value
             session.add(account)

@@ -131,6 +131,8 @@ class ReviewSlotRow(SQLModel, table=True):
     validator take each place, so two never fill the same last one."""
 
     __tablename__ = "gateway_review_slots"
+    # one place per validator and image: two tabs asking at once cannot take two
+    __table_args__ = (UniqueConstraint("image_id", "reviewer_id"),)
 
     image_id: str = Field(primary_key=True, max_length=64)
     slot: int = Field(primary_key=True)

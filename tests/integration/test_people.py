@@ -18,13 +18,14 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, func, select
 
 from services.common.database import session_scope
 from services.gateway import points
 from services.gateway.auth import Role
 from services.gateway.points_rules import PointKind, PointTable
-from services.gateway.tables import PointRow
+from services.gateway.tables import PointRow, ReviewSlotRow
 from tests.helpers import encode, photo, wait_for
 from tests.integration.gateway_stack import Stack, running_stack
 
@@ -517,3 +518,90 @@ def test_the_ledger_keeps_one_entry_per_account_kind_and_image(stack: Stack) -> 
     with session_scope(stack.engine) as session:  # no longer accepted: the entry goes
         points.settle_submission(session, table, 8, "a" * 64, ["KH"], accepted=False)
     assert ledger(stack) == [(7, "review", "a" * 64, 1.0)]
+
+
+def test_the_screening_is_not_for_guessing_attempts_are_counted(stack: Stack) -> None:
+    xia = person(stack, "xia")
+    item = add_screening_item(stack, "coffee.png", quality="1", relevance="5", caption_fit="yes")
+    wrong = {
+        "answers": [{"item_id": item["id"], "quality": 0, "relevance": 1, "caption_fit": "no"}]
+    }
+    for _ in range(stack.settings.people.screening_attempts):
+        assert xia.post("/v1/screening/answers", json=wrong).json()["passed"] is False
+    right = {
+        "answers": [{"item_id": item["id"], "quality": 1, "relevance": 5, "caption_fit": "yes"}]
+    }
+    spent = xia.post("/v1/screening/answers", json=right)
+    assert spent.status_code == 409 and spent.json()["error"]["code"] == "no_attempts_left"
+    assert xia.client.get("/v1/reviews/next").status_code == 403  # still a contributor
+
+
+def test_a_validator_holds_one_place_of_an_image_at_most(stack: Stack) -> None:
+    yan = person(stack, "yan")
+    zed = person(stack, "zed", Role.VALIDATOR)
+    image_id = submitted(stack, yan, "coffee.png")
+    with session_scope(stack.engine) as session:  # as a second tab's lease would try
+        session.add(ReviewSlotRow(image_id=image_id, slot=0, reviewer_id=zed.account["id"]))
+    with pytest.raises(IntegrityError), session_scope(stack.engine) as session:
+        session.add(ReviewSlotRow(image_id=image_id, slot=1, reviewer_id=zed.account["id"]))
+
+
+def test_the_last_admin_stays_an_admin(stack: Stack) -> None:
+    boss = person(stack, "boss", Role.ADMIN)
+    demoted = stack.gateway.patch(
+        f"/v1/accounts/{boss.account['id']}", json={"role": "contributor"}, headers=admin(stack)
+    )
+    assert demoted.status_code == 409 and demoted.json()["error"]["code"] == "last_admin"
+    second = person(stack, "second", Role.ADMIN)
+    assert (
+        boss.client.patch(
+            f"/v1/accounts/{second.account['id']}",
+            json={"role": "validator"},
+            headers={"X-CSRF-Token": boss.csrf},
+        ).json()["role"]
+        == "validator"
+    )
+
+
+def test_odd_input_is_refused_with_a_4xx(stack: Stack) -> None:
+    nul = stack.gateway.post(
+        "/v1/accounts",
+        json={
+            "name": "a\u0000b",
+            "email": "nul@example.org",
+            "password": PASSWORD,
+            "country": "ID",
+        },
+    )
+    assert nul.status_code == 422, nul.text
+    huge = stack.gateway.patch(
+        f"/v1/accounts/{2**70}", json={"role": "validator"}, headers=admin(stack)
+    )
+    assert huge.status_code in (404, 422), huge.text
+    assert stack.gateway.get(
+        f"/v1/screening/items/{2**70}/image", headers=admin(stack)
+    ).status_code in (404, 422)
+    assert stack.gateway.get("/pages/assets/x%00.js").status_code == 404
+
+
+def test_sending_ones_own_bytes_again_names_no_one_elses_image(stack: Stack) -> None:
+    ada, bo = person(stack, "ada"), person(stack, "bo")
+    submitted(stack, ada, "chelsea.png")
+    copy = encode(photo("chelsea.png"), "JPEG", quality=70)
+    processed(stack, bo.submit(copy).json()["id"])
+    again = bo.submit(copy)
+    assert again.status_code == 200
+    assert (again.json()["is_duplicate"], again.json()["duplicate_of"]) == (True, None)
+
+
+def test_a_value_the_database_cannot_store_is_a_422(stack: Stack) -> None:
+    """A NUL in free text: PostgreSQL refuses to store it, SQLite keeps it; never a 500."""
+    cy = person(stack, "cy")
+    val = person(stack, "val", Role.VALIDATOR)
+    image_id = submitted(stack, cy, "coffee.png")
+    answer = val.review(image_id, comment="fine\u0000")
+    expected = 422 if stack.engine.dialect.name == "postgresql" else 201
+    assert answer.status_code == expected, answer.text
+    if expected == 422:
+        assert answer.json()["error"]["code"] == "invalid_request"
+        assert val.review(image_id).status_code == 201  # nothing half-written was left

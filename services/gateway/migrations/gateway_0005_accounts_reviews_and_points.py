@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("reviewer_id", sa.Integer(), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("image_id", "slot"),
+        sa.UniqueConstraint("image_id", "reviewer_id"),
     )
     with op.batch_alter_table("gateway_review_slots", schema=None) as batch_op:
         batch_op.create_index(

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Response, status
 
 from services.common.errors import ServiceError
+from services.common.http import RowId
 from services.gateway import accounts
 from services.gateway.auth import create_key
 from services.gateway.dependencies import (
@@ -75,7 +76,9 @@ def list_accounts(
 
 
 @router.patch("/accounts/{account_id}", response_model=AccountOut, summary="Change a role")
-def change_role(account_id: int, body: RoleChange, caller: Admin, engine: EngineDep) -> AccountOut:
+def change_role(
+    account_id: RowId, body: RoleChange, caller: Admin, engine: EngineDep
+) -> AccountOut:
     if account_id == caller.account_id:
         raise ServiceError(
             409, "own_role", "admins do not change their own role (another admin can)"
@@ -114,7 +117,7 @@ def new_key(body: KeyIn, caller: Contributor, engine: EngineDep) -> NewKey:
 @router.delete(
     "/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke an API key"
 )
-def revoke_key(key_id: int, caller: Contributor, engine: EngineDep) -> Response:
+def revoke_key(key_id: RowId, caller: Contributor, engine: EngineDep) -> Response:
     owner = None if caller.role == accounts.Role.ADMIN else caller.account_id
     if owner is None and caller.role != accounts.Role.ADMIN:
         raise ServiceError(404, "unknown_key", f"no API key {key_id}")

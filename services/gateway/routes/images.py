@@ -196,7 +196,11 @@ async def upload_image(
         await queue.enqueue_caption(job)
     if not recorded.created:
         response.status_code = status.HTTP_200_OK
-    return image_out(ImageRecord(recorded.row, recorded.captions, 0.0, None), key)
+    if recorded.created:
+        return image_out(ImageRecord(recorded.row, recorded.captions, 0.0, None), key)
+    # sent before: shown as a read shows it (the copy's original named only if it is theirs)
+    again = await asyncio.to_thread(records.image_record, engine, recorded.row.id)
+    return image_out(again or ImageRecord(recorded.row, recorded.captions, 0.0, None), key)
 
 
 @router.get("/images/{image_id}", response_model=ImageOut, summary="An image's status and results")

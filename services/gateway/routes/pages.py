@@ -79,7 +79,10 @@ async def asset(path: str) -> FileResponse:
     """A script, stylesheet or catalogue of the pages folder; nothing outside it, whatever
     `..`, encoded slashes or links the path holds."""
     media_type = ASSET_MEDIA_TYPES.get(Path(path).suffix)
-    file = (PAGES_FOLDER / path).resolve()
+    try:
+        file = (PAGES_FOLDER / path).resolve()
+    except (ValueError, OSError):  # a NUL byte, a loop of links
+        raise _not_found(f"asset {path!r}") from None
     if media_type is None or not file.is_relative_to(PAGES_FOLDER) or not file.is_file():
         raise _not_found(f"asset {path!r}")
     return FileResponse(file, media_type=media_type, headers=SECURITY_HEADERS)

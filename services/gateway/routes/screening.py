@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, Field
 
 from services.common.errors import ServiceError
-from services.common.http import multipart_body
+from services.common.http import RowId, multipart_body
 from services.common.images import MEDIA_TYPES, sniff_format
 from services.common.openapi import body_schema
 from services.gateway import screening
@@ -93,7 +93,7 @@ def list_items(_: Admin, engine: EngineDep) -> ScreeningItemList:
 
 
 @router.delete("/items/{item_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Remove an item")
-def remove_item(item_id: int, _: Admin, engine: EngineDep) -> Response:
+def remove_item(item_id: RowId, _: Admin, engine: EngineDep) -> Response:
     screening.remove_item(engine, item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -104,7 +104,7 @@ def remove_item(item_id: int, _: Admin, engine: EngineDep) -> Response:
     summary="A screening image",
     responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}},
 )
-def item_image(item_id: int, _: Contributor, engine: EngineDep, store: StoreDep) -> Response:
+def item_image(item_id: RowId, _: Contributor, engine: EngineDep, store: StoreDep) -> Response:
     data = store.get(screening.item(engine, item_id).image_id)
     return Response(
         data,
@@ -138,7 +138,8 @@ def take_screening(
         a.item_id: screening.ScreeningAnswer(a.quality, a.relevance, a.caption_fit)
         for a in body.answers
     }
+    people = settings.people
     attempt = screening.take(
-        engine, caller.account_id, answers, settings.people.screening_pass_score
+        engine, caller.account_id, answers, people.screening_pass_score, people.screening_attempts
     )
     return ScreeningResult(score=attempt.score, passed=attempt.passed, role=attempt.role)
