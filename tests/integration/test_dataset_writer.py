@@ -48,7 +48,8 @@ COORDINATES = re.compile(r"-?\d{1,3}\.\d+\s*[, ]\s*-?\d{1,3}\.\d+")
 COLUMNS = [
     "key", "sha256", "source", "url", "caption_en", "caption_native", "captions", "countries",
     "best_country", "country_scores", "score", "tier", "accepted", "duplicate_of", "width",
-    "height", "location", "native_language", "license",
+    "height", "location", "native_language", "license", "category", "review_count",
+    "flag_quality", "flag_caption_fit", "flag_relevance", "flag_overall",
 ]  # fmt: skip
 
 
@@ -84,6 +85,12 @@ def make_record(index: int, image: bytes, image_format: str, size: tuple[int, in
         location=PLACES[index // 3 % 3] if crowd and index % 4 else None,
         native_language="tha" if crowd else None,
         license="CC-BY-SA-4.0" if crowd else "CC-BY-4.0",
+        category="cuisine" if crowd and index % 2 else None,
+        review_count=index % 4 if crowd else 0,
+        flag_quality=(None, True, False)[index % 3] if crowd else None,
+        flag_caption_fit=(True, None, False)[index % 3] if crowd else None,
+        flag_relevance=(False, True, None)[index % 3] if crowd else None,
+        flag_overall=None if index % 4 < 2 else index % 5 != 0,
     )
 
 
