@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODEL := var/models/efficientnet-lite0/model.onnx
 
-.PHONY: run test lint typecheck unit integration e2e browser bench models services chromium lock clean
+.PHONY: run test lint typecheck unit integration e2e browser bench models services chromium photos lock clean
 
 # The virtual environment, with the project and its development tools; redone when pyproject changes.
 $(INSTALLED): pyproject.toml
@@ -34,6 +34,10 @@ services:
 chromium:
 	bash scripts/ensure-browser.sh
 
+# Debian's picture packages bench/dedup_quality.py makes its copies from (installed if absent).
+photos:
+	bash scripts/ensure-photos.sh
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -53,16 +57,17 @@ e2e: $(INSTALLED)
 browser: $(MODEL) chromium
 	$(BIN)/pytest tests/browser
 
-test: $(INSTALLED) services chromium lint typecheck
+test: $(INSTALLED) services chromium photos lint typecheck
 	$(BIN)/pytest
 
-bench: $(MODEL)
+bench: $(MODEL) photos
 	$(BIN)/python bench/embedder.py
 	$(BIN)/python bench/filter.py
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/dedup_threshold.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/crawl.py
+	$(BIN)/python bench/dedup_quality.py
 
 # The images' lock files (requirements/), redone after a dependency in pyproject.toml changed.
 lock: $(INSTALLED)

@@ -61,6 +61,18 @@ SMOKE_RUNS = {
             rf"insert-if-unique: {NUMBER} inserts/s",
         ],
     ),
+    "dedup_quality": (
+        ["--photos", "3"],
+        [
+            r"3 pictures \(gnome-backgrounds 1, palapeli-data 1, scikit-learn 1\)",
+            rf"kind grayscale strength -: recall {NUMBER} \(n=3\)",
+            rf"kind centre crop strength 80%: recall {NUMBER} \(n=3\)",
+            rf"overall: recall {NUMBER} precision {NUMBER} at ε {NUMBER}",
+            rf"hard negatives: false-match rate {NUMBER} \(\d+/12: ",
+            rf"ROC embedding cosine: AUC {NUMBER}",
+            rf"ROC pHash distance: AUC {NUMBER}",
+        ],
+    ),
     "dedup_threshold": (
         ["--edits", "1"],
         [
