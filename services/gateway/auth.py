@@ -43,6 +43,7 @@ class Caller:
     role: Role
     account_id: int | None = None
     key_id: int | None = None
+    csrf_token: str | None = None  # a browser session's, for the pages to send back
 
     @property
     def sees_everything(self) -> bool:
@@ -61,22 +62,24 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(engine: Engine, role: Role, name: str = "", account_id: int | None = None) -> str:
-    """A new key, shown once: `seavl_<prefix>_<secret>`; only its hash is kept. A key of an
-    account acts with the account's role (`role` is kept only for the record)."""
+def issue_key(
+    engine: Engine, role: Role, name: str = "", account_id: int | None = None
+) -> tuple[str, ApiKeyRow]:
+    """A new key, shown once: `seavl_<prefix>_<secret>`, and its row; only its hash is kept. A
+    key of an account acts with the account's role (`role` is kept only for the record)."""
     prefix = secrets.token_hex(6)
     key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    row = ApiKeyRow(
+        prefix=prefix, key_hash=hash_key(key), role=role.value, name=name, account_id=account_id
+    )
     with session_scope(engine) as session:
-        session.add(
-            ApiKeyRow(
-                prefix=prefix,
-                key_hash=hash_key(key),
-                role=role.value,
-                name=name,
-                account_id=account_id,
-            )
-        )
-    return key
+        session.add(row)
+    return key, row
+
+
+def create_key(engine: Engine, role: Role, name: str = "", account_id: int | None = None) -> str:
+    """A new key (see `issue_key`), for whoever keeps only the key."""
+    return issue_key(engine, role, name, account_id)[0]
 
 
 def _unauthorized(message: str) -> ServiceError:
@@ -165,7 +168,7 @@ async def session_caller(request: Request, engine: Engine, token: str) -> Caller
         raise ServiceError(
             403, "csrf_failed", f"send the session's CSRF token in the {CSRF_HEADER} header"
         )
-    return Caller(Role(account.role), account.id)
+    return Caller(Role(account.role), account.id, csrf_token=session.csrf_token)
 
 
 async def identify(request: Request, keys: ApiKeys) -> Caller:

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.common.database import insert_if_new, session_scope
+from services.gateway.people_schemas import Standing
 from services.gateway.points_rules import PointKind, PointTable
 from services.gateway.tables import AccountRow, PointRow
 
@@ -63,16 +64,6 @@ def settle_submission(
         withdraw(session, owner, PointKind.SUBMISSION, image_id)
 
 
-@dataclass(frozen=True)
-class Standing:
-    account_id: int
-    name: str
-    country: str
-    points: float
-    submissions: int
-    reviews: int
-
-
 def _totals() -> tuple[ColumnElement[float], ColumnElement[int], ColumnElement[int]]:
     return (
         func.coalesce(func.sum(PointRow.points), 0.0),
@@ -101,8 +92,16 @@ def leaderboard(engine: Engine, limit: int) -> list[Standing]:
     with session_scope(engine) as session:
         rows = session.execute(query).all()
     return [
-        Standing(int(a or 0), str(n), str(c), float(p or 0), int(s or 0), int(r or 0))
-        for a, n, c, p, s, r in rows
+        Standing(
+            rank=rank,
+            account_id=int(a or 0),
+            name=str(n),
+            country=str(c),
+            points=float(p or 0),
+            submissions=int(s or 0),
+            reviews=int(r or 0),
+        )
+        for rank, (a, n, c, p, s, r) in enumerate(rows, 1)
     ]
 
 

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Response, status
 from services.common.errors import ServiceError
 from services.common.http import RowId
 from services.gateway import accounts
-from services.gateway.auth import create_key
+from services.gateway.accounts import Role
+from services.gateway.auth import Caller, issue_key
 from services.gateway.dependencies import (
     PUBLIC_ERRORS,
     Admin,
@@ -30,7 +31,6 @@ from services.gateway.people_schemas import (
     NewKey,
     RoleChange,
 )
-from services.gateway.tables import ApiKeyRow
 
 router = APIRouter(prefix="/v1", tags=["people"], responses=PUBLIC_ERRORS)
 
@@ -86,16 +86,16 @@ def change_role(
     return AccountOut.model_validate(accounts.set_role(engine, account_id, body.role))
 
 
-def _key_out(row: ApiKeyRow) -> KeyOut:
-    return KeyOut.model_validate(row)
+def _keys_seen_by(caller: Caller) -> int | None:
+    """Whose keys `caller` manages: an admin every key (None), anyone else their account's (a
+    service key belongs to no account: 0, which matches no key)."""
+    return None if caller.role == Role.ADMIN else caller.account_id or 0
 
 
 @router.get("/api-keys", response_model=KeyList, summary="API keys: an admin's all, else yours")
 def list_keys(caller: Contributor, engine: EngineDep) -> KeyList:
-    owner = None if caller.role == accounts.Role.ADMIN else caller.account_id
-    if owner is None and caller.role != accounts.Role.ADMIN:
-        return KeyList(items=[])
-    return KeyList(items=[_key_out(r) for r in accounts.api_keys(engine, owner)])
+    owner = _keys_seen_by(caller)
+    return KeyList(items=[KeyOut.model_validate(r) for r in accounts.api_keys(engine, owner)])
 
 
 @router.post(
@@ -107,20 +107,15 @@ def list_keys(caller: Contributor, engine: EngineDep) -> KeyList:
 def new_key(body: KeyIn, caller: Contributor, engine: EngineDep) -> NewKey:
     if caller.account_id is None:
         raise ServiceError(422, "no_account", "only a signed-in person makes keys here")
-    key = create_key(engine, caller.role, body.name, caller.account_id)
-    row = next(
-        r for r in accounts.api_keys(engine, caller.account_id) if key.split("_")[1] == r.prefix
-    )
-    return NewKey(**_key_out(row).model_dump(), key=key)
+    key, row = issue_key(engine, caller.role, body.name, caller.account_id)
+    return NewKey(**KeyOut.model_validate(row).model_dump(), key=key)
 
 
 @router.delete(
     "/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke an API key"
 )
 def revoke_key(key_id: RowId, caller: Contributor, engine: EngineDep) -> Response:
-    owner = None if caller.role == accounts.Role.ADMIN else caller.account_id
-    if owner is None and caller.role != accounts.Role.ADMIN:
-        raise ServiceError(404, "unknown_key", f"no API key {key_id}")
+    owner = _keys_seen_by(caller)
     if key_id == caller.key_id:
         raise ServiceError(
             409,

@@ -19,7 +19,6 @@ from services.gateway.people_schemas import (
     Leaderboard,
     MyPoints,
     PointEntry,
-    Standing,
     ThresholdOut,
 )
 from services.gateway.points_rules import Threshold
@@ -43,7 +42,7 @@ def leaderboard(
     return Leaderboard(
         phase=table.phase,
         thresholds=[_threshold(t) for t in table.thresholds],
-        items=[Standing(rank=rank, **vars(standing)) for rank, standing in enumerate(standings, 1)],
+        items=standings,
     )
 
 
