@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -36,10 +37,22 @@ def photo(name: str) -> Image.Image:
     return Image.open(SKIMAGE_DATA / name).convert("RGB")
 
 
+def sample_photo(name: str) -> Image.Image:
+    """One of scikit-learn's two sample photographs (china.jpg, flower.jpg): real photos that
+    the tests of dedup's pixel check share with bench/dedup_quality.py's set."""
+    data = resources.files("sklearn.datasets.images").joinpath(name).read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        return image.convert("RGB")
+
+
 def encode(image: Image.Image, image_format: str = "JPEG", **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, image_format, **options)
     return buffer.getvalue()
+
+
+def jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    return encode(image, "JPEG", quality=quality)
 
 
 def photo_bytes(name: str, image_format: str = "JPEG") -> bytes:
