@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.common.dedup_rules import DedupRule
 from services.common.errors import ErrorBody, ServiceError, described_pattern
 from services.common.openapi import (
     WHOLE_NUMBER,
@@ -146,6 +147,11 @@ class ModelInfo(BaseModel):
     provider: str | None
     has_labels: bool
     preset: str | None
+    dedup: DedupRule | None = Field(
+        default=None,
+        description="how dedup decides near-duplicates of this model's images by default "
+        "(services/common/dedup_rules.py; GET /v1/dedup/collections shows the rule in force)",
+    )
 
 
 class ModelsResponse(BaseModel):
@@ -209,16 +215,34 @@ class DedupCheckRequest(JsonBody):
     threshold: float | None = Field(default=None, gt=0, le=1, description="ε; the model's default")
     max_hamming: Annotated[int, Field(ge=0, le=64), WHOLE_NUMBER] | None = None
     limit: Annotated[int, Field(ge=1, le=1000), WHOLE_NUMBER] | None = None
+    images: list[str] = Field(
+        default_factory=list,
+        description="the images the vectors are of, base64, one per vector (or none): each "
+        "vector's `duplicate_of` then checks near candidates on their pixels, as an insert "
+        "of a stored image does",
+    )
 
     @model_validator(mode="after")
     def _something_to_check(self) -> DedupCheckRequest:
         if not self.vectors and not self.phashes:
             raise ValueError("send 'vectors' (with 'model') or 'phashes', or both")
+        if self.images and len(self.images) != len(self.vectors):
+            raise ValueError("send one image per vector in 'images', or none")
         if self.vectors and self.model is None:
             raise ValueError(
                 "'model' is needed to check vectors: each model has its own collection"
             )
         return self
+
+
+class DuplicateOf(BaseModel):
+    id: str
+    by: str = Field(
+        description="'pixels' (a near candidate its pixels call a copy), 'embedding' (cosine "
+        ">= ε) or 'phash'"
+    )
+    score: float | None = None
+    distance: int | None = None
 
 
 class Neighbour(BaseModel):
@@ -232,7 +256,10 @@ class PHashMatch(BaseModel):
 
 
 class VectorCheck(BaseModel):
-    neighbours: list[Neighbour]
+    neighbours: list[Neighbour] = Field(description="stored images at cosine >= ε, nearest first")
+    duplicate_of: DuplicateOf | None = Field(
+        default=None, description="what an insert of this image would decide"
+    )
 
 
 class PHashCheck(BaseModel):
@@ -267,6 +294,13 @@ class DedupInsertRequest(JsonBody):
         default=False,
         description="also call it a duplicate when the pHash matches (always, with no vector)",
     )
+    stored: bool = Field(
+        default=False,
+        description="the image is in the shared store (SEAVL_STORAGE_…) under its id, as the "
+        "gateway keeps uploads and crawled images: near candidates are then checked on their "
+        "pixels, which finds grayscale, cropped, framed and re-compressed copies and passes "
+        "over different photos of one scene",
+    )
 
     @model_validator(mode="after")
     def _vector_or_phash(self) -> DedupInsertRequest:
@@ -275,13 +309,6 @@ class DedupInsertRequest(JsonBody):
         if self.vector is not None and self.model is None:
             raise ValueError("'model' is needed with 'vector'")
         return self
-
-
-class DuplicateOf(BaseModel):
-    id: str
-    by: str = Field(description="'embedding' or 'phash'")
-    score: float | None = None
-    distance: int | None = None
 
 
 class DedupInsertResponse(BaseModel):

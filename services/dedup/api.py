@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from services.common.errors import ErrorResponse, ServiceError, ensure_at_most
+from services.common.images import base64_bytes
 from services.common.schemas import (
     MODEL_PATTERN,
     NAMESPACE_PATTERN,
@@ -97,7 +98,7 @@ async def check(
     body: DedupCheckRequest, deduplicator: DeduplicatorDep, settings: SettingsDep
 ) -> DedupCheckResponse:
     ensure_at_most(len(body.vectors) + len(body.phashes), settings.max_vectors_per_request, "items")
-    if not body.phashes and len(body.vectors) <= INLINE_CHECK_VECTORS:
+    if not body.phashes and not body.images and len(body.vectors) <= INLINE_CHECK_VECTORS:
         answer = _check(body, deduplicator, settings, wait=False)
         if answer is not None:
             return answer
@@ -122,9 +123,28 @@ def _check(
         )
         if found is None:
             return None
+        decisions = (
+            deduplicator.decide_checks(
+                body.namespace,
+                body.model,
+                vectors,
+                threshold,
+                settings.candidate_threshold_for(body.model),
+                [base64_bytes(data, f"images[{i}]") for i, data in enumerate(body.images)],
+            )
+            if body.images
+            else [  # the embedding's rule: the nearest at cosine >= ε
+                DuplicateOf(id=matches[0][0], by="embedding", score=matches[0][1])
+                if matches
+                else None
+                for matches in found
+            ]
+        )
         vector_checks = [
-            VectorCheck(neighbours=[Neighbour(id=i, score=s) for i, s in matches])
-            for matches in found
+            VectorCheck(
+                neighbours=[Neighbour(id=i, score=s) for i, s in matches], duplicate_of=decision
+            )
+            for matches, decision in zip(found, decisions, strict=True)
         ]
     phashes = [_valid_phash(p, f"phashes[{i}]") for i, p in enumerate(body.phashes)]
     phash_checks = (
@@ -159,6 +179,8 @@ def _insert_item(body: DedupInsertRequest, settings: DedupSettings, field: str) 
         threshold=body.threshold or (settings.threshold_for(body.model) if body.model else 1.0),
         max_hamming=settings.max_hamming if body.max_hamming is None else body.max_hamming,
         match_phash=body.match_phash,
+        stored=body.stored,
+        candidate_threshold=settings.candidate_threshold_for(body.model) if body.model else None,
     )
 
 
@@ -217,7 +239,12 @@ class CollectionStats(BaseModel):
     model: str
     points: int
     dim: int
-    threshold: float
+    threshold: float = Field(description="ε: the embedding alone decides from here")
+    candidate_threshold: float = Field(
+        description="from this cosine up, stored images are checked on their pixels (images "
+        "inserted with `stored`)"
+    )
+    pixel_check: bool = Field(description="whether candidates are checked on their pixels")
     phashes: int = Field(description="pHashes stored in the namespace (all models)")
 
 
@@ -238,6 +265,8 @@ def _stats(
         points=deduplicator.vectors.count(name),
         dim=dim,
         threshold=settings.threshold_for(model),
+        candidate_threshold=settings.candidate_threshold_for(model),
+        pixel_check=deduplicator.pixels is not None,
         phashes=deduplicator.phash_count(namespace),
     )
 

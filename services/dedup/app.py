@@ -58,7 +58,7 @@ def create_app(
             if claim is not None:
                 claim.release()
             raise
-        app.state.deduplicator = Deduplicator(settings, engine, vectors)
+        app.state.deduplicator = Deduplicator(settings, engine, vectors, settings.storage.open())
         app.state.jobs = BatchJobs(settings, engine, vectors)
         try:
             yield

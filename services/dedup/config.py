@@ -4,28 +4,63 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, Field
 
 from services.common.database import database_url_setting, schema_wait_setting
+from services.common.dedup_rules import DEDUP_RULES, DedupRule
 from services.common.settings import (
     DEFAULT_DATA_DIR,
     SeavlSettings,
     ServerSettings,
     service_settings_config,
 )
+from services.common.storage import StorageSettings, storage_setting
 from services.common.vectors import MAX_DIMENSION
 
 DEDUP_PORT = 8003
 
-# Cosine at or above which two images are near-duplicates, per embedder model. The paper's values
-# for its encoders; the default model's is measured (README, "Choosing the default model's ε").
-PAPER_THRESHOLDS = {
-    "nomic-embed-vision-v1.5": 0.95,
-    "clip-vit-b-32": 0.95,
-    "siglip-base-224": 0.85,
-    "siglip-base-384": 0.85,
-    "efficientnet-lite0": 0.90,
-}
+
+class VerificationSettings(BaseModel):
+    """The pixel check of near candidates (`SEAVL_DEDUP_VERIFICATION__…`,
+    services/dedup/verification.py)."""
+
+    enabled: bool = Field(
+        default=True, description="verify candidates on their pixels when the images are stored"
+    )
+    long_side: int = Field(default=256, ge=64, le=2048, description="grey image size compared")
+    keypoints: int = Field(default=300, ge=50, le=5000, description="ORB keypoints per image")
+    min_keypoints: int = Field(
+        default=40, ge=8, description="fewer on either image: no verdict (flat images)"
+    )
+    min_inliers: int = Field(
+        default=12, ge=4, description="matches the fitted transform must explain"
+    )
+    min_agreement: float = Field(
+        default=0.85,
+        gt=0,
+        le=1,
+        description="median correlation of the aligned tiles for a copy (a stereo camera's two "
+        "frames of one scene reach 0.80; most copies 0.95 and more)",
+    )
+    max_candidates: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="nearest candidates checked per image (each costs a few ms of CPU; the "
+        "original is the nearest for all but a few of the benchmark's copies)",
+    )
+    cached_images: int = Field(
+        default=1024,
+        ge=0,
+        description="stored images whose features are kept in memory (about 60 KB each)",
+    )
+    mirror_from: float = Field(
+        default=0.7,
+        gt=0,
+        le=1,
+        description="cosine from which a candidate is also compared mirrored (a mirrored copy "
+        "keeps its embedding: the model is nearly blind to flips)",
+    )
 
 
 class DedupSettings(SeavlSettings):
@@ -47,8 +82,20 @@ class DedupSettings(SeavlSettings):
         description="the embedded vector store's folder (without qdrant_url); one process each",
     )
     qdrant_timeout_seconds: float = Field(default=10.0, gt=0)
-    thresholds: dict[str, float] = Field(default_factory=lambda: dict(PAPER_THRESHOLDS))
+    # ε and the candidate threshold per model: services/common/dedup_rules.py's by default
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {model: rule.threshold for model, rule in DEDUP_RULES.items()}
+    )
     fallback_threshold: float = Field(default=0.95, gt=0, le=1)
+    candidate_thresholds: dict[str, float] = Field(
+        default_factory=lambda: {
+            model: rule.candidate_threshold
+            for model, rule in DEDUP_RULES.items()
+            if rule.candidate_threshold is not None
+        }
+    )
+    verification: VerificationSettings = VerificationSettings()
+    storage: StorageSettings = storage_setting()
     max_hamming: int = Field(default=16, ge=0, le=64, description="pHash near-duplicate distance")
     max_neighbours: int = Field(default=10, ge=1, le=1000)
     max_vectors_per_request: int = Field(default=1024, ge=1)
@@ -105,3 +152,14 @@ class DedupSettings(SeavlSettings):
 
     def threshold_for(self, model: str) -> float:
         return self.thresholds.get(model, self.fallback_threshold)
+
+    def candidate_threshold_for(self, model: str) -> float:
+        """Never above the model's ε: the check only ever looks at more candidates."""
+        return min(self.candidate_thresholds.get(model, 1.0), self.threshold_for(model))
+
+    def rule_for(self, model: str) -> DedupRule:
+        """The rule in force for `model` (the shared table's, as these settings change it)."""
+        return DedupRule(
+            threshold=self.threshold_for(model),
+            candidate_threshold=self.candidate_threshold_for(model),
+        )

@@ -11,6 +11,7 @@ commit, so the next holder's search sees them.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +23,13 @@ from sqlmodel import Session, col, select
 from services.common.database import insert_if_new, session_scope
 from services.common.errors import ServiceError
 from services.common.schemas import DuplicateOf, PHashMatch
+from services.common.storage import ObjectStore
 from services.dedup.config import DedupSettings
 from services.dedup.embedded import EmbeddedVectorStore
 from services.dedup.phash_index import PHashIndex, phash_to_int, to_signed, to_unsigned
 from services.dedup.tables import InsertLockRow, PHashRow
 from services.dedup.vectors import VectorStore
+from services.dedup.verification import LocalFeatures, PixelChecker, Verdict, first_copy
 
 Matrix = npt.NDArray[np.float32]
 
@@ -54,6 +57,10 @@ class InsertItem:
     threshold: float
     max_hamming: int
     match_phash: bool
+    # with `stored`, the image is in the shared store under its id and near candidates (cosine
+    # from `candidate_threshold`) are checked on their pixels
+    stored: bool = False
+    candidate_threshold: float | None = None
 
 
 @dataclass
@@ -63,10 +70,21 @@ class _NamespaceHashes:
 
 
 class Deduplicator:
-    def __init__(self, settings: DedupSettings, engine: Engine, vectors: VectorStore) -> None:
+    def __init__(
+        self,
+        settings: DedupSettings,
+        engine: Engine,
+        vectors: VectorStore,
+        store: ObjectStore | None = None,
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.vectors = vectors
+        self.pixels = (
+            PixelChecker(store, settings.verification)
+            if store is not None and settings.verification.enabled
+            else None
+        )
         self._hashes: dict[str, _NamespaceHashes] = {}
         self._hashes_lock = threading.Lock()
 
@@ -125,6 +143,31 @@ class Deduplicator:
         name = self._checked_collection(namespace, model, vectors)
         return self.vectors.search_without_waiting(name, vectors, threshold, limit)
 
+    def decide_checks(
+        self,
+        namespace: str,
+        model: str,
+        vectors: Matrix,
+        threshold: float,
+        candidate_threshold: float,
+        images: list[bytes],
+    ) -> list[DuplicateOf | None]:
+        """What an insert of each image (not stored: its bytes are here) would decide."""
+        name = self._checked_collection(namespace, model, vectors)
+        if self.vectors.dim(name) is None:
+            return [None] * len(images)
+        pixels = self.pixels
+        decisions = []
+        for vector, data in zip(vectors, images, strict=True):
+
+            def query(data: bytes = data) -> LocalFeatures | None:
+                return pixels.features_of_bytes(data) if pixels is not None else None
+
+            decisions.append(
+                self.decide(name, vector, threshold, candidate_threshold, query if pixels else None)
+            )
+        return decisions
+
     def _checked_collection(self, namespace: str, model: str, vectors: Matrix) -> str:
         name = collection_name(namespace, model)
         dim = self.vectors.dim(name)
@@ -181,21 +224,9 @@ class Deduplicator:
     ) -> DuplicateOf | None:
         if item.vector is not None:
             assert item.model is not None
-            name = collection_name(namespace, item.model)
-            self.vectors.ensure(name, item.vector.size)
-            found = self.vectors.search(name, item.vector[None], item.threshold, limit=2)[0]
-            in_batch = [
-                (k.sha256, float(k.vector @ item.vector))
-                for k in kept
-                if k.model == item.model and k.vector is not None and k.sha256 != item.sha256
-            ]
-            matches = sorted(
-                [(i, s) for i, s in found if i != item.sha256]
-                + [(i, s) for i, s in in_batch if s >= item.threshold],
-                key=lambda match: -match[1],
-            )
-            if matches:
-                return DuplicateOf(id=matches[0][0], by="embedding", score=matches[0][1])
+            found = self._find_by_vector(namespace, item, kept)
+            if found is not None:
+                return found
         if item.phash is not None and (item.match_phash or item.vector is None):
             query = phash_to_int(item.phash)
             stored = self._catch_up(session, namespace).search(query, item.max_hamming)
@@ -213,6 +244,73 @@ class Deduplicator:
                 match_id, distance = matches_by_hash[0]
                 return DuplicateOf(id=match_id, by="phash", distance=distance)
         return None
+
+    def _find_by_vector(
+        self, namespace: str, item: InsertItem, kept: list[InsertItem]
+    ) -> DuplicateOf | None:
+        """The stored (or earlier kept) image this one duplicates by its embedding, and by its
+        pixels when it is in the store."""
+        assert item.vector is not None and item.model is not None
+        name = collection_name(namespace, item.model)
+        self.vectors.ensure(name, item.vector.size)
+        in_batch = [
+            (k.sha256, float(k.vector @ item.vector))
+            for k in kept
+            if k.model == item.model and k.vector is not None and k.sha256 != item.sha256
+        ]
+        pixels = self.pixels if item.stored else None
+        return self.decide(
+            name,
+            item.vector,
+            item.threshold,
+            item.candidate_threshold,
+            (lambda: pixels.features(item.sha256)) if pixels is not None else None,
+            exclude=item.sha256,
+            also=in_batch,
+        )
+
+    def decide(
+        self,
+        name: str,
+        vector: npt.NDArray[np.float32],
+        threshold: float,
+        candidate_threshold: float | None,
+        query_pixels: Callable[[], LocalFeatures | None] | None,
+        exclude: str | None = None,
+        also: Sequence[tuple[str, float]] = (),
+    ) -> DuplicateOf | None:
+        """One image's decision, the same for an insert and a check: with its pixels, the
+        nearest candidates (cosine from the candidate threshold, `max_candidates` of them) are
+        checked on theirs (`first_copy`); without, the nearest at cosine >= ε. `also`: more
+        (id, cosine) candidates (a batch's images kept before this one)."""
+        pixels = self.pixels if query_pixels is not None else None
+        floor = threshold
+        if pixels is not None and candidate_threshold is not None:
+            floor = min(floor, candidate_threshold)
+        limit = pixels.settings.max_candidates if pixels is not None else 1
+        found = self.vectors.search(name, vector[None], floor, limit=limit + 1)[0]
+        candidates = sorted(
+            [(i, s) for i, s in found if i != exclude] + [(i, s) for i, s in also if s >= floor],
+            key=lambda match: -match[1],
+        )[:limit]
+        if pixels is None or query_pixels is None:
+            if candidates and candidates[0][1] >= threshold:
+                return DuplicateOf(id=candidates[0][0], by="embedding", score=candidates[0][1])
+            return None
+        query: list[LocalFeatures | None] = []  # read once, at the first candidate
+
+        def check(candidate: str, cosine: float) -> Verdict:
+            if not query:
+                query.append(query_pixels())
+            return pixels.check(query[0], candidate, cosine)
+
+        decided = first_copy(candidates, threshold, check)
+        if decided is None:
+            return None
+        match_id, cosine, verdict = decided
+        return DuplicateOf(
+            id=match_id, by="pixels" if verdict is Verdict.COPY else "embedding", score=cosine
+        )
 
     def _record_phashes(self, session: Session, namespace: str, phashes: dict[str, str]) -> None:
         """Appends a row for each image whose live pHash is not already this one."""

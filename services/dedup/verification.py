@@ -17,6 +17,7 @@ An image with too little texture for keypoints (a gradient, a flat render) gets 
 from __future__ import annotations
 
 import io
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -27,9 +28,9 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps
-from pydantic import BaseModel, Field
 
 from services.common.storage import ObjectNotFoundError, ObjectStore
+from services.dedup.config import VerificationSettings
 
 GreyImage = npt.NDArray[np.uint8]
 
@@ -41,38 +42,15 @@ TILES = 4  # the overlap is compared on a TILES × TILES grid
 MIN_TILE_COVER = 0.5  # a tile counts when the aligned image covers at least half of it
 MIN_TILE_CONTRAST = 4.0  # grey-level standard deviation below which a tile is flat (no say)
 MIN_TILES = 3  # fewer comparable tiles than this: no verdict from the pixels
+# Both images are brought to one size first, so keypoints need only cover what a crop or a
+# screenshot changes of the scale: 1.2⁴ ≈ 2×.
+PYRAMID_LEVELS = 5
 
 
 class Verdict(StrEnum):
     COPY = "copy"
     DIFFERENT = "different"
     UNSURE = "unsure"  # too little texture to judge: the embedding's cosine decides
-
-
-class VerificationSettings(BaseModel):
-    """The pixel check of near candidates (`SEAVL_DEDUP_VERIFICATION__…`)."""
-
-    enabled: bool = Field(
-        default=True, description="verify candidates on their pixels when the images are stored"
-    )
-    long_side: int = Field(default=320, ge=64, le=2048, description="grey image size compared")
-    keypoints: int = Field(default=400, ge=50, le=5000, description="ORB keypoints per image")
-    min_keypoints: int = Field(
-        default=40, ge=8, description="fewer on either image: no verdict (flat images)"
-    )
-    min_inliers: int = Field(
-        default=12, ge=4, description="matches the fitted transform must explain"
-    )
-    min_agreement: float = Field(
-        default=0.8,
-        gt=0,
-        le=1,
-        description="median correlation of the aligned tiles for a copy (a stereo camera's two "
-        "frames of one scene reach 0.77; copies under a heavy watermark 0.85)",
-    )
-    max_candidates: int = Field(
-        default=3, ge=1, le=32, description="nearest candidates checked per image"
-    )
 
 
 @dataclass(frozen=True)
@@ -100,7 +78,8 @@ def grey_image(data: bytes, long_side: int) -> GreyImage:
     """The image as grey pixels with a long side of `long_side` (a JPEG decoded at a reduced
     scale when it can be: the check needs no more)."""
     with Image.open(io.BytesIO(data)) as image:
-        image.draft("L", (long_side, long_side))
+        shrink = long_side / max(image.size)
+        image.draft("L", (math.ceil(image.width * shrink), math.ceil(image.height * shrink)))
         oriented = ImageOps.exif_transpose(image)
         grey = oriented.convert("L")
     # every image at the same size, so that a copy is compared at its original's scale (and a
@@ -111,7 +90,7 @@ def grey_image(data: bytes, long_side: int) -> GreyImage:
 
 
 def features_of_grey(grey: GreyImage, settings: VerificationSettings) -> LocalFeatures:
-    orb = cv2.ORB.create(nfeatures=settings.keypoints, fastThreshold=7)
+    orb = cv2.ORB.create(nfeatures=settings.keypoints, fastThreshold=7, nlevels=PYRAMID_LEVELS)
     found, descriptors = orb.detectAndCompute(grey, None)
     points = np.array([k.pt for k in found], dtype=np.float32).reshape(-1, 2)
     return LocalFeatures(
@@ -171,7 +150,10 @@ def tile_agreement(
 
 
 def agreement(
-    query: LocalFeatures, candidate: LocalFeatures, settings: VerificationSettings
+    query: LocalFeatures,
+    candidate: LocalFeatures,
+    settings: VerificationSettings,
+    mirror: bool = True,
 ) -> float | None:
     """How well `query`, as it is or mirrored, aligns onto `candidate`: the median tile
     correlation (the mirror is tried only when the image as it is falls short; 0.0 when
@@ -181,7 +163,8 @@ def agreement(
         return None
     best = 0.0
     aligned_without_texture = False
-    for view in (query, query.mirrored(settings)):
+    views = (query, query.mirrored(settings)) if mirror else (query,)
+    for view in views:
         if len(view.keypoints.points) < settings.min_keypoints:
             continue
         matrix = _fit_similarity(view.keypoints, candidate.keypoints, settings.min_inliers)
@@ -198,10 +181,13 @@ def agreement(
 
 
 def verify(
-    query: LocalFeatures, candidate: LocalFeatures, settings: VerificationSettings
+    query: LocalFeatures,
+    candidate: LocalFeatures,
+    settings: VerificationSettings,
+    mirror: bool = True,
 ) -> Verdict:
-    """Is `query` a copy of `candidate` (as it is, or mirrored)?"""
-    return verdict_of(agreement(query, candidate, settings), settings)
+    """Is `query` a copy of `candidate` (as it is, or, with `mirror`, mirrored)?"""
+    return verdict_of(agreement(query, candidate, settings, mirror), settings)
 
 
 def verdict_of(score: float | None, settings: VerificationSettings) -> Verdict:
@@ -214,13 +200,13 @@ def verdict_of(score: float | None, settings: VerificationSettings) -> Verdict:
 def first_copy(
     candidates: Sequence[tuple[str, float]],
     threshold: float,
-    check: Callable[[str], Verdict],
+    check: Callable[[str, float], Verdict],
 ) -> tuple[str, float, Verdict] | None:
     """The decision on near candidates (id, cosine), nearest first: the first one the pixels
     call a copy, or whose cosine reaches ε where the pixels cannot tell; one the pixels call
     different is passed over, however near its embedding is."""
     for candidate, cosine in candidates:
-        verdict = check(candidate)
+        verdict = check(candidate, cosine)
         if verdict is Verdict.COPY or (verdict is Verdict.UNSURE and cosine >= threshold):
             return candidate, cosine, verdict
     return None
@@ -228,13 +214,13 @@ def first_copy(
 
 class PixelChecker:
     """Local features of stored images, read from the shared store by id (an image's id is its
-    key there), a bounded number kept for the next check: a popular original is checked
-    against each new copy of it."""
+    key there). The last `cached_images` are kept (about 60 KB each): the image just inserted
+    is the likeliest candidate of the next ones (a crawl's shard, an album), and a popular
+    original is checked against each new copy of it."""
 
-    def __init__(self, store: ObjectStore, settings: VerificationSettings, keep: int = 256):
+    def __init__(self, store: ObjectStore, settings: VerificationSettings):
         self.store = store
         self.settings = settings
-        self._keep = keep
         self._features: OrderedDict[str, LocalFeatures | None] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -247,21 +233,22 @@ class PixelChecker:
         try:
             made = self.features_of_bytes(self.store.get(image_id))
         except ObjectNotFoundError:
-            made = None
+            return None  # not kept: it may be stored later
         with self._lock:
             self._features[image_id] = made
-            while len(self._features) > self._keep:
+            while len(self._features) > self.settings.cached_images:
                 self._features.popitem(last=False)
         return made
 
-    def check(self, query: LocalFeatures | None, candidate_id: str) -> Verdict:
-        """`query` against the stored image `candidate_id` (no verdict without both)."""
+    def check(self, query: LocalFeatures | None, candidate_id: str, cosine: float) -> Verdict:
+        """`query` against the stored image `candidate_id`, at `cosine` by their embeddings
+        (no verdict without both images)."""
         if query is None:
             return Verdict.UNSURE
         candidate = self.features(candidate_id)
         if candidate is None:
             return Verdict.UNSURE
-        return verify(query, candidate, self.settings)
+        return verify(query, candidate, self.settings, mirror=cosine >= self.settings.mirror_from)
 
     def features_of_bytes(self, data: bytes) -> LocalFeatures | None:
         """None for bytes the check cannot read (the embedding then decides)."""

@@ -11,6 +11,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import FormData, UploadFile
 
+from services.common.dedup_rules import DEDUP_RULES
 from services.common.errors import ErrorResponse, ServiceError, UnavailableError, validated
 from services.common.http import multipart_body, read_json, wait_unless_disconnected
 from services.common.openapi import body_schema
@@ -249,6 +250,7 @@ async def list_models(pool: PoolDep) -> ModelsResponse:
                 if serving
                 else manifest.labels_file is not None,
                 preset=manifest.preset,
+                dedup=DEDUP_RULES.get(name),
             )
         )
     return ModelsResponse(models=infos)

@@ -243,6 +243,8 @@ class CrawlIngest:
             return
         scored = await self._embed_and_score(crawl, valid, counts)
         kept = [s for s in scored if s.accepted or crawl.keep == KeepPolicy.ALL]
+        # bytes before dedup: it reads them by key to check near candidates on their pixels
+        await asyncio.to_thread(self._store, kept)
         duplicates = await self._insert_unique(crawl, kept)
         captions = await asyncio.to_thread(
             self._store_and_record, crawl, shard, scored, kept, duplicates
@@ -310,6 +312,7 @@ class CrawlIngest:
                     model=s.model,
                     vector=s.embedding,
                     phash=s.phash,
+                    stored=True,
                 )
                 for s in kept
             ]
@@ -320,6 +323,10 @@ class CrawlIngest:
             for s, r in zip(kept, results, strict=True)
         }
 
+    def _store(self, kept: list[_Scored]) -> None:
+        for item in kept:
+            self.pipeline.store.put(item.image.sha256, item.image.data)
+
     def _store_and_record(
         self,
         crawl: CrawlRow,
@@ -328,13 +335,11 @@ class CrawlIngest:
         kept: list[_Scored],
         duplicates: dict[str, str | None],
     ) -> list[CaptionJob]:
-        """The kept images' bytes, then their records (bytes before records, as uploads); the
-        others' small rows. Rows a killed try wrote are written again, the same. The captions
+        """The kept images' records (their bytes were stored before dedup), the others' small
+        rows. Rows a killed try wrote are written again, the same. The captions
         to start: one per kept image that is not a duplicate, when the crawl asks for them."""
         language = caption_language(crawl.caption_language) if crawl.caption_language else None
         captions: list[CaptionJob] = []
-        for item in kept:
-            self.pipeline.store.put(item.image.sha256, item.image.data)
         kept_ids = {id(item) for item in kept}
         with session_scope(self._engine) as session:
             # what an earlier try (or an upload) wrote, in two queries for the batch instead

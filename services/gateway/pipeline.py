@@ -199,6 +199,7 @@ class Pipeline:
                     model=e.model,
                     vector=e.embedding,
                     phash=e.phash,
+                    stored=True,  # uploads are stored before their job: dedup reads them by key
                 )
                 for row, e in embedded
             ]

@@ -17,6 +17,7 @@ from services.common.schemas import (
     NAMESPACE_PATTERN,
     PHASH_PATTERN,
     SHA256_PATTERN,
+    DuplicateOf,
     Neighbour,
     PHashMatch,
     Tier,
@@ -220,6 +221,12 @@ class DuplicatesOut(BaseModel):
     by_embedding: list[Neighbour]
     by_phash: list[PHashMatch]
     is_duplicate: bool
+    duplicate_of: DuplicateOf | None = Field(
+        default=None,
+        description="the stored image the pipeline would record it as a duplicate of (asked "
+        "with an image: near candidates checked on their pixels; with an embedding: the "
+        "nearest at cosine >= ε)",
+    )
 
 
 class ImageSource(StrEnum):

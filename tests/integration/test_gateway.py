@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 from sqlmodel import Session, func, select
 
 from services.common.database import make_engine
@@ -252,12 +253,26 @@ def test_synchronous_relevance_and_dedup(stack: Stack) -> None:
     nothing = stack.gateway.post(
         "/v1/dedup", files={"image": ("cat.jpg", cat)}, headers=headers
     ).json()
-    assert nothing == {"by_embedding": [], "by_phash": [], "is_duplicate": False}
+    assert nothing == {
+        "by_embedding": [],
+        "by_phash": [],
+        "is_duplicate": False,
+        "duplicate_of": None,
+    }
     stored = stack.wait_done(stack.upload(cat).json()["id"])
     by_image = stack.gateway.post(
         "/v1/dedup", files={"image": ("c.jpg", cat)}, headers=headers
     ).json()
     assert by_image["is_duplicate"] and by_image["by_embedding"][0]["id"] == stored["id"]
+    assert by_image["duplicate_of"]["id"] == stored["id"]
+    # a grayscale copy: its embedding is only near, its pixels say copy (the pipeline's decision)
+    grey = encode(photo("chelsea.png").convert("L").convert("RGB"), "JPEG", quality=85)
+    by_pixels = stack.gateway.post(
+        "/v1/dedup", files={"image": ("grey.jpg", grey)}, headers=headers
+    ).json()
+    assert by_pixels["is_duplicate"]
+    assert by_pixels["duplicate_of"]["id"] == stored["id"]
+    assert by_pixels["duplicate_of"]["by"] == "pixels"
     by_phash = stack.gateway.post(
         "/v1/dedup", json={"phash": stored["phash"]}, headers=headers
     ).json()
@@ -267,6 +282,41 @@ def test_synchronous_relevance_and_dedup(stack: Stack) -> None:
     assert records(stack) == 1  # the synchronous endpoints store nothing
     bad = stack.gateway.post("/v1/dedup", json={"phash": "zz"}, headers=headers)
     assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")
+
+
+def test_the_pipeline_finds_copies_by_their_pixels_and_keeps_a_different_view(
+    stack: Stack,
+) -> None:
+    """Through POST /v1/images as people and crawls send them: copies whose embedding the
+    default model puts below ε are found, a view of the same scene that shares no pixel is not."""
+    cat = photo("chelsea.png")
+    original = stack.wait_done(stack.upload(encode(cat, "JPEG", quality=95)).json()["id"])
+    assert original["duplicate_of"] is None
+    width, height = cat.size
+    copies = {
+        "grayscale": encode(cat.convert("L").convert("RGB"), "JPEG", quality=85),
+        "flipped crop": encode(
+            cat.crop((width // 8, height // 8, width - width // 8, height - height // 8)).transpose(
+                Image.Transpose.FLIP_LEFT_RIGHT
+            ),
+            "JPEG",
+        ),
+        "JPEG quality 25": encode(cat, "JPEG", quality=25),
+    }
+    for kind, data in copies.items():
+        done = stack.wait_done(stack.upload(data).json()["id"])
+        assert done["status"] == "done", (kind, done)
+        assert done["duplicate_of"] == original["id"], kind
+    # two halves of another photo: one scene, one light, no shared pixel
+    coffee = photo("coffee.png")
+    width, height = coffee.size
+    left_half = stack.wait_done(
+        stack.upload(encode(coffee.crop((0, 0, width // 2, height)), "JPEG")).json()["id"]
+    )
+    right_half = stack.wait_done(
+        stack.upload(encode(coffee.crop((width // 2, 0, width, height)), "JPEG")).json()["id"]
+    )
+    assert left_half["duplicate_of"] is None and right_half["duplicate_of"] is None
 
 
 def test_without_a_reference_set_images_are_kept_unscored(

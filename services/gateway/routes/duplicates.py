@@ -1,7 +1,10 @@
 """Duplicates already stored of an image, a pHash or an embedding (nothing is stored): what the
-bulk uploader asks before it sends a file."""
+bulk uploader asks before it sends a file. Asked with the image, the answer is the decision the
+upload pipeline would make."""
 
 from __future__ import annotations
+
+import base64
 
 from fastapi import APIRouter, Request
 
@@ -51,11 +54,20 @@ async def find_duplicates(
             model=embedded.model,
             vectors=[embedded.embedding],
             phashes=[embedded.phash],
+            # its pixels too: the same decision as the pipeline's, near candidates checked on
+            # theirs (the image is not stored, so it travels with the check)
+            images=[base64.b64encode(image.data).decode()],
         )
     found = await dedup.check(check)
     by_embedding = found.vectors[0].neighbours if found.vectors else []
+    duplicate_of = found.vectors[0].duplicate_of if found.vectors else None
     by_phash = found.phashes[0].matches if found.phashes else []
-    # The embedding decides when there is one (pHash alone is a weak signal: 2 % precision in
-    # the paper's top pairs); the uploader, which has no model, decides by pHash.
-    is_duplicate = bool(by_embedding) if check.vectors else bool(by_phash)
-    return DuplicatesOut(by_embedding=by_embedding, by_phash=by_phash, is_duplicate=is_duplicate)
+    # The embedding (and with an image, its pixels) decides when there is one (pHash alone is a
+    # weak signal: 2 % precision in the paper's top pairs); with a pHash alone, the pHash.
+    is_duplicate = duplicate_of is not None if check.vectors else bool(by_phash)
+    return DuplicatesOut(
+        by_embedding=by_embedding,
+        by_phash=by_phash,
+        is_duplicate=is_duplicate,
+        duplicate_of=duplicate_of,
+    )
