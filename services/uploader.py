@@ -2,8 +2,10 @@
 
 Each distinct file is sent once: paths that lead to one file (symlinks) or hold the same bytes
 are grouped, and symlinked folders are not followed (they lead out of the folder, or back into it
-without end). For each image it computes the pHash locally, asks the gateway (`POST /v1/dedup`)
-whether it, or a near-duplicate, is stored, and sends it (`POST /v1/images`) only if not.
+without end). For each image it asks the gateway (`POST /v1/dedup`, with a small preview of the
+image) whether it, or a near-duplicate, is stored, and sends it (`POST /v1/images`) only if not:
+the answer is the decision the upload pipeline would make (embedding, then near candidates checked
+on their pixels), so the check and the server agree.
 Transient failures are retried with backoff; a resume file records what is settled (new, already
 stored, duplicate, same file, rejected) so a rerun skips it. A summary on stdout counts each of
 these and lists the duplicates, the files sent once for several paths and the rejected ones with
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from PIL import Image
 from pydantic import Field, SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 from rich.console import Console
@@ -40,6 +44,10 @@ from services.common.settings import service_settings_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 CAPTION_COLUMNS = ("caption_en", "caption_native", "location", "native_language")
+# What the dedup check is sent of each image: enough for the embedder (a 256 px short side) and
+# the pixel check (320 px), a fraction of a photo's bytes.
+PREVIEW_LONG_SIDE = 640
+PREVIEW_JPEG_QUALITY = 90
 
 
 class UploaderSettings(BaseSettings):
@@ -278,21 +286,21 @@ class Uploader:
         except OSError as exc:
             return Outcome(relative, UploadStatus.FAILED, f"cannot read it: {exc}")
         try:
-            decoded = decode_image(data, ImageLimits())
+            sample = preview(data)
             # the id the gateway gives these bytes: it stores them without location data
             image_id = hashlib.sha256(strip_location(data)).hexdigest()
         except ServiceError as exc:
             return Outcome(relative, UploadStatus.REJECTED, f"{exc.code}: {exc.message}")
         try:
-            found = self.send("POST", "/v1/dedup", json={"phash": decoded.phash})
+            found = self.send("POST", "/v1/dedup", files={"image": ("preview.jpg", sample)})
             if found.status_code != 200:
                 return Outcome(relative, UploadStatus.FAILED, f"dedup check: {_error_text(found)}")
             matches = found.json()
             if matches["is_duplicate"]:
-                stored = [match["id"] for match in matches["by_phash"]]
-                if image_id in stored:
+                original = matches["duplicate_of"]["id"]
+                if image_id == original or image_id in {n["id"] for n in matches["by_embedding"]}:
                     return Outcome(relative, UploadStatus.STORED, image_id)
-                return Outcome(relative, UploadStatus.DUPLICATE, stored[0])
+                return Outcome(relative, UploadStatus.DUPLICATE, original)
             fields: dict[str, str] = dict(self.captions.get(relative, {}))
             if self.countries:
                 fields["countries"] = ",".join(self.countries)
@@ -311,6 +319,17 @@ class Uploader:
         if sent.status_code == 200:
             return Outcome(relative, UploadStatus.STORED, sent.json()["id"])
         return Outcome(relative, UploadStatus.REJECTED, _error_text(sent))
+
+
+def preview(data: bytes) -> bytes:
+    """The image, upright, as a JPEG of long side at most `PREVIEW_LONG_SIDE`: what the dedup
+    check needs (the embedder's input and the pixel check are smaller), at a fraction of the
+    file's bytes. Raises `ServiceError` for what the gateway would reject."""
+    pixels = decode_image(data, ImageLimits()).pixels
+    pixels.thumbnail((PREVIEW_LONG_SIDE, PREVIEW_LONG_SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    pixels.save(buffer, "JPEG", quality=PREVIEW_JPEG_QUALITY)
+    return buffer.getvalue()
 
 
 def _relative(root: Path, file: Path) -> str:

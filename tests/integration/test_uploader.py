@@ -19,6 +19,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from PIL import Image, ImageOps
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -414,3 +415,27 @@ def test_an_image_the_gateway_already_has_is_counted_as_stored(
         "status": "stored",
         "detail": image_id,
     }
+
+
+def test_the_check_before_sending_is_the_servers_decision(stack: Stack, tmp_path: Path) -> None:
+    """Copies that a pHash misses (a flipped crop, a framed copy) are skipped as duplicates, and
+    the file the gateway already has is counted as stored: the uploader asks the pipeline's
+    decision with a preview of each file, it does not make one of its own."""
+    cat = photo("chelsea.png")
+    original = encode(cat, "JPEG", quality=95)
+    stored = stack.wait_done(stack.upload(original).json()["id"])
+    width, height = cat.size
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes(original)
+    flipped_crop = cat.crop((width // 8, 0, width, height - height // 8)).transpose(
+        Image.Transpose.FLIP_LEFT_RIGHT
+    )
+    (folder / "flipped-crop.jpg").write_bytes(encode(flipped_crop, "JPEG"))
+    (folder / "framed.png").write_bytes(encode(ImageOps.expand(cat, 60, fill="white"), "PNG"))
+    done = upload(stack, folder)
+    assert done.returncode == 0, done.stderr
+    assert "new 0, already stored 1, duplicates 2," in done.stdout, done.stdout
+    records = resume_records(folder)
+    assert records["cat.jpg"]["status"] == "stored"
+    assert {records[n]["detail"] for n in ("flipped-crop.jpg", "framed.png")} == {stored["id"]}
