@@ -1,25 +1,30 @@
-"""Does near-duplicate detection find the copies of a picture, and only them?
+"""Does near-duplicate detection find the copies of a picture, and only them? The old method and
+the new default side by side.
 
-Pictures from Debian packages (gnome-backgrounds' and sway-backgrounds' wallpapers, palapeli-data's
-photographs) and scikit-learn's two sample photographs, each downscaled to a crawl-like long side
-of 1024 px, are "uploaded" first; then ~30 copies of each (`bench/_copies.py`: resize, crops,
-JPEG quality, brightness/contrast, rotation, borders, caption bar, grayscale, flip, mirrored crop,
-watermark, screenshot, WebP/PNG round trips, each at several strengths). A copy is found when the
-service's decision names its own original as `duplicate_of`.
+Pictures from Debian packages (gnome-backgrounds' and sway-backgrounds' wallpapers, palapeli-data's,
+gcompris-qt-data's and jigzo-data's photographs: monuments, animals, fish, tools, windmills, sea
+beds; bench/_more_pictures.py) and scikit-learn's two sample photographs, each downscaled to a
+crawl-like long side of at most 1024 px, are "uploaded" first; then ~30 copies of each
+(`bench/_copies.py`: resize, crops, JPEG quality, brightness/contrast, rotation, borders, caption
+bar, grayscale, flip, mirrored crop, watermark, screenshot, WebP/PNG round trips, each at several
+strengths). A copy is found when the decision names its own original as `duplicate_of`.
 
-Hard negatives, which must not match: every pair of different pictures (those of one package, a
-series of one designer or one theme, are reported apart) and pairs of views of one picture that
-share no pixels (its halves, opposite quadrants). A picture's other published versions (GNOME's
-day/night pairs, sway's portrait layout) are the same artwork re-drawn: arguably copies, arguably
-not, so they count on neither side and their match rate is printed on its own.
+Hard negatives, which must not match: every pair of different pictures (those of one series, one
+theme such as pyramids, hammers or windmills, or one designer's set, are reported apart) and
+pairs of views of one picture that share no pixels (its halves, opposite quadrants). A picture's
+other published versions (GNOME's day/night pairs, sway's portrait layout) are the same artwork
+re-drawn: arguably copies, arguably not, so they count on neither side and their match rate is
+printed on its own.
 
-The decision is the service's, computed in-process: the default embedder model with the
+The decisions are the service's, computed in-process: the default embedder model with the
 embedder's own decoding and preprocessing (`decode_image` at the model's draft size,
-`to_input_tensor`), the pipeline's rule (`Deduplicator._find_duplicate` with `match_phash` off,
-as the upload pipeline and crawls send it: duplicate of the stored image of highest cosine when
-that is ≥ ε, the configured `DedupSettings.threshold_for(model)`; pHash is not consulted), over an
-exact scan where the store scans codes and re-checks exact cosines (the same answer at this size).
-The bulk uploader's pre-check (pHash within `DedupSettings.max_hamming`) is reported beside it.
+`to_input_tensor`), over an exact scan of the stored vectors (the same answer at this size).
+  old: the stored image of highest cosine, when that is >= ε (`DedupSettings.threshold_for`);
+  new: the nearest stored images from the model's candidate threshold up are checked on their
+       pixels (services/dedup/verification.py, `first_copy`, as dedup decides for stored images):
+       the first the pixels call a copy, or whose cosine reaches ε where they cannot tell.
+The bulk uploader's old pre-check (pHash within `DedupSettings.max_hamming`) is reported beside
+them; the uploader now asks the server, so it decides as "new".
 
     make photos   # or: bash scripts/ensure-photos.sh (Debian's picture packages)
     .venv/bin/python bench/dedup_quality.py [--photos N] [--seed 0]
@@ -47,8 +52,18 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._copies import COPIES, CopyKind, copies_of, encode, hard_negative_crops  # noqa: E402
+from bench._more_pictures import SourcePicture, gcompris_photos, jigzo_photos  # noqa: E402
 from services.common.images import DEFAULT_DRAFT_SHORT_SIDE, ImageLimits, decode_image  # noqa: E402
 from services.dedup.config import DedupSettings  # noqa: E402
+from services.dedup.verification import (  # noqa: E402
+    LocalFeatures,
+    Verdict,
+    agreement,
+    first_copy,
+    local_features,
+    verdict_of,
+    verify,
+)
 from services.embedder.config import EmbedderSettings, RuntimeSettings  # noqa: E402
 from services.embedder.models import discover_models  # noqa: E402
 from services.embedder.preprocess import to_input_tensor  # noqa: E402
@@ -165,23 +180,38 @@ def sklearn_pictures() -> list[Picture]:
     return pictures
 
 
+def source_picture(source: SourcePicture) -> Picture:
+    with Image.open(io.BytesIO(source.data)) as image:
+        return Picture(source.name, source.series, crawl_size(image))
+
+
 def load_pictures(limit: int | None) -> list[Picture]:
     """Pictures taken in turn from each series, so a small `limit` still mixes them."""
     grouped: dict[str, list[tuple[str, str, list[Path]]]] = {}
     for package in PHOTO_PACKAGES:
         grouped[package] = group_pictures(package_pictures(package))
-    sklearn = sklearn_pictures()
-    order: list[tuple[str, str, list[Path]] | Picture] = []
-    queues: list[list[tuple[str, str, list[Path]]] | list[Picture]] = [
+    more: dict[str, list[SourcePicture]] = defaultdict(list)
+    for source in gcompris_photos() + jigzo_photos():
+        more[source.series].append(source)
+    order: list[tuple[str, str, list[Path]] | Picture | SourcePicture] = []
+    queues: list[list[tuple[str, str, list[Path]]] | list[Picture] | list[SourcePicture]] = [
         grouped["palapeli-data"],
-        sklearn,
+        sklearn_pictures(),
         grouped["gnome-backgrounds"],
         grouped["sway-backgrounds"],
+        *(more[series] for series in sorted(more)),
     ]
     for round_index in range(max(len(q) for q in queues)):
         order.extend(q[round_index] for q in queues if round_index < len(q))
     chosen = order[:limit] if limit else order
-    return [item if isinstance(item, Picture) else load_picture(*item) for item in chosen]
+    return [
+        item
+        if isinstance(item, Picture)
+        else source_picture(item)
+        if isinstance(item, SourcePicture)
+        else load_picture(*item)
+        for item in chosen
+    ]
 
 
 # ---- the decision as the service makes it
@@ -253,6 +283,89 @@ class CurrentMethod:
         best = distances.argmin(axis=1)
         found = distances[np.arange(len(best)), best] <= self.max_hamming
         return np.where(found, best, -1).astype(np.int64)
+
+
+class PixelCheck:
+    """The new default: the nearest stored images with cosine >= the model's candidate
+    threshold (at most `max_candidates`) are checked on their pixels
+    (services/dedup/verification.py, `first_copy`, as the dedup service decides); a candidate
+    whose pixels cannot tell (too little texture) is a duplicate when its cosine reaches ε."""
+
+    def __init__(self, method: CurrentMethod) -> None:
+        settings = DedupSettings()
+        self.settings = settings.verification
+        self.candidate_threshold = settings.candidate_threshold_for(method.model_name)
+        self.threshold = method.threshold
+        self.feature_seconds = 0.0
+        self.features_made = 0
+        self.check_seconds = 0.0
+        self.checks = 0
+
+    def features(self, blobs: Sequence[bytes]) -> list[LocalFeatures]:
+        began = time.perf_counter()
+        made = [local_features(data, self.settings) for data in blobs]
+        self.feature_seconds += time.perf_counter() - began
+        self.features_made += len(made)
+        return made
+
+    def check(self, query: LocalFeatures, candidate: LocalFeatures, cosine: float) -> Verdict:
+        began = time.perf_counter()
+        verdict = verify(query, candidate, self.settings, cosine >= self.settings.mirror_from)
+        self.check_seconds += time.perf_counter() - began
+        self.checks += 1
+        return verdict
+
+    def duplicate_of(
+        self,
+        stored: Features,
+        stored_local: list[LocalFeatures],
+        query: Features,
+        query_local: list[LocalFeatures],
+    ) -> npt.NDArray[np.int64]:
+        """Per query, the stored image it would be recorded as a duplicate of, or -1."""
+        cosines = query.vectors @ stored.vectors.T
+        decisions = np.full(len(query_local), -1, dtype=np.int64)
+        for row, local in enumerate(query_local):
+            nearest = np.argsort(-cosines[row])[: self.settings.max_candidates]
+            candidates = [
+                (str(j), float(cosines[row, j]))
+                for j in nearest
+                if cosines[row, j] >= self.candidate_threshold
+            ]
+
+            def check(j: str, cosine: float, local: LocalFeatures = local) -> Verdict:
+                return self.check(local, stored_local[int(j)], cosine)
+
+            found = first_copy(candidates, self.threshold, check)
+            if found is not None:
+                decisions[row] = int(found[0])
+        return decisions
+
+    def pairs(
+        self,
+        earlier: list[LocalFeatures],
+        later: list[LocalFeatures],
+        cosines: npt.NDArray[np.float64],
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
+        """Whether `later[i]`, uploaded after `earlier[i]`, is called its duplicate; and for the
+        ROC, -1 below the candidate threshold, else the pixels' agreement (the cosine where the
+        pixels cannot tell)."""
+        matched = np.zeros(len(earlier), dtype=np.bool_)
+        scores = np.full(len(earlier), -1.0, dtype=np.float64)
+        for row, (a, b, cosine) in enumerate(zip(earlier, later, cosines, strict=True)):
+            if cosine < self.candidate_threshold:
+                continue
+            began = time.perf_counter()
+            score = agreement(b, a, self.settings, cosine >= self.settings.mirror_from)
+            self.check_seconds += time.perf_counter() - began
+            self.checks += 1
+
+            def verdict(_: str, __: float, score: float | None = score) -> Verdict:
+                return verdict_of(score, self.settings)
+
+            matched[row] = first_copy([("", float(cosine))], self.threshold, verdict) is not None
+            scores[row] = float(cosine) if score is None else score
+        return matched, scores
 
 
 def hamming(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
@@ -375,44 +488,75 @@ class Measured:
     variant_cosines: npt.NDArray[np.float64]
     variant_hamming: npt.NDArray[np.int64]
     decide_seconds_per_copy: float
+    # the new default (PixelCheck): which negative pairs it calls duplicates, its ROC scores
+    distinct_checked: npt.NDArray[np.bool_]
+    crops_checked: npt.NDArray[np.bool_]
+    variants_checked: npt.NDArray[np.bool_]
+    own_pixel_scores: npt.NDArray[np.float64]
+    negative_pixel_scores: npt.NDArray[np.float64]
 
 
-def measure(method: CurrentMethod, pictures: list[Picture], seed: int) -> Measured:
+def measure(
+    method: CurrentMethod, check: PixelCheck, pictures: list[Picture], seed: int
+) -> Measured:
     originals, cases, copies, crops, variants = build_set(pictures, seed)
     stored = method.features(originals)
     found = method.features(copies)
     crop_first = method.features([p.first for p in crops])
     crop_second = method.features([p.second for p in crops])
     variant_features = method.features([v.data for v in variants])
+    stored_local = check.features(originals)
+    found_local = check.features(copies)
+    crop_first_local = check.features([p.first for p in crops])
+    crop_second_local = check.features([p.second for p in crops])
+    variant_local = check.features([v.data for v in variants])
     truth = np.array([c.picture for c in cases], dtype=np.int64)
     first, second = np.triu_indices(len(pictures), k=1)
     variant_of = np.array([v.picture for v in variants], dtype=np.int64)
     began = time.perf_counter()
     pipeline_decisions = method.pipeline_duplicate_of(stored, found)
     decide_seconds = time.perf_counter() - began
+    own_cosines = pair_cosines(stored.take(truth), found)
+    distinct_cosines = (stored.vectors @ stored.vectors.T)[first, second].astype(np.float64)
+    crop_cosines = pair_cosines(crop_first, crop_second)
+    variant_cosines = pair_cosines(stored.take(variant_of), variant_features)
+    # each pair of different pictures: the later one (higher index) uploaded after the other
+    earlier = [stored_local[i] for i in first]
+    later = [stored_local[j] for j in second]
+    own_local = [stored_local[i] for i in truth]
+    distinct_checked, distinct_scores = check.pairs(earlier, later, distinct_cosines)
+    crops_checked, crop_scores = check.pairs(crop_first_local, crop_second_local, crop_cosines)
     return Measured(
         pictures=pictures,
         cases=cases,
         # each copy is uploaded after every original is stored
         copy_decisions={
-            "pipeline": pipeline_decisions,
+            "old": pipeline_decisions,
+            "new": check.duplicate_of(stored, stored_local, found, found_local),
             "uploader": method.uploader_duplicate_of(stored, found),
         },
-        own_cosines=pair_cosines(stored.take(truth), found),
+        own_cosines=own_cosines,
         own_hamming=pair_hamming(stored.take(truth), found),
-        distinct_cosines=(stored.vectors @ stored.vectors.T)[first, second].astype(np.float64),
+        distinct_cosines=distinct_cosines,
         distinct_hamming=hamming(stored.phashes, stored.phashes)[first, second],
         same_series=np.array(
             [pictures[i].series == pictures[j].series for i, j in zip(first, second, strict=True)],
             dtype=np.bool_,
         ),
         crops=crops,
-        crop_cosines=pair_cosines(crop_first, crop_second),
+        crop_cosines=crop_cosines,
         crop_hamming=pair_hamming(crop_first, crop_second),
         variants=variants,
-        variant_cosines=pair_cosines(stored.take(variant_of), variant_features),
+        variant_cosines=variant_cosines,
         variant_hamming=pair_hamming(stored.take(variant_of), variant_features),
         decide_seconds_per_copy=decide_seconds / max(1, len(cases)),
+        distinct_checked=distinct_checked,
+        crops_checked=crops_checked,
+        variants_checked=check.pairs(
+            [stored_local[i] for i in variant_of], variant_local, variant_cosines
+        )[0],
+        own_pixel_scores=check.pairs(own_local, found_local, own_cosines)[1],
+        negative_pixel_scores=np.concatenate([distinct_scores, crop_scores]),
     )
 
 
@@ -425,7 +569,8 @@ def print_recall_by_kind(measured: Measured, uploader_label: str) -> None:
 
     def line(label: str, rows: list[int]) -> str:
         return (
-            f"{label}: recall {correct['pipeline'][rows].mean():.2f} (n={len(rows)}); "
+            f"{label} (n={len(rows)}): old recall {correct['old'][rows].mean():.2f}, "
+            f"new recall {correct['new'][rows].mean():.2f}; "
             f"{uploader_label}recall {correct['uploader'][rows].mean():.2f}"
         )
 
@@ -493,9 +638,10 @@ def print_variants(measured: Measured, threshold: float, max_hamming: int) -> No
         chosen = np.array([v.kind == variant_kind for v in measured.variants], dtype=np.bool_)
         cosines = measured.variant_cosines[chosen]
         print(
-            f"variants (counted on neither side) {variant_kind}: pipeline calls "
+            f"variants (counted on neither side) {variant_kind}: old calls "
             f"{int((cosines >= threshold).sum())}/{int(chosen.sum())} duplicates (cosine median "
-            f"{np.median(cosines):.3f}); uploader "
+            f"{np.median(cosines):.3f}), new "
+            f"{int(measured.variants_checked[chosen].sum())}/{int(chosen.sum())}; uploader "
             f"{int((measured.variant_hamming[chosen] <= max_hamming).sum())}/{int(chosen.sum())}"
         )
 
@@ -524,11 +670,25 @@ def print_roc(measured: Measured) -> None:
             lambda threshold: f"distance < {-threshold:.0f}",
         )
     )
+    print(
+        roc_line(
+            "pixel check (new; -1 below the candidate cosine)",
+            measured.own_pixel_scores,
+            measured.negative_pixel_scores,
+            lambda threshold: f"agreement > {threshold:.3f}",
+        )
+    )
 
 
-def print_timing(method: CurrentMethod, measured: Measured) -> None:
+def print_timing(method: CurrentMethod, check: PixelCheck, measured: Measured) -> None:
     """Per image: what the embedder does for dedup, then the decision over the stored ones."""
     timings = method.timings
+    checks_per_copy = check.checks / max(1, len(measured.cases) + measured.distinct_cosines.size)
+    print(
+        f"pixel check: local features {1000 * check.feature_seconds / check.features_made:.1f} "
+        f"ms per image, {1000 * check.check_seconds / max(1, check.checks):.1f} ms per "
+        f"candidate checked ({check.checks} checks, {checks_per_copy:.2f} per decision)"
+    )
     print(
         f"time per image ({timings.images} images, one process): decode + pHash + preprocess "
         f"{1000 * timings.prepare_seconds / timings.images:.1f} ms, embed "
@@ -548,7 +708,8 @@ def main() -> None:
 
     pictures = load_pictures(args.photos)
     method = CurrentMethod()
-    measured = measure(method, pictures, args.seed)
+    check = PixelCheck(method)
+    measured = measure(method, check, pictures, args.seed)
 
     series_count: dict[str, int] = defaultdict(int)
     for picture in pictures:
@@ -560,19 +721,29 @@ def main() -> None:
         f"{len({c.kind for c in measured.cases})} kinds; seed {args.seed}"
     )
     print(
-        f"model {method.model_name}, ε {method.threshold:.2f} (DedupSettings); pipeline: "
-        "duplicate of the stored image of highest cosine if >= ε, pHash not consulted; "
-        f"uploader pre-check: pHash within {method.max_hamming} bits"
+        f"model {method.model_name}, ε {method.threshold:.2f} (DedupSettings); old: "
+        "duplicate of the stored image of highest cosine if >= ε, pHash not consulted; new: "
+        f"the {check.settings.max_candidates} nearest with cosine >= "
+        f"{check.candidate_threshold:.2f} checked on their pixels (cosine >= ε where they "
+        f"cannot tell); uploader pre-check: pHash within {method.max_hamming} bits"
     )
     uploader_label = f"uploader pHash<={method.max_hamming} "
     print_recall_by_kind(measured, uploader_label)
     print_decision(
         measured,
-        "pipeline",
-        "",
+        "old",
+        "old ",
         f"at ε {method.threshold:.2f}",
         measured.distinct_cosines >= method.threshold,
         measured.crop_cosines >= method.threshold,
+    )
+    print_decision(
+        measured,
+        "new",
+        "new ",
+        f"from cosine {check.candidate_threshold:.2f}, pixel-checked",
+        measured.distinct_checked,
+        measured.crops_checked,
     )
     print_decision(
         measured,
@@ -584,7 +755,7 @@ def main() -> None:
     )
     print_variants(measured, method.threshold, method.max_hamming)
     print_roc(measured)
-    print_timing(method, measured)
+    print_timing(method, check, measured)
 
 
 if __name__ == "__main__":
