@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import io
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from PIL import Image
 from pydantic import Field, SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 from rich.console import Console
@@ -38,16 +36,15 @@ from tenacity.wait import wait_base
 
 from services.common.captions import caption_language
 from services.common.errors import ServiceError
-from services.common.images import ImageLimits, decode_image
+from services.common.images import ImageLimits, preview_jpeg
 from services.common.location import strip_location
 from services.common.settings import service_settings_config
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 CAPTION_COLUMNS = ("caption_en", "caption_native", "location", "native_language")
-# What the dedup check is sent of each image: enough for the embedder (a 256 px short side) and
-# the pixel check (320 px), a fraction of a photo's bytes.
+# What the dedup check is sent of each image: enough for the embedder (a 256 px short side for
+# most shapes) and the pixel check (256 px), a fraction of a photo's bytes.
 PREVIEW_LONG_SIDE = 640
-PREVIEW_JPEG_QUALITY = 90
 
 
 class UploaderSettings(BaseSettings):
@@ -286,7 +283,7 @@ class Uploader:
         except OSError as exc:
             return Outcome(relative, UploadStatus.FAILED, f"cannot read it: {exc}")
         try:
-            sample = preview(data)
+            sample = preview_jpeg(data, ImageLimits(), PREVIEW_LONG_SIDE)
             # the id the gateway gives these bytes: it stores them without location data
             image_id = hashlib.sha256(strip_location(data)).hexdigest()
         except ServiceError as exc:
@@ -297,8 +294,9 @@ class Uploader:
                 return Outcome(relative, UploadStatus.FAILED, f"dedup check: {_error_text(found)}")
             matches = found.json()
             if matches["is_duplicate"]:
-                original = matches["duplicate_of"]["id"]
-                if image_id == original or image_id in {n["id"] for n in matches["by_embedding"]}:
+                listed = [m["id"] for m in matches["by_embedding"] + matches["by_phash"]]
+                original = (matches.get("duplicate_of") or {"id": listed[0]})["id"]
+                if image_id == original or image_id in listed:
                     return Outcome(relative, UploadStatus.STORED, image_id)
                 return Outcome(relative, UploadStatus.DUPLICATE, original)
             fields: dict[str, str] = dict(self.captions.get(relative, {}))
@@ -319,17 +317,6 @@ class Uploader:
         if sent.status_code == 200:
             return Outcome(relative, UploadStatus.STORED, sent.json()["id"])
         return Outcome(relative, UploadStatus.REJECTED, _error_text(sent))
-
-
-def preview(data: bytes) -> bytes:
-    """The image, upright, as a JPEG of long side at most `PREVIEW_LONG_SIDE`: what the dedup
-    check needs (the embedder's input and the pixel check are smaller), at a fraction of the
-    file's bytes. Raises `ServiceError` for what the gateway would reject."""
-    pixels = decode_image(data, ImageLimits()).pixels
-    pixels.thumbnail((PREVIEW_LONG_SIDE, PREVIEW_LONG_SIDE), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    pixels.save(buffer, "JPEG", quality=PREVIEW_JPEG_QUALITY)
-    return buffer.getvalue()
 
 
 def _relative(root: Path, file: Path) -> str:

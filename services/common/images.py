@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import io
+import math
 import struct
 from dataclasses import dataclass
 
@@ -226,9 +227,11 @@ VALIDATION_DRAFT_SIDE = 1
 
 
 def _open_and_load(
-    data: bytes, limits: ImageLimits, draft_short_side: int
+    data: bytes, limits: ImageLimits, draft_short_side: int, draft_long_side: int | None = None
 ) -> tuple[Image.Image, ImageInfo, int]:
-    """The checks every caller needs: the image loaded, what it is, and its EXIF orientation."""
+    """The checks every caller needs: the image loaded, what it is, and its EXIF orientation.
+    A JPEG is decoded at its smallest scale whose short side (or, given `draft_long_side`, long
+    side) is still at least that."""
     if not data:
         raise _error(400, "empty_image", "the image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
@@ -251,8 +254,12 @@ def _open_and_load(
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     if image_format == "JPEG":
-        draft_side = max(draft_short_side, 1)
-        image.draft(None, (draft_side, draft_side))
+        if draft_long_side is not None:
+            shrink = draft_long_side / max(image.size)
+            image.draft(None, (math.ceil(image.width * shrink), math.ceil(image.height * shrink)))
+        else:
+            draft_side = max(draft_short_side, 1)
+            image.draft(None, (draft_side, draft_side))
     _load(image, image_format)
     return image, ImageInfo(image_format, width, height), orientation
 
@@ -260,6 +267,25 @@ def _open_and_load(
 def validate_image(data: bytes, limits: ImageLimits) -> ImageInfo:
     """Refuses what `decode_image` would refuse, at a fraction of its cost."""
     return _open_and_load(data, limits, VALIDATION_DRAFT_SIDE)[1]
+
+
+def upright_rgb(data: bytes, limits: ImageLimits, long_side: int) -> Image.Image:
+    """The pixels as a model sees them (validated, upright, RGB, transparency on white), a JPEG
+    decoded at a reduced scale that keeps its long side at least `long_side`; raises
+    `ImageIntakeError` with a 4xx status."""
+    image, _, orientation = _open_and_load(data, limits, 1, draft_long_side=long_side)
+    return to_rgb(upright(image, orientation))
+
+
+def preview_jpeg(data: bytes, limits: ImageLimits, long_side: int, quality: int = 90) -> bytes:
+    """The image upright as a JPEG of long side at most `long_side`: what a duplicate check
+    needs of it (the embedder's input and the pixel check are smaller), a fraction of its
+    bytes. Raises `ImageIntakeError` for what intake would refuse."""
+    pixels = upright_rgb(data, limits, long_side)
+    pixels.thumbnail((long_side, long_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    pixels.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def decode_image(

@@ -98,6 +98,7 @@ async def check(
     body: DedupCheckRequest, deduplicator: DeduplicatorDep, settings: SettingsDep
 ) -> DedupCheckResponse:
     ensure_at_most(len(body.vectors) + len(body.phashes), settings.max_vectors_per_request, "items")
+    ensure_at_most(len(body.images), settings.max_images_per_check, "images")
     if not body.phashes and not body.images and len(body.vectors) <= INLINE_CHECK_VECTORS:
         answer = _check(body, deduplicator, settings, wait=False)
         if answer is not None:

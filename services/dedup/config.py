@@ -99,6 +99,9 @@ class DedupSettings(SeavlSettings):
     max_hamming: int = Field(default=16, ge=0, le=64, description="pHash near-duplicate distance")
     max_neighbours: int = Field(default=10, ge=1, le=1000)
     max_vectors_per_request: int = Field(default=1024, ge=1)
+    max_images_per_check: int = Field(
+        default=16, ge=0, description="images a check may send for the pixel check (a decode each)"
+    )
     max_dimensions: int = Field(
         default=4096,
         ge=1,

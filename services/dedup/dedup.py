@@ -195,6 +195,7 @@ class Deduplicator:
         Each item is checked against what is stored and against the items of this batch that
         were kept before it; the kept vectors are then written in one batch per model.
         """
+        self._read_pixels_ahead(namespace, items)
         with session_scope(self.engine) as session:
             self._lock_namespace(session, namespace)
             kept: list[InsertItem] = []
@@ -218,6 +219,25 @@ class Deduplicator:
                 session, namespace, {i.sha256: i.phash for i in kept if i.phash is not None}
             )
             return outcomes
+
+    def _read_pixels_ahead(self, namespace: str, items: list[InsertItem]) -> None:
+        """Reads the pixels the decisions will compare before the namespace lock is taken, so
+        that no insert anywhere waits on the store or a decode: each stored image that has a
+        near candidate, and its nearest one (inside the lock they are then in the cache)."""
+        if self.pixels is None:
+            return
+        for item in items:
+            if not item.stored or item.vector is None or item.model is None:
+                continue
+            name = collection_name(namespace, item.model)
+            if self.vectors.dim(name) != item.vector.size:
+                continue  # nothing stored yet, or a mismatch the insert will refuse
+            floor = min(item.threshold, item.candidate_threshold or item.threshold)
+            found = self.vectors.search(name, item.vector[None], floor, limit=2)[0]
+            nearest = [i for i, _ in found if i != item.sha256]
+            if nearest:
+                self.pixels.features(item.sha256)
+                self.pixels.features(nearest[0])
 
     def _find_duplicate(
         self, session: Session, namespace: str, item: InsertItem, kept: list[InsertItem]

@@ -16,8 +16,7 @@ An image with too little texture for keypoints (a gradient, a flat render) gets 
 
 from __future__ import annotations
 
-import io
-import math
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -27,12 +26,15 @@ from enum import StrEnum
 import cv2
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import Image
 
+from services.common.errors import ServiceError
+from services.common.images import ImageLimits, upright_rgb
 from services.common.storage import ObjectNotFoundError, ObjectStore
 from services.dedup.config import VerificationSettings
 
 GreyImage = npt.NDArray[np.uint8]
+logger = logging.getLogger(__name__)
 
 cv2.setNumThreads(1)  # one check per request thread: the service's threads are the parallelism
 
@@ -45,6 +47,7 @@ MIN_TILES = 3  # fewer comparable tiles than this: no verdict from the pixels
 # Both images are brought to one size first, so keypoints need only cover what a crop or a
 # screenshot changes of the scale: 1.2⁴ ≈ 2×.
 PYRAMID_LEVELS = 5
+MIN_SIDE = 32  # ORB's patch (31 px) must fit: a thinner image gets no keypoints, so no verdict
 
 
 class Verdict(StrEnum):
@@ -75,13 +78,9 @@ class LocalFeatures:
 
 
 def grey_image(data: bytes, long_side: int) -> GreyImage:
-    """The image as grey pixels with a long side of `long_side` (a JPEG decoded at a reduced
-    scale when it can be: the check needs no more)."""
-    with Image.open(io.BytesIO(data)) as image:
-        shrink = long_side / max(image.size)
-        image.draft("L", (math.ceil(image.width * shrink), math.ceil(image.height * shrink)))
-        oriented = ImageOps.exif_transpose(image)
-        grey = oriented.convert("L")
+    """The image as grey pixels with a long side of `long_side`, seen as the embedder sees it
+    (upright, transparency on white; a JPEG decoded at a reduced scale when it can be)."""
+    grey = upright_rgb(data, ImageLimits(), long_side).convert("L")
     # every image at the same size, so that a copy is compared at its original's scale (and a
     # thumbnail has keypoints at all)
     scale = long_side / max(grey.size)
@@ -90,6 +89,8 @@ def grey_image(data: bytes, long_side: int) -> GreyImage:
 
 
 def features_of_grey(grey: GreyImage, settings: VerificationSettings) -> LocalFeatures:
+    if min(grey.shape) < MIN_SIDE:  # a sliver (a banner 40 times wider than tall): no keypoints
+        return LocalFeatures(grey, Keypoints(np.zeros((0, 2), np.float32), None))
     orb = cv2.ORB.create(nfeatures=settings.keypoints, fastThreshold=7, nlevels=PYRAMID_LEVELS)
     found, descriptors = orb.detectAndCompute(grey, None)
     points = np.array([k.pt for k in found], dtype=np.float32).reshape(-1, 2)
@@ -251,8 +252,12 @@ class PixelChecker:
         return verify(query, candidate, self.settings, mirror=cosine >= self.settings.mirror_from)
 
     def features_of_bytes(self, data: bytes) -> LocalFeatures | None:
-        """None for bytes the check cannot read (the embedding then decides)."""
+        """None for bytes the check cannot read (the embedding then decides): a decision is
+        never lost to the pixel check, whatever a stored file holds."""
         try:
             return local_features(data, self.settings)
-        except (OSError, ValueError, Image.DecompressionBombError):
-            return None
+        except ServiceError as exc:  # what intake would refuse (over the default limits, say)
+            logger.info("pixel check skipped: %s: %s", exc.code, exc.message)
+        except Exception:
+            logger.warning("pixel check skipped: the image could not be read", exc_info=True)
+        return None

@@ -245,3 +245,30 @@ def test_bytes_that_are_no_image_get_no_verdict_from_the_pixels(
     body = {"model": "m", "vectors": [base.tolist()], "images": ["aGVsbG8="]}  # "hello"
     answer = dedup.post("/v1/dedup/check", json=body).json()["vectors"][0]
     assert answer["duplicate_of"]["by"] == "embedding"  # cosine 1.0 decides
+
+
+@pytest.mark.parametrize(
+    "stored_bytes",
+    [
+        jpeg(Image.new("RGB", (2000, 10), (90, 140, 200))),  # a sliver: no room for keypoints
+        b"\xff\xd8\xff\xe0 not really a JPEG",
+        jpeg(sample_photo("china.jpg"))[:2000],  # cut short
+    ],
+    ids=["sliver", "not an image", "truncated"],
+)
+def test_pixels_the_check_cannot_read_leave_the_decision_to_the_embedding(
+    dedup: httpx.Client, store: LocalFolderStore, base: np.ndarray, stored_bytes: bytes
+) -> None:
+    original = keep(store, stored_bytes)
+    insert(dedup, original, base.tolist(), stored=True)
+    query = keep(store, jpeg(sample_photo("flower.jpg")))
+    outcome = insert(dedup, query, at_cosine(base, 0.95, seed=11), stored=True)
+    assert (outcome["status"], outcome["duplicate_of"]["by"]) == ("duplicate", "embedding")
+
+
+def test_a_check_with_too_many_images_is_refused(dedup: httpx.Client, base: np.ndarray) -> None:
+    image = base64.b64encode(jpeg(Image.new("RGB", (8, 8)))).decode()
+    body = {"model": "m", "vectors": [base.tolist()] * 17, "images": [image] * 17}
+    response = dedup.post("/v1/dedup/check", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "too_many_images"

@@ -279,6 +279,12 @@ def test_synchronous_relevance_and_dedup(stack: Stack) -> None:
     assert by_phash["is_duplicate"] and by_phash["by_phash"] == [
         {"id": stored["id"], "distance": 0}
     ]
+    assert by_phash["duplicate_of"] == {
+        "id": stored["id"],
+        "by": "phash",
+        "score": None,
+        "distance": 0,
+    }
     assert records(stack) == 1  # the synchronous endpoints store nothing
     bad = stack.gateway.post("/v1/dedup", json={"phash": "zz"}, headers=headers)
     assert (bad.status_code, bad.json()["error"]["code"]) == (422, "invalid_request")

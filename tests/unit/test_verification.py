@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from services.dedup.config import VerificationSettings
 from services.dedup.verification import Verdict, local_features, verify
-from tests.helpers import jpeg, photo, sample_photo
+from tests.helpers import encode, jpeg, photo, sample_photo
 
 SETTINGS = VerificationSettings()
 
@@ -113,3 +113,15 @@ def test_the_grey_image_is_read_upright_at_the_size_asked() -> None:
     height, width = features.grey.shape
     assert width == SETTINGS.long_side  # upright: wider than tall
     assert height == pytest.approx(SETTINGS.long_side * 427 / 640, abs=1)
+
+
+def test_a_transparent_png_and_its_flattened_copy_are_one_picture() -> None:
+    """Transparency on white, as the embedder sees it: a logo-like cut-out and its JPEG."""
+    cut_out = sample_photo("flower.jpg").convert("RGBA")
+    alpha = Image.new("L", cut_out.size, 0)
+    ImageDraw.Draw(alpha).ellipse((60, 40, cut_out.width - 60, cut_out.height - 40), fill=255)
+    cut_out.putalpha(alpha)
+    flattened = Image.new("RGB", cut_out.size, (255, 255, 255))
+    flattened.paste(cut_out, mask=cut_out.getchannel("A"))
+    png = local_features(encode(cut_out, "PNG"), SETTINGS)
+    assert verify(local_features(jpeg(flattened), SETTINGS), png, SETTINGS) is Verdict.COPY

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Request
 
 from services.common.errors import validated
 from services.common.http import multipart_body, read_json
+from services.common.images import preview_jpeg
 from services.common.openapi import body_schema
-from services.common.schemas import DedupCheckRequest
+from services.common.schemas import DedupCheckRequest, DuplicateOf
 from services.gateway.dependencies import (
     PUBLIC_ERRORS,
     Contributor,
@@ -22,6 +23,10 @@ from services.gateway.dependencies import (
 from services.gateway.embedding import embed_accepted
 from services.gateway.intake import accept_image_only
 from services.gateway.schemas import DedupQuery, DuplicatesOut
+
+# The check's copy of the image: larger than the pixel check's 256 px and the embedder's 256 px
+# short side for most shapes, a fraction of a photo's bytes.
+PREVIEW = 640
 
 router = APIRouter(prefix="/v1", tags=["gateway"], responses=PUBLIC_ERRORS)
 
@@ -55,8 +60,8 @@ async def find_duplicates(
             vectors=[embedded.embedding],
             phashes=[embedded.phash],
             # its pixels too: the same decision as the pipeline's, near candidates checked on
-            # theirs (the image is not stored, so it travels with the check)
-            images=[base64.b64encode(image.data).decode()],
+            # theirs (the image is not stored, so a preview of it travels with the check)
+            images=[base64.b64encode(preview_jpeg(image.data, settings.images, PREVIEW)).decode()],
         )
     found = await dedup.check(check)
     by_embedding = found.vectors[0].neighbours if found.vectors else []
@@ -64,7 +69,9 @@ async def find_duplicates(
     by_phash = found.phashes[0].matches if found.phashes else []
     # The embedding (and with an image, its pixels) decides when there is one (pHash alone is a
     # weak signal: 2 % precision in the paper's top pairs); with a pHash alone, the pHash.
-    is_duplicate = duplicate_of is not None if check.vectors else bool(by_phash)
+    if not check.vectors and by_phash:
+        duplicate_of = DuplicateOf(id=by_phash[0].id, by="phash", distance=by_phash[0].distance)
+    is_duplicate = duplicate_of is not None
     return DuplicatesOut(
         by_embedding=by_embedding,
         by_phash=by_phash,
