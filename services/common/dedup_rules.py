@@ -34,5 +34,5 @@ DEDUP_RULES: dict[str, DedupRule] = {
     "siglip-base-224": DedupRule(threshold=0.85),
     "siglip-base-384": DedupRule(threshold=0.85),
     # measured on real photographs and ~30 kinds of copies (bench/dedup_quality.py, README)
-    "efficientnet-lite0": DedupRule(threshold=0.90, candidate_threshold=0.55),
+    "efficientnet-lite0": DedupRule(threshold=0.90, candidate_threshold=0.50),
 }

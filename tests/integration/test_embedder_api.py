@@ -92,7 +92,7 @@ def test_probes_and_models(embedder: httpx.Client) -> None:
     ]
     assert models[0]["provider"] == "CPUExecutionProvider"
     # how dedup decides for this model's images: the shared table's rule, shown where the model is
-    assert models[0]["dedup"] == {"threshold": 0.9, "candidate_threshold": 0.55}
+    assert models[0]["dedup"] == {"threshold": 0.9, "candidate_threshold": 0.5}
     assert "/v1/embed" in embedder.get("/openapi.json").json()["paths"]
     assert embedder.get("/docs").status_code == 200
 
