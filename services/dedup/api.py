@@ -30,7 +30,13 @@ from services.common.schemas import (
 from services.common.vectors import parse_vectors
 from services.dedup.batch import BatchJobs
 from services.dedup.config import DedupSettings
-from services.dedup.dedup import Deduplicator, InsertItem, collection_name, unknown_collection
+from services.dedup.dedup import (
+    Deduplicator,
+    InsertItem,
+    collection_name,
+    decision,
+    unknown_collection,
+)
 from services.dedup.phash_index import phash_to_int
 from services.dedup.tables import JobRow
 from services.dedup.vectors import Matrix
@@ -134,12 +140,7 @@ def _check(
                 [base64_bytes(data, f"images[{i}]") for i, data in enumerate(body.images)],
             )
             if body.images
-            else [  # the embedding's rule: the nearest at cosine >= ε
-                DuplicateOf(id=matches[0][0], by="embedding", score=matches[0][1])
-                if matches
-                else None
-                for matches in found
-            ]
+            else [decision(matches, threshold) for matches in found]
         )
         vector_checks = [
             VectorCheck(

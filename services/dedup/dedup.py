@@ -46,6 +46,27 @@ def unknown_collection(namespace: str, model: str) -> ServiceError:
     )
 
 
+def candidate_floor(threshold: float, candidate_threshold: float | None) -> float:
+    """The lowest cosine at which a stored image is a candidate for the pixel check."""
+    return threshold if candidate_threshold is None else min(threshold, candidate_threshold)
+
+
+def decision(
+    candidates: Sequence[tuple[str, float]],
+    threshold: float,
+    check: Callable[[str, float], Verdict] | None = None,
+) -> DuplicateOf | None:
+    """The decision on (id, cosine) candidates, nearest first (`first_copy`); without a pixel
+    check every verdict is "unsure", which leaves the embedding's rule: the nearest at >= ε."""
+    decided = first_copy(candidates, threshold, check or (lambda _, __: Verdict.UNSURE))
+    if decided is None:
+        return None
+    match_id, cosine, verdict = decided
+    return DuplicateOf(
+        id=match_id, by="pixels" if verdict is Verdict.COPY else "embedding", score=cosine
+    )
+
+
 @dataclass(frozen=True)
 class InsertItem:
     """One image to insert unless a near-duplicate is stored (or kept earlier in its batch)."""
@@ -232,7 +253,7 @@ class Deduplicator:
             name = collection_name(namespace, item.model)
             if self.vectors.dim(name) != item.vector.size:
                 continue  # nothing stored yet, or a mismatch the insert will refuse
-            floor = min(item.threshold, item.candidate_threshold or item.threshold)
+            floor = candidate_floor(item.threshold, item.candidate_threshold)
             found = self.vectors.search(name, item.vector[None], floor, limit=2)[0]
             nearest = [i for i, _ in found if i != item.sha256]
             if nearest:
@@ -304,9 +325,7 @@ class Deduplicator:
         checked on theirs (`first_copy`); without, the nearest at cosine >= ε. `also`: more
         (id, cosine) candidates (a batch's images kept before this one)."""
         pixels = self.pixels if query_pixels is not None else None
-        floor = threshold
-        if pixels is not None and candidate_threshold is not None:
-            floor = min(floor, candidate_threshold)
+        floor = threshold if pixels is None else candidate_floor(threshold, candidate_threshold)
         limit = pixels.settings.max_candidates if pixels is not None else 1
         found = self.vectors.search(name, vector[None], floor, limit=limit + 1)[0]
         candidates = sorted(
@@ -314,9 +333,7 @@ class Deduplicator:
             key=lambda match: -match[1],
         )[:limit]
         if pixels is None or query_pixels is None:
-            if candidates and candidates[0][1] >= threshold:
-                return DuplicateOf(id=candidates[0][0], by="embedding", score=candidates[0][1])
-            return None
+            return decision(candidates, threshold)
         query: list[LocalFeatures | None] = []  # read once, at the first candidate
 
         def check(candidate: str, cosine: float) -> Verdict:
@@ -324,13 +341,7 @@ class Deduplicator:
                 query.append(query_pixels())
             return pixels.check(query[0], candidate, cosine)
 
-        decided = first_copy(candidates, threshold, check)
-        if decided is None:
-            return None
-        match_id, cosine, verdict = decided
-        return DuplicateOf(
-            id=match_id, by="pixels" if verdict is Verdict.COPY else "embedding", score=cosine
-        )
+        return decision(candidates, threshold, check)
 
     def _record_phashes(self, session: Session, namespace: str, phashes: dict[str, str]) -> None:
         """Appends a row for each image whose live pHash is not already this one."""
