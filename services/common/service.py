@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar, cast
@@ -44,6 +45,14 @@ def from_app_state(attribute: str, kind: type[T]) -> Callable[[Request], Awaitab
 
     dependency.__name__ = f"get_{attribute}"
     return dependency
+
+
+async def threads_finished() -> None:
+    """Waits for the work this loop gave to threads (`asyncio.to_thread`): a service stopping
+    cancels its tasks, not their threads, and a query still running in one would hand its
+    connection back to a pool already disposed, left open until the garbage collector finds it.
+    Called first in a lifespan's shutdown, before the engine and stores are closed."""
+    await asyncio.get_running_loop().shutdown_default_executor()
 
 
 def single_threaded_blas() -> None:

@@ -13,7 +13,12 @@ from prometheus_client import CollectorRegistry
 from services.common.database import database_reachable, make_engine
 from services.common.errors import UnavailableError
 from services.common.migrations import wait_for_schema
-from services.common.service import Readiness, build_service_app, single_threaded_blas
+from services.common.service import (
+    Readiness,
+    build_service_app,
+    single_threaded_blas,
+    threads_finished,
+)
 from services.dedup.api import router
 from services.dedup.batch import BatchJobs
 from services.dedup.config import DedupSettings
@@ -63,6 +68,7 @@ def create_app(
         try:
             yield
         finally:
+            await threads_finished()
             if vector_store is None:
                 vectors.close()
             if claim is not None:

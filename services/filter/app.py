@@ -13,7 +13,12 @@ from prometheus_client import CollectorRegistry
 from services.common.clients import EmbedderClient
 from services.common.database import database_reachable, make_engine
 from services.common.migrations import wait_for_schema
-from services.common.service import Readiness, build_service_app, single_threaded_blas
+from services.common.service import (
+    Readiness,
+    build_service_app,
+    single_threaded_blas,
+    threads_finished,
+)
 from services.filter.api import router
 from services.filter.config import FilterSettings
 from services.filter.store import ReferenceStore
@@ -34,6 +39,7 @@ def create_app(settings: FilterSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await threads_finished()
             await app.state.embedder.close()
             engine.dispose()
 

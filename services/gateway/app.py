@@ -13,7 +13,12 @@ from prometheus_client import CollectorRegistry
 from services.common.database import database_reachable, make_engine
 from services.common.migrations import wait_for_schema
 from services.common.openapi import document_page_limit
-from services.common.service import Readiness, build_service_app, single_threaded_blas
+from services.common.service import (
+    Readiness,
+    build_service_app,
+    single_threaded_blas,
+    threads_finished,
+)
 from services.gateway import crawl_records, export_records, records
 from services.gateway.auth import ApiKeys
 from services.gateway.captions import CaptionJobs
@@ -65,6 +70,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             yield
         finally:
             await queue.close()
+            await threads_finished()
             await pipeline.close()
             await captions.close()
             engine.dispose()

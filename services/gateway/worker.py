@@ -44,6 +44,7 @@ from services.common.errors import UnavailableError
 from services.common.logging import configure_logging
 from services.common.migrations import wait_for_schema
 from services.common.request_ids import request_context
+from services.common.service import threads_finished
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import GatewaySettings, PipelineSettings
 from services.gateway.crawls import CrawlIngest
@@ -147,6 +148,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     await ctx["captions"].close()
     pipeline: Pipeline = ctx["pipeline"]
     await pipeline.close()
+    await threads_finished()
     pipeline.engine.dispose()
 
 
