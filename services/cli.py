@@ -123,6 +123,52 @@ def _database(command: str, services: list[str], revision: str, message: str) ->
     print("\n".join(lines))
 
 
+def _reindex(namespace: str | None, batch_size: int) -> int:
+    """`seavl dedup reindex`: see services/gateway/reindex.py."""
+    import asyncio
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from services.common.errors import ServiceError
+    from services.gateway.config import GatewaySettings
+    from services.gateway.reindex import Rebuilt, Reindex
+
+    engine = _gateway_engine("seavl dedup reindex")
+    reindex = Reindex.create(GatewaySettings(), engine, namespace, batch_size)
+    columns = (TextColumn("reindexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+
+    async def run() -> Rebuilt:
+        try:
+            with Progress(*columns) as progress:
+                task = progress.add_task("reindex", total=reindex.total())
+                return await reindex.run(lambda n: progress.advance(task, n))
+        finally:
+            await reindex.close()
+
+    try:
+        rebuilt = asyncio.run(run())
+    except ServiceError as exc:
+        raise SystemExit(
+            f"seavl dedup reindex: {exc.message}; the collection is partly rebuilt, run the "
+            "command again"
+        ) from None
+    finally:
+        engine.dispose()
+    print(
+        f"namespace {rebuilt.namespace!r}, model {rebuilt.model!r}: "
+        f"{rebuilt.kept + rebuilt.duplicates} images inserted again ({rebuilt.kept} kept, "
+        f"{rebuilt.duplicates} duplicates, {rebuilt.changed} decided differently than before); "
+        f"{rebuilt.dropped} points dropped first; {len(rebuilt.unreadable)} images unreadable"
+    )
+    return 1 if rebuilt.unreadable else 0
+
+
 def _service_token(token_file: Path) -> str:
     """The token in `token_file`, made there (readable by its owner only) on the first run."""
     try:
@@ -273,6 +319,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_export_arguments(
         commands.add_parser("export", help="write the curated set as a dataset (a job)")
     )
+    dedup = commands.add_parser("dedup", help="the near-duplicate store")
+    dedup_commands = dedup.add_subparsers(dest="dedup_command", required=True)
+    reindex = dedup_commands.add_parser(
+        "reindex",
+        help="rebuild a namespace's store from the stored images (after the vector changed)",
+    )
+    reindex.add_argument(
+        "--namespace", default=None, help="the dedup namespace (default: the pipeline's)"
+    )
+    reindex.add_argument(
+        "--batch-size", type=int, default=32, choices=range(1, 65), metavar="1..64"
+    )
     upload = commands.add_parser("upload", help="send a folder of images to the gateway")
     add_upload_arguments(upload)
     args = parser.parse_args(argv)
@@ -305,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(run_crawl(args))
     elif args.command == "export":
         raise SystemExit(run_export(args))
+    elif args.command == "dedup":
+        raise SystemExit(_reindex(args.namespace, args.batch_size))
     elif args.command == "upload":
         raise SystemExit(run_upload(args))
 

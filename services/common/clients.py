@@ -44,6 +44,7 @@ from services.common.schemas import (
     DedupInsertBatchResponse,
     DedupInsertRequest,
     DedupInsertResponse,
+    DroppedCollection,
     EmbeddedImage,
     EmbedResponse,
     ImageFailure,
@@ -322,3 +323,13 @@ class DedupClient(ServiceClient):
     async def insert_batch(self, batch: DedupInsertBatch) -> DedupInsertBatchResponse:
         body = batch.model_dump(exclude_none=True)
         return await self.request(DedupInsertBatchResponse, "POST", "/v1/dedup/insert-batch", body)
+
+    async def drop_collection(self, namespace: str, model: str) -> DroppedCollection | None:
+        """Forgets the collection (None if there was none)."""
+        path = f"/v1/dedup/collections/{quote(namespace, safe='')}/{quote(model, safe='')}"
+        try:
+            return await self.request(DroppedCollection, "DELETE", path, idempotent=False)
+        except ServiceError as exc:
+            if exc.code == "unknown_collection":
+                return None
+            raise

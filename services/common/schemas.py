@@ -331,3 +331,11 @@ class DedupInsertBatch(JsonBody):
 
 class DedupInsertBatchResponse(BaseModel):
     results: list[DedupInsertResponse]
+
+
+class DroppedCollection(BaseModel):
+    """A collection forgotten (`DELETE /v1/dedup/collections/...`), to be inserted again."""
+
+    namespace: str
+    model: str
+    points: int = Field(description="the points it held, forgotten with their pHashes")

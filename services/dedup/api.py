@@ -22,6 +22,7 @@ from services.common.schemas import (
     DedupInsertBatchResponse,
     DedupInsertRequest,
     DedupInsertResponse,
+    DroppedCollection,
     DuplicateOf,
     Neighbour,
     PHashCheck,
@@ -288,6 +289,20 @@ def collection_stats(
     namespace: str, model: str, deduplicator: DeduplicatorDep, settings: SettingsDep
 ) -> CollectionStats:
     return _stats(deduplicator, settings, namespace, model)
+
+
+@router.delete(
+    "/collections/{namespace}/{model}",
+    response_model=DroppedCollection,
+    summary="Forget a collection (its images are inserted again by `seavl dedup reindex`)",
+)
+def drop_collection(
+    deduplicator: DeduplicatorDep,
+    namespace: Annotated[str, Path(pattern=NAMESPACE_PATTERN)],
+    model: Annotated[str, Path(pattern=MODEL_PATTERN)],
+) -> DroppedCollection:
+    points = deduplicator.drop(namespace, model)
+    return DroppedCollection(namespace=namespace, model=model, points=points)
 
 
 class BatchRequest(BaseModel):

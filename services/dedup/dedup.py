@@ -359,6 +359,21 @@ class Deduplicator:
             if current is None or current.deleted or current.phash != value:
                 session.add(PHashRow(namespace=namespace, sha256=sha256, phash=value))
 
+    def _forget_phashes(self, session: Session, namespace: str, sha256s: list[str]) -> int:
+        """Marks the images' pHashes deleted; how many were stored."""
+        rows = session.exec(
+            select(PHashRow)
+            .where(PHashRow.namespace == namespace, col(PHashRow.sha256).in_(sha256s))
+            .order_by(col(PHashRow.seq))
+        ).all()
+        latest = {row.sha256: row for row in rows}  # in seq order: the last one wins
+        live = [row for row in latest.values() if not row.deleted]
+        for row in live:
+            session.add(
+                PHashRow(namespace=namespace, sha256=row.sha256, phash=row.phash, deleted=True)
+            )
+        return len(live)
+
     def delete(self, namespace: str, model: str, sha256: str) -> None:
         name = collection_name(namespace, model)
         if self.vectors.dim(name) is None:
@@ -366,18 +381,23 @@ class Deduplicator:
         with session_scope(self.engine) as session:
             self._lock_namespace(session, namespace)
             removed = self.vectors.delete(name, sha256)
-            latest = session.exec(
-                select(PHashRow)
-                .where(PHashRow.namespace == namespace, PHashRow.sha256 == sha256)
-                .order_by(col(PHashRow.seq).desc())
-            ).first()
-            if latest is not None and not latest.deleted:
-                session.add(
-                    PHashRow(namespace=namespace, sha256=sha256, phash=latest.phash, deleted=True)
-                )
-                removed = True
-            if not removed:
+            if not (self._forget_phashes(session, namespace, [sha256]) or removed):
                 raise ServiceError(404, "unknown_point", f"no stored image {sha256} in {name}")
+
+    def drop(self, namespace: str, model: str) -> int:
+        """Forgets a collection with its points' pHashes, for `seavl dedup reindex` to insert
+        them again; returns how many points it held."""
+        name = collection_name(namespace, model)
+        if self.vectors.dim(name) is None:
+            raise unknown_collection(namespace, model)
+        held = 0
+        with session_scope(self.engine) as session:
+            self._lock_namespace(session, namespace)
+            for page in self.vectors.pages(name):
+                self._forget_phashes(session, namespace, [point.sha256 for point in page])
+                held += len(page)
+            self.vectors.drop(name)
+        return held
 
     def phash_count(self, namespace: str) -> int:
         with session_scope(self.engine) as session:

@@ -426,6 +426,25 @@ class EmbeddedVectorStore:
                 collection.graph.remove(int(row[0]))
         return True
 
+    def drop(self, name: str) -> bool:
+        with self._write_lock:
+            collection = self._collections.get(name)
+            if collection is None:
+                return False
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                self._writer.execute("DELETE FROM points WHERE collection = ?", (name,))
+                self._writer.execute("DELETE FROM collections WHERE name = ?", (name,))
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            del self._collections[name]
+            with collection.lock:  # a search still holding it ends first
+                self._graph_path(name).unlink(missing_ok=True)
+                (self.folder / f"{name}.planes.npy").unlink(missing_ok=True)
+        return True
+
     def _save(self, collection: _Collection) -> None:
         """Writes the graph next to the old one, then swaps them: a crash keeps one whole."""
         path = self._graph_path(collection.name)

@@ -87,6 +87,11 @@ class VectorStore(Protocol):
 
     def delete(self, name: str, sha256: str) -> bool: ...
 
+    def drop(self, name: str) -> bool:
+        """Forgets the collection and its points (`seavl dedup reindex` rebuilds it); False if
+        it did not exist."""
+        ...
+
     def count(self, name: str) -> int: ...
 
     def pages(self, name: str) -> Iterator[list[StoredPoint]]:
@@ -209,6 +214,11 @@ class QdrantServerStore:
                 name, points_selector=models.PointIdsList(points=[point_id(sha256)]), wait=True
             )
         return True
+
+    def drop(self, name: str) -> bool:
+        self._dims.pop(name, None)
+        with qdrant_errors():
+            return bool(self.client.delete_collection(name))
 
     def count(self, name: str) -> int:
         with qdrant_errors():

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ColumnElement, bindparam, func, insert, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -23,7 +23,8 @@ from services.common.schemas import Tier
 from services.common.states import FINISHED, UNFINISHED, JobStatus
 from services.gateway.jobs import CaptionJob, Processed
 from services.gateway.points_rules import PointKind
-from services.gateway.tables import CaptionRow, ImageRow, PointRow
+from services.gateway.schemas import ImageSource
+from services.gateway.tables import CaptionRow, CrawlRow, ImageRow, PointRow
 
 # Captions
 
@@ -462,3 +463,77 @@ def fail_stuck(engine: Engine, stuck: Stuck, error: str) -> None:
             return
         row.status, row.error, row.updated_at = JobStatus.FAILED, error, utcnow()
         session.add(row)
+
+
+def _in_dedup_namespace(namespace: str, crowd_namespace: str) -> ColumnElement[bool]:
+    """The records the pipeline or a crawl inserted into dedup's `namespace`: done uploads
+    (when it is the pipeline's namespace) and the kept images of crawls into it."""
+    crawled = col(ImageRow.crawl_id).in_(select(CrawlRow.id).where(CrawlRow.namespace == namespace))
+    crowd = col(ImageRow.source) == ImageSource.CROWD
+    inserted = or_(crowd, crawled) if namespace == crowd_namespace else crawled
+    return and_(col(ImageRow.status) == JobStatus.DONE, inserted)
+
+
+def count_in_dedup_namespace(engine: Engine, namespace: str, crowd_namespace: str) -> int:
+    with Session(engine) as session:
+        query = select(func.count()).select_from(ImageRow)
+        return int(session.exec(query.where(_in_dedup_namespace(namespace, crowd_namespace))).one())
+
+
+@dataclass(frozen=True)
+class UploadPosition:
+    """Where a walk in upload order (created_at, then id) has got to."""
+
+    created_at: datetime
+    image_id: str
+
+
+def in_dedup_namespace_after(
+    engine: Engine,
+    namespace: str,
+    crowd_namespace: str,
+    after: UploadPosition | None,
+    limit: int,
+) -> list[UploadPosition]:
+    """The next `limit` records of the namespace in upload order (as the pipeline inserted
+    them: of two copies, the one uploaded first is kept)."""
+    query = select(ImageRow.created_at, ImageRow.id).where(
+        _in_dedup_namespace(namespace, crowd_namespace)
+    )
+    if after is not None:
+        query = query.where(
+            or_(
+                col(ImageRow.created_at) > after.created_at,
+                and_(
+                    col(ImageRow.created_at) == after.created_at,
+                    col(ImageRow.id) > after.image_id,
+                ),
+            )
+        )
+    query = query.order_by(col(ImageRow.created_at), col(ImageRow.id)).limit(limit)
+    with Session(engine) as session:
+        return [UploadPosition(when, image_id) for when, image_id in session.exec(query)]
+
+
+def duplicates_of(engine: Engine, image_ids: list[str]) -> dict[str, str | None]:
+    with Session(engine) as session:
+        query = select(ImageRow.id, ImageRow.duplicate_of).where(col(ImageRow.id).in_(image_ids))
+        return dict(session.exec(query).all())
+
+
+def set_duplicates(engine: Engine, duplicates: Mapping[str, str | None]) -> None:
+    """The `duplicate_of` of done records, as a rebuilt dedup store decided it."""
+    if not duplicates:
+        return
+    statement = (
+        update(ImageRow)
+        .where(col(ImageRow.id) == bindparam("image_id"))
+        .where(col(ImageRow.status) == JobStatus.DONE)
+        .values(duplicate_of=bindparam("original"), updated_at=bindparam("now"))
+    )
+    now = utcnow()
+    with session_scope(engine) as session:
+        session.connection().execute(
+            statement,
+            [{"image_id": i, "original": o, "now": now} for i, o in duplicates.items()],
+        )

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from qdrant_client import QdrantClient
 
 from services.dedup.config import DedupSettings
 from services.dedup.embedded import EmbeddedVectorStore, StoreInUseError
+from services.dedup.vectors import QdrantServerStore, VectorStore
 from tests.helpers import free_port, migrated_sqlite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,3 +192,39 @@ def test_a_folder_left_by_qdrant_local_mode_is_reported(
         EmbeddedVectorStore(settings).close()
     assert "Qdrant's local mode" in caplog.text
     assert str(settings.qdrant_path) in caplog.text
+
+
+def _dropped_and_made_again(store: VectorStore) -> None:
+    """A dropped collection is gone with its points; one made again under its name is empty."""
+    rows = unit_rows(3, 32, seed=5)
+    store.ensure(NAME, 32)
+    store.upsert(NAME, [sha(str(i)) for i in range(3)], rows, [{}, {}, {}])
+    assert store.drop(NAME) and NAME not in store.collections() and store.dim(NAME) is None
+    assert not store.drop(NAME)
+    store.ensure(NAME, 16)  # another encoder: another size
+    assert store.count(NAME) == 0
+    store.upsert(NAME, [sha("new")], unit_rows(1, 16, seed=6), [{}])
+    assert store.search(NAME, unit_rows(1, 16, seed=6), 0.99, limit=5)[0][0][0] == sha("new")
+
+
+def test_a_dropped_collection_is_forgotten_in_the_embedded_store(tmp_path: Path) -> None:
+    store = EmbeddedVectorStore(settings_for(tmp_path))
+    try:
+        _dropped_and_made_again(store)
+    finally:
+        store.close()
+    reopened = EmbeddedVectorStore(settings_for(tmp_path))  # and stays forgotten
+    try:
+        assert reopened.count(NAME) == 1 and reopened.dim(NAME) == 16
+    finally:
+        reopened.close()
+
+
+def test_a_dropped_collection_is_forgotten_by_qdrant(tmp_path: Path) -> None:
+    """Through qdrant-client's local mode: the same client API as a server's, in process."""
+    store = QdrantServerStore(settings_for(tmp_path, qdrant_url="http://127.0.0.1:1"))
+    store.client = QdrantClient(location=":memory:")
+    try:
+        _dropped_and_made_again(store)
+    finally:
+        store.close()
