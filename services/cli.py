@@ -227,12 +227,21 @@ def _run_all(names: list[str], token_file: Path) -> int:
     return status
 
 
-def _prepare_models(models_dir: Path | None, force: bool) -> None:
+def _prepare_models(models_dir: Path | None, force: bool, unsafe_model: bool) -> None:
     from services.embedder.config import EmbedderSettings
-    from services.embedder.prepare import prepare_default_model
+    from services.embedder.prepare import (
+        prepare_default_model,
+        prepare_face_model,
+        prepare_unsafe_model,
+    )
 
-    folder = prepare_default_model(models_dir or EmbedderSettings().models_dir, force=force)
+    models_dir = models_dir or EmbedderSettings().models_dir
+    folder = prepare_default_model(models_dir, force=force)
     print(f"default model ready in {folder}")
+    print(f"face detector ready in {prepare_face_model(models_dir, force=force)}")
+    if unsafe_model:
+        path = prepare_unsafe_model(models_dir, force=force)
+        print(f"unsafe-content model ready in {path.parent} (NudeNet, AGPL-3.0: see LICENSE)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -257,6 +266,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     prepare.add_argument("--models-dir", type=Path, default=None)
     prepare.add_argument("--force", action="store_true", help="convert again even if up to date")
+    prepare.add_argument(
+        "--unsafe-model",
+        action="store_true",
+        help="also fetch NudeNet's unsafe-content detector from PyPI (AGPL-3.0; opt-in)",
+    )
     keys = commands.add_parser("keys", help="API keys of the gateway")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_commands.add_parser(
@@ -344,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"unknown services {sorted(unknown)}; choose from {sorted(SERVICES)}")
         raise SystemExit(_run_all(args.services or list(SERVICES), args.token_file))
     elif args.command == "models":
-        _prepare_models(args.models_dir, args.force)
+        _prepare_models(args.models_dir, args.force, args.unsafe_model)
     elif args.command == "keys":
         _create_key(args.role, args.name)
     elif args.command == "users":

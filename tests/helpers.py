@@ -37,6 +37,11 @@ def photo(name: str) -> Image.Image:
     return Image.open(SKIMAGE_DATA / name).convert("RGB")
 
 
+# The astronaut's face in scikit-image's astronaut.png (512 x 512), drawn by hand: hairline to
+# chin, ear to ear (x0, y0, x1, y1).
+ASTRONAUT_FACE = (180, 55, 276, 180)
+
+
 def sample_photo(name: str) -> Image.Image:
     """One of scikit-learn's two sample photographs (china.jpg, flower.jpg): real photos that
     the tests of dedup's pixel check share with bench/dedup_quality.py's set."""

@@ -26,6 +26,7 @@ from tenacity import (
 
 from services.common.captions import CaptionRequest, CaptionResponse
 from services.common.errors import ErrorBody, ErrorResponse, ServiceError, UnavailableError
+from services.common.privacy import DetectResponse
 from services.common.reference_sets import (
     AddReferencesRequest,
     AddReferencesResponse,
@@ -234,6 +235,13 @@ class EmbedderClient(ServiceClient):
         body = {"images": payload_images, "model": model, "encoding": "base64", "top_k": top_k}
         parsed = await self.request(EmbedResponse, "POST", "/v1/embed", body)
         return sorted(parsed.results, key=lambda result: result.index)
+
+    async def detect(self, images: list[ImageInput]) -> DetectResponse:
+        """Faces, plates and an unsafe score per image (`POST /v1/detect`), in order."""
+        body = {"images": [image.model_dump(exclude_none=True) for image in images]}
+        answer = await self.request(DetectResponse, "POST", "/v1/detect", body)
+        answer.results.sort(key=lambda result: result.index)
+        return answer
 
     async def readiness(self) -> bool:
         try:

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.common.service import Readiness, build_service_app, single_threaded_blas
 from services.embedder.api import router
 from services.embedder.config import EmbedderSettings
+from services.embedder.detect_api import router as detect_router
+from services.embedder.detection import PrivacyDetectors
 from services.embedder.serving import EmbedderMetrics, ModelPool
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
+    routes = APIRouter()
+    routes.include_router(router)
+    routes.include_router(detect_router)
     settings = settings or EmbedderSettings()
     registry = CollectorRegistry()
     metrics = EmbedderMetrics(registry)
@@ -31,7 +37,12 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
         decode_pool = ThreadPoolExecutor(
             settings.runtime.decode_threads, thread_name_prefix="decode"
         )
+        detect_pool = ThreadPoolExecutor(settings.detection.threads, thread_name_prefix="detect")
         try:
+            app.state.detectors = await asyncio.to_thread(
+                PrivacyDetectors.load, settings.detection, settings.models_dir, settings.runtime
+            )
+            app.state.detect_pool = detect_pool
             default = await pool.load_default()
             logger.info(
                 "embedder ready: model %s on %s, models %s",
@@ -45,6 +56,7 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
         finally:
             await pool.stop()
             decode_pool.shutdown(wait=True)
+            detect_pool.shutdown(wait=True)
 
     def readiness(app: FastAPI) -> Readiness:
         async def check() -> tuple[bool, dict[str, Any]]:
@@ -59,7 +71,7 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
     app = build_service_app(
         "embedder",
         "Turns images into embedding vectors with ONNX Runtime, in micro-batches.",
-        router,
+        routes,
         settings,
         registry,
         lifespan,

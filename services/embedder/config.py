@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -45,6 +46,48 @@ class RuntimeSettings(BaseModel):
     )
 
 
+class FaceModel(StrEnum):
+    MTCNN = "mtcnn"
+    HAAR = "haar"
+    NONE = "none"
+
+
+class PlateModel(StrEnum):
+    HAAR = "haar"
+    NONE = "none"
+
+
+class UnsafeModel(StrEnum):
+    AUTO = "auto"  # NudeNet when `seavl models prepare --unsafe-model` has put it in place
+    NUDENET = "nudenet"
+    NONE = "none"
+
+
+class DetectionSettings(BaseModel):
+    """`SEAVL_EMBEDDER_DETECTION__…`: which detector finds what, and at what size."""
+
+    faces: FaceModel = FaceModel.MTCNN
+    plates: PlateModel = PlateModel.HAAR
+    unsafe: UnsafeModel = UnsafeModel.AUTO
+    long_side: int = Field(default=640, ge=64, le=4096, description="analysed at most this big")
+    min_face_confidence: float = Field(default=0.9, ge=0, le=1)
+    min_face_pixels: int = Field(default=20, ge=8, description="the smallest face looked for")
+    threads: int = Field(default=2, ge=1, description="images analysed at once")
+
+
+DETECTORS_DIR = "detectors"  # beside the encoders' folders, holding no manifest of its own
+
+
+def unsafe_model_path(models_dir: Path) -> Path:
+    """Where `seavl models prepare --unsafe-model` puts NudeNet's 320n detector."""
+    return models_dir / DETECTORS_DIR / "nudenet-320n" / "320n.onnx"
+
+
+def face_model_dir(models_dir: Path) -> Path:
+    """Where `seavl models prepare` puts MTCNN's three networks as ONNX."""
+    return models_dir / DETECTORS_DIR / "mtcnn"
+
+
 class EmbedderSettings(SeavlSettings):
     model_config = service_settings_config("embedder")
 
@@ -55,6 +98,7 @@ class EmbedderSettings(SeavlSettings):
     images: ImageLimits = ImageLimits()
     batching: BatchingSettings = BatchingSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    detection: DetectionSettings = DetectionSettings()
     max_images_per_request: int = Field(default=64, ge=1)
     max_request_bytes: int = Field(
         default=32 * 1024 * 1024,

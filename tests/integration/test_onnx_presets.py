@@ -85,6 +85,7 @@ def expected_embedding(preset: str) -> np.ndarray:
 def models_with_presets(models_dir: Path, tmp_path: Path) -> Path:
     folder = tmp_path / "models"
     shutil.copytree(models_dir / "efficientnet-lite0", folder / "efficientnet-lite0")
+    shutil.copytree(models_dir / "detectors", folder / "detectors")  # as `models prepare` left it
     for preset, seed in SEEDS.items():
         model_folder = folder / preset.split("-")[0]
         model_folder.mkdir()

@@ -1,0 +1,262 @@
+"""The embedder's privacy and safety detectors: faces, licence plates, explicit content.
+
+They run beside the encoder, so scaling the embedder scales them. Each is chosen by a setting
+and comes from an installed package with its weights (nothing is fetched): faces by MTCNN as
+ONNX (built by `seavl models prepare` from the `mtcnn` package's weights, MIT) or OpenCV's Haar
+cascade; plates by OpenCV's Haar cascade for plates (both cascades ship in the opencv wheel);
+explicit content by NudeNet's 320n ONNX detector (AGPL-3.0, so opt-in: `seavl models prepare
+--unsafe-model` puts it in place, and it is used when there). Every image is analysed at a
+long side of at most `long_side`; regions are answered as fractions of the upright image.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from PIL import Image
+
+from services.common.privacy import Detectors, PiiKind, Region
+from services.embedder.config import (
+    DetectionSettings,
+    FaceModel,
+    PlateModel,
+    RuntimeSettings,
+    UnsafeModel,
+    face_model_dir,
+    unsafe_model_path,
+)
+from services.embedder.mtcnn import NETWORK_NAMES, MtcnnFaceDetector
+from services.embedder.sessions import ModelLoadError, usable_providers
+
+logger = logging.getLogger(__name__)
+
+Pixels = npt.NDArray[np.uint8]  # H x W x 3, RGB
+
+
+@dataclass(frozen=True)
+class Found:
+    """A region in the analysed image's pixels."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    confidence: float
+
+
+class RegionFinder(Protocol):
+    name: str
+
+    def find(self, pixels: Pixels) -> list[Found]: ...
+
+
+class HaarCascade:
+    """One of OpenCV's cascades. It gives no calibrated score: every region found is 1.0."""
+
+    def __init__(self, name: str, file: str, min_neighbours: int, min_size: int) -> None:
+        self.name = name
+        self._path = str(Path(cv2.data.haarcascades) / file)  # type: ignore[attr-defined]
+        self._min_neighbours = min_neighbours
+        self._min_size = min_size
+        self._local = threading.local()  # a classifier is not safe across threads
+
+    def _classifier(self) -> cv2.CascadeClassifier:
+        classifier: cv2.CascadeClassifier | None = getattr(self._local, "classifier", None)
+        if classifier is None:
+            classifier = cv2.CascadeClassifier(self._path)
+            if classifier.empty():
+                raise RuntimeError(f"cannot read the cascade {self._path}")
+            self._local.classifier = classifier
+        return classifier
+
+    def find(self, pixels: Pixels) -> list[Found]:
+        grey = cv2.equalizeHist(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY))
+        boxes = self._classifier().detectMultiScale(
+            grey,
+            scaleFactor=1.1,
+            minNeighbors=self._min_neighbours,
+            minSize=(self._min_size, self._min_size),
+        )
+        return [Found(x, y, x + w, y + h, 1.0) for x, y, w, h in np.asarray(boxes).reshape(-1, 4)]
+
+
+class MtcnnFaces:
+    """MTCNN's three networks as ONNX (services/embedder/mtcnn.py), prepared beforehand."""
+
+    name = "mtcnn"
+
+    def __init__(
+        self, folder: Path, settings: DetectionSettings, providers: list[str], threads: int
+    ) -> None:
+        if not all((folder / f"{name}.onnx").is_file() for name in NETWORK_NAMES):
+            raise ModelLoadError(
+                f"the face detector is not in {folder}: run `seavl models prepare`"
+            )
+        self._detector = MtcnnFaceDetector.from_folder(
+            folder,
+            providers=providers,
+            intra_op_threads=threads,
+            min_face_size=float(settings.min_face_pixels),
+        )
+
+    def find(self, pixels: Pixels) -> list[Found]:
+        return [Found(b.x0, b.y0, b.x1, b.y1, b.confidence) for b in self._detector.detect(pixels)]
+
+
+# NudeNet 3.4's classes, in its output's order; the explicit ones make the unsafe score.
+NUDENET_CLASSES = (
+    "FEMALE_GENITALIA_COVERED",
+    "FACE_FEMALE",
+    "BUTTOCKS_EXPOSED",
+    "FEMALE_BREAST_EXPOSED",
+    "FEMALE_GENITALIA_EXPOSED",
+    "MALE_BREAST_EXPOSED",
+    "ANUS_EXPOSED",
+    "FEET_EXPOSED",
+    "BELLY_COVERED",
+    "FEET_COVERED",
+    "ARMPITS_COVERED",
+    "ARMPITS_EXPOSED",
+    "FACE_MALE",
+    "BELLY_EXPOSED",
+    "MALE_GENITALIA_EXPOSED",
+    "ANUS_COVERED",
+    "FEMALE_BREAST_COVERED",
+    "BUTTOCKS_COVERED",
+)
+EXPLICIT = [
+    NUDENET_CLASSES.index(name)
+    for name in (
+        "BUTTOCKS_EXPOSED",
+        "FEMALE_BREAST_EXPOSED",
+        "FEMALE_GENITALIA_EXPOSED",
+        "ANUS_EXPOSED",
+        "MALE_GENITALIA_EXPOSED",
+    )
+]
+
+
+class NudeNetScore:
+    """The explicit-content score of NudeNet's 320n detector: the highest confidence of any
+    explicit class anywhere in the image (its input: the image padded square, 320 px)."""
+
+    name = "nudenet-320n"
+    SIZE = 320
+
+    def __init__(self, path: Path, providers: list[str], threads: int) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        self._input = self._session.get_inputs()[0].name
+
+    def score(self, pixels: Pixels) -> float:
+        height, width = pixels.shape[:2]
+        side = max(height, width)
+        square = np.zeros((side, side, 3), dtype=np.uint8)
+        square[:height, :width] = pixels
+        resized = np.asarray(
+            Image.fromarray(square).resize((self.SIZE, self.SIZE), Image.Resampling.BILINEAR)
+        )
+        tensor = (resized.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+        output = np.asarray(self._session.run(None, {self._input: tensor})[0])[0]  # 22 x N
+        return float(output[4:][EXPLICIT].max()) if output.shape[1] else 0.0
+
+
+class PrivacyDetectors:
+    """The detectors chosen by the settings, loaded once; `analyse` is safe from any thread."""
+
+    def __init__(
+        self,
+        settings: DetectionSettings,
+        faces: RegionFinder | None,
+        plates: RegionFinder | None,
+        unsafe: NudeNetScore | None,
+    ) -> None:
+        self.settings = settings
+        self.faces = faces
+        self.plates = plates
+        self.unsafe = unsafe
+
+    @classmethod
+    def load(
+        cls, settings: DetectionSettings, models_dir: Path, runtime: RuntimeSettings
+    ) -> PrivacyDetectors:
+        providers = usable_providers("privacy detectors", runtime)
+        threads = 1  # per session: `settings.threads` images are analysed at once instead
+        faces: RegionFinder | None = None
+        if settings.faces is FaceModel.MTCNN:
+            faces = MtcnnFaces(face_model_dir(models_dir), settings, providers, threads)
+        elif settings.faces is FaceModel.HAAR:
+            faces = HaarCascade(
+                "opencv-haar-frontalface", "haarcascade_frontalface_default.xml", 5, 20
+            )
+        plates = (
+            HaarCascade("opencv-haar-plates", "haarcascade_russian_plate_number.xml", 4, 16)
+            if settings.plates is PlateModel.HAAR
+            else None
+        )
+        unsafe: NudeNetScore | None = None
+        nudenet = unsafe_model_path(models_dir)
+        if settings.unsafe is UnsafeModel.NUDENET and not nudenet.is_file():
+            raise ModelLoadError(
+                f"the unsafe-content model is not in {nudenet.parent}: run "
+                "`seavl models prepare --unsafe-model` (NudeNet, AGPL-3.0)"
+            )
+        if settings.unsafe is not UnsafeModel.NONE and nudenet.is_file():
+            unsafe = NudeNetScore(nudenet, providers, threads)
+        detectors = cls(settings, faces, plates, unsafe)
+        logger.info("privacy detectors: %s", detectors.names().model_dump())
+        return detectors
+
+    def names(self) -> Detectors:
+        return Detectors(
+            faces=self.faces.name if self.faces else None,
+            plates=self.plates.name if self.plates else None,
+            unsafe=self.unsafe.name if self.unsafe else None,
+        )
+
+    def analyse(self, image: Image.Image) -> tuple[list[Region], float | None]:
+        """The regions found in the upright RGB `image`, and its unsafe score."""
+        width, height = image.size
+        scale = min(1.0, self.settings.long_side / max(width, height))
+        if scale < 1.0:
+            image = image.resize(
+                (max(1, round(width * scale)), max(1, round(height * scale))),
+                Image.Resampling.BILINEAR,
+            )
+        pixels = np.asarray(image.convert("RGB"))
+        seen_height, seen_width = pixels.shape[:2]
+        regions: list[Region] = []
+        for kind, finder in ((PiiKind.FACE, self.faces), (PiiKind.PLATE, self.plates)):
+            if finder is None:
+                continue
+            for found in finder.find(pixels):
+                if kind is PiiKind.FACE and found.confidence < self.settings.min_face_confidence:
+                    continue
+                regions.append(
+                    Region(
+                        kind=kind,
+                        box=(
+                            _fraction(found.x0, seen_width),
+                            _fraction(found.y0, seen_height),
+                            _fraction(found.x1, seen_width),
+                            _fraction(found.y1, seen_height),
+                        ),
+                        confidence=round(min(1.0, max(0.0, found.confidence)), 4),
+                    )
+                )
+        unsafe = round(self.unsafe.score(pixels), 4) if self.unsafe is not None else None
+        return regions, unsafe
+
+
+def _fraction(value: float, size: int) -> float:
+    return round(min(1.0, max(0.0, value / size)), 5)
