@@ -7,6 +7,7 @@ from pydantic import AliasChoices, BaseModel, Field
 from services.common.clients import ServiceClientSettings
 from services.common.database import database_url_setting, schema_wait_setting
 from services.common.images import ImageLimits
+from services.common.privacy import PiiKind
 from services.common.settings import (
     SeavlSettings,
     ServerSettings,
@@ -108,6 +109,33 @@ class PeopleSettings(BaseModel):
     )
 
 
+class PrivacySettings(BaseModel):
+    """Faces and licence plates found by the embedder in every upload and crawled image."""
+
+    detect: bool = Field(
+        default=True,
+        description="ask the embedder for faces, plates and an unsafe score before storing",
+    )
+    blur: list[PiiKind] = Field(
+        default=[PiiKind.FACE, PiiKind.PLATE],
+        description="what is blurred before the bytes are stored (the original is never "
+        "written); empty: found regions are only flagged on the record",
+    )
+    margin: float = Field(
+        default=0.15, ge=0, le=1, description="each blurred box grows by this share per side"
+    )
+
+
+class SafetySettings(BaseModel):
+    hold_above: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="an image whose unsafe score is at least this is held for an admin's "
+        "review: stored and recorded, never exported or shown to validators",
+    )
+
+
 class GatewaySettings(SeavlSettings):
     model_config = service_settings_config("gateway")
 
@@ -132,6 +160,8 @@ class GatewaySettings(SeavlSettings):
     pipeline: PipelineSettings = PipelineSettings()
     crawl: CrawlSettings = CrawlSettings()
     people: PeopleSettings = PeopleSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    safety: SafetySettings = SafetySettings()
     max_page_size: int = Field(default=100, ge=1)
     key_remember_seconds: float = Field(
         default=10,

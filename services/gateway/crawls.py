@@ -44,6 +44,7 @@ from services.gateway.crawl_sources import (
 from services.gateway.intake import AcceptedImage, accept
 from services.gateway.jobs import CaptionJob
 from services.gateway.pipeline import Pipeline
+from services.gateway.privacy import Screening, screen
 from services.gateway.schemas import ImageSource, KeepPolicy
 from services.gateway.tables import CrawlRejectRow, CrawlRow, CrawlShardRow, ImageRow
 
@@ -103,6 +104,7 @@ class _Scored:
     accepted: bool = False
     best_country: str | None = None
     country_scores: dict[str, float] | None = None
+    screening: Screening = field(default_factory=Screening.skipped)
 
 
 def _take(
@@ -242,7 +244,10 @@ class CrawlIngest:
         if not valid:
             return
         scored = await self._embed_and_score(crawl, valid, counts)
-        kept = [s for s in scored if s.accepted or crawl.keep == KeepPolicy.ALL]
+        to_keep = [s for s in scored if s.accepted or crawl.keep == KeepPolicy.ALL]
+        kept = await self._screen(to_keep, counts)
+        unscreened = {id(s) for s in to_keep} - {id(s) for s in kept}  # failed: counted so
+        scored = [s for s in scored if id(s) not in unscreened]
         # bytes before dedup: it reads them by key to check near candidates on their pixels
         await asyncio.to_thread(self._store, kept)
         duplicates = await self._insert_unique(crawl, kept)
@@ -299,6 +304,27 @@ class CrawlIngest:
                 relevance.accepted if crawl.rho is None else relevance.score >= crawl.rho
             )
         return scored
+
+    async def _screen(self, kept: list[_Scored], counts: ShardCounts) -> list[_Scored]:
+        """The images to keep as they are to be stored: faces and plates blurred (an upload's
+        pass, services/gateway/privacy.py); one the embedder cannot read is counted failed."""
+        if not kept:
+            return kept
+        settings = self.pipeline.settings
+        outcomes = await screen(
+            [s.image for s in kept],
+            self.pipeline.embedder,
+            settings.privacy,
+            settings.safety,
+        )
+        screened: list[_Scored] = []
+        for item, outcome in zip(kept, outcomes, strict=True):
+            if isinstance(outcome, ServiceError):
+                counts.fail(f"{outcome.code}: {outcome.message}")
+                continue
+            item.image, item.screening = outcome
+            screened.append(item)
+        return screened
 
     async def _insert_unique(self, crawl: CrawlRow, kept: list[_Scored]) -> dict[str, str | None]:
         """Dedup's insert-if-unique for the kept images: sha256 → the image it duplicates."""
@@ -406,6 +432,7 @@ class CrawlIngest:
                     original_height=sample.original_height,
                     license=_license(sample),
                 )
+                item.screening.mark(row)
                 if existing is None:
                     session.add(row)
                     stored[row.id] = row

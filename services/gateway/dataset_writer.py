@@ -103,6 +103,10 @@ RECORD_SCHEMA = pa.schema(
         ("flag_caption_fit", pa.bool_()),
         ("flag_relevance", pa.bool_()),
         ("flag_overall", pa.bool_()),
+        ("faces", pa.int64()),
+        ("plates", pa.int64()),
+        ("blurred", pa.bool_()),
+        ("unsafe_score", pa.float64()),
     ]
 )
 PARQUET_SCHEMA = RECORD_SCHEMA.insert(1, pa.field("image", IMAGE_TYPE)).with_metadata(
@@ -172,6 +176,11 @@ class ExportRecord:
     flag_caption_fit: bool | None = None
     flag_relevance: bool | None = None
     flag_overall: bool | None = None
+    # the privacy and safety pass before storing (None: not run)
+    faces: int | None = None
+    plates: int | None = None
+    blurred: bool | None = None
+    unsafe_score: float | None = None
 
     def columns(self) -> dict[str, Any]:
         """The record as its .json and its Parquet row say it (RECORD_SCHEMA's order)."""
@@ -213,6 +222,10 @@ class ExportRecord:
             "flag_caption_fit": self.flag_caption_fit,
             "flag_relevance": self.flag_relevance,
             "flag_overall": self.flag_overall,
+            "faces": self.faces,
+            "plates": self.plates,
+            "blurred": self.blurred,
+            "unsafe_score": self.unsafe_score,
         }
 
     def text(self) -> str:
@@ -749,6 +762,9 @@ DEST is this folder (or, once uploaded, the Hub repository; its files are then u
   `flag_overall`: a crowdsourced submission's category and what its validators decided (each
   flag true when its threshold is met by two reviews or more, null when by fewer, false when
   missed; `accepted` follows `flag_overall` once reviewed).
+- `faces`, `plates`, `blurred`, `unsafe_score`: what seavl's privacy pass found before the
+  image was stored, and whether it was blurred then (the image published is the stored one);
+  null for images stored without the pass. Images held as unsafe are never exported.
 - `location`: the place name given with the image ("City, Country"), never coordinates; images
   are published as stored, without EXIF location.
 - `.txt`: `caption_en`, else an English model caption, else `caption_native`, else another

@@ -120,7 +120,7 @@ def _matching(filters: ExportFilters) -> SelectOfScalar[ImageRow]:
         )
     if not filters.duplicates:
         query = query.where(col(ImageRow.duplicate_of).is_(None))
-    return query
+    return query.where(col(ImageRow.held).is_(False))  # held as unsafe: never exported
 
 
 def count_matching(engine: Engine, filters: ExportFilters) -> int:
@@ -206,6 +206,10 @@ def record_of(row: ImageRow, captions: Sequence[CaptionRow]) -> ExportRecord:
         flag_caption_fit=row.flag_caption_fit,
         flag_relevance=row.flag_relevance,
         flag_overall=row.flag_overall,
+        faces=row.faces,
+        plates=row.plates,
+        blurred=row.blurred,
+        unsafe_score=row.unsafe_score,
     )
 
 

@@ -272,6 +272,9 @@ class ImageFilter:
     category: str | None = None
     flags: Mapping[str, FlagValue] = field(default_factory=dict)  # column name → value
     min_reviews: int | None = None
+    held: bool | None = None
+    faces: bool | None = None  # with faces found (by the privacy pass), or without
+    blurred: bool | None = None
 
 
 @dataclass
@@ -314,6 +317,12 @@ def image_page(engine: Engine, where: ImageFilter, limit: int, offset: int) -> I
         query = query.where(_flag_condition(column, value))
     if where.min_reviews is not None:
         query = query.where(col(ImageRow.review_count) >= where.min_reviews)
+    if where.held is not None:
+        query = query.where(col(ImageRow.held).is_(where.held))
+    if where.faces is not None:
+        query = query.where(col(ImageRow.faces) > 0 if where.faces else col(ImageRow.faces) == 0)
+    if where.blurred is not None:
+        query = query.where(col(ImageRow.blurred).is_(where.blurred))
     with session_scope(engine) as session:
         total = session.exec(select(func.count()).select_from(query.subquery())).one()
         rows = session.exec(

@@ -28,12 +28,13 @@ from services.gateway.tables import ImageRow, ReviewRow, ReviewSlotRow
 
 
 def _reviewable() -> list[ColumnElement[bool]]:
-    """What makes an image one that people review: a person's submission, processed, and not
-    a copy of another."""
+    """What makes an image one that people review: a person's submission, processed, not a
+    copy of another, and not held as unsafe (that is for an admin)."""
     return [
         col(ImageRow.account_id).is_not(None),
         col(ImageRow.status) == JobStatus.DONE,
         col(ImageRow.duplicate_of).is_(None),
+        col(ImageRow.held).is_(False),
     ]
 
 
@@ -146,11 +147,12 @@ def submit(
         ).first()
         if image is None or image.account_id is None:
             raise ServiceError(404, "unknown_image", f"no submission {image_id} to review")
-        if image.status != JobStatus.DONE or image.duplicate_of is not None:
+        if image.status != JobStatus.DONE or image.duplicate_of is not None or image.held:
             raise ServiceError(
                 409,
                 "not_reviewable",
-                "only processed submissions that are not duplicates are reviewed",
+                "only processed submissions that are not duplicates nor held as unsafe are "
+                "reviewed",
             )
         if image.account_id == reviewer_id:
             raise ServiceError(403, "own_image", "validators do not review their own images")

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, mode
 from services.common.captions import CaptionLanguage
 from services.common.countries import SeaCountry
 from services.common.openapi import JsonBody, all_of, exactly_one_of, given, needed_with
+from services.common.privacy import Detectors, Region
 from services.common.reference_sets import SET_NAME_PATTERN
 from services.common.schemas import (
     MODEL_PATTERN,
@@ -139,6 +140,18 @@ class ReviewState(BaseModel):
     overall: bool | None
 
 
+class PrivacyOut(BaseModel):
+    """The privacy and safety pass before the image was stored (services/gateway/privacy.py)."""
+
+    faces: int
+    plates: int
+    blurred: bool = Field(description="the stored image is the blurred one; the original was not")
+    regions: list[Region]
+    unsafe_score: float | None = Field(description="null when no unsafe-content model ran")
+    held: bool = Field(description="held for an admin's review: never exported nor reviewed")
+    detectors: Detectors
+
+
 class ImageOut(BaseModel):
     id: str = Field(description="sha256 of the stored image (location data removed)")
     status: JobStatus
@@ -173,6 +186,9 @@ class ImageOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     captions: list[CaptionOut] = Field(default_factory=list)
+    privacy: PrivacyOut | None = Field(
+        default=None, description="null for images stored before the pass, or with it off"
+    )
 
 
 class ImagePage(BaseModel):

@@ -107,6 +107,18 @@ class ImageRow(SQLModel, table=True):
     flag_caption_fit: bool | None = None
     flag_relevance: bool | None = None
     flag_overall: bool | None = Field(default=None, index=True)
+    # the privacy and safety pass before storing (services/gateway/privacy.py); None: not run
+    faces: int | None = Field(default=None, index=True)
+    plates: int | None = None
+    privacy_regions: str | None = Field(
+        default=None, sa_column=Column(Text, nullable=True), description="JSON: the regions found"
+    )
+    blurred: bool | None = None
+    unsafe_score: float | None = None
+    privacy_models: str | None = Field(
+        default=None, sa_column=Column(Text, nullable=True), description="JSON: the detectors"
+    )
+    held: bool = Field(default=False, index=True, description="held for an admin: unsafe")
 
 
 class ReviewRow(SQLModel, table=True):

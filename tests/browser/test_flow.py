@@ -291,6 +291,15 @@ def review_with_the_keyboard(browser: Browser, image: dict[str, Any]) -> None:
     assert browser.text("#review-caption-en") == image["caption_en"]
     assert browser.text("#review-caption-native") == image["caption_native"]
     assert browser.text("#review-countries") == "Indonesia, Malaysia"
+    # what the privacy pass found before storing, so validators flag what it missed
+    privacy = image["privacy"]
+    found = message("privacy.found", faces=privacy["faces"], plates=privacy["plates"])
+    blurred = message("privacy.blurred" if privacy["blurred"] else "privacy.flagged")
+    assert browser.text("#review-privacy") == (
+        message("privacy.none_found")
+        if privacy["faces"] == privacy["plates"] == 0
+        else f"{found} · {blurred}"
+    )
     ActionChains(browser.driver).send_keys("q", "1", "y", "p", "p").perform()
     assert browser.find('input[name="quality"][value="1"]').is_selected()
     assert browser.find('input[name="relevance"][value="5"]').is_selected()

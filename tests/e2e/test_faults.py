@@ -41,8 +41,10 @@ def test_uploads_during_a_redis_cut_and_a_killed_worker_all_end_done(
         monkeypatch.setenv(f"SEAVL_GATEWAY_PIPELINE__{name.upper()}", str(value))
     with (
         redis_server(tmp_path / "redis") as redis,
-        outage_peer(live_embedder) as outage,  # the embedder refusing while it restarts
-        held_peer(60, outage.url) as embedder,  # the embedder hanging
+        # the jobs' embedder refusing while it restarts, then hanging (the uploads' privacy pass
+        # is answered: without it an upload is refused, test_privacy.py)
+        outage_peer(live_embedder, only="v1/embed") as outage,
+        held_peer(60, outage.url, "v1/embed") as embedder,
         running_stack(
             POSTGRES_URL, tmp_path, embedder.url, redis_url=redis.url, pipeline=PIPELINE
         ) as stack,

@@ -4,6 +4,8 @@ img2dataset's webdataset shards in, images recorded and counted, each exactly on
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +20,10 @@ from services.common.clients import ServiceClientSettings
 from services.gateway.auth import Role
 from services.gateway.config import CrawlSettings
 from services.gateway.crawls import CrawlIngest
+from services.gateway.intake import accept
 from services.gateway.pipeline import Pipeline
 from services.gateway.tables import CaptionRow, CrawlRejectRow, CrawlShardRow, ImageRow
-from tests.helpers import has_gps, live_server, wait_for
+from tests.helpers import encode, has_gps, live_server, photo, wait_for
 from tests.integration.crawl_stack import crawl_stack, finished, start, write_crawl
 from tests.integration.gateway_stack import Stack, running_stack
 
@@ -210,3 +213,21 @@ def test_a_crawl_asks_a_caption_for_each_image_it_keeps(
         wait_for(lambda: sum(c.status == "done" for c in captions()) == unique, timeout=120)
         assert {c.language for c in captions()} == {"vi"} and len(captions()) == unique
         assert all(c.caption for c in captions())
+
+
+def test_a_crawled_face_is_blurred_before_it_is_stored(crawl_stack: Stack, tmp_path: Path) -> None:
+    """A plain folder crawled: the privacy pass of uploads runs on crawled images too."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    astronaut = photo("astronaut.png")
+    astronaut.putpixel((0, 0), tuple(int(b) for b in os.urandom(3)))  # bytes no test stored
+    original = encode(astronaut, "PNG")
+    (folder / "astronaut.png").write_bytes(original)
+    queued = start(crawl_stack, {"source": str(folder), "policy": {"keep": "all"}})
+    assert finished(crawl_stack, queued["id"])["status"] == "done"
+    with Session(crawl_stack.engine) as session:
+        (row,) = session.exec(select(ImageRow).where(ImageRow.crawl_id == queued["id"])).all()
+    assert (row.faces, row.blurred) == (1, True)
+    stored = crawl_stack.settings.storage.open()
+    assert hashlib.sha256(stored.get(row.id)).hexdigest() == row.id
+    assert not stored.exists(accept(original, crawl_stack.settings.images).sha256)

@@ -49,7 +49,8 @@ COLUMNS = [
     "key", "sha256", "source", "url", "caption_en", "caption_native", "captions", "countries",
     "best_country", "country_scores", "score", "tier", "accepted", "duplicate_of", "width",
     "height", "location", "native_language", "license", "category", "review_count",
-    "flag_quality", "flag_caption_fit", "flag_relevance", "flag_overall",
+    "flag_quality", "flag_caption_fit", "flag_relevance", "flag_overall", "faces", "plates",
+    "blurred", "unsafe_score",
 ]  # fmt: skip
 
 
@@ -91,6 +92,10 @@ def make_record(index: int, image: bytes, image_format: str, size: tuple[int, in
         flag_caption_fit=(True, None, False)[index % 3] if crowd else None,
         flag_relevance=(False, True, None)[index % 3] if crowd else None,
         flag_overall=None if index % 4 < 2 else index % 5 != 0,
+        faces=index % 3 if index % 5 else None,
+        plates=index % 2 if index % 5 else None,
+        blurred=bool(index % 3) if index % 5 else None,
+        unsafe_score=index / 100 if index % 7 else None,
     )
 
 

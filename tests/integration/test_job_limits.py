@@ -42,9 +42,14 @@ class HeldPeer:
     `hold_seconds` (or until released) and then answers 503, as an overloaded peer would; else
     it is forwarded, `delay_seconds` late."""
 
-    def __init__(self, hold_seconds: float, target: str | None = None) -> None:
+    def __init__(
+        self, hold_seconds: float, target: str | None = None, only: str | None = None
+    ) -> None:
+        """`only`: the one path held (the jobs' `v1/embed`, say, while the uploads' privacy
+        pass on `v1/detect` goes through); every path when None."""
         self.hold_seconds = hold_seconds
         self.target = target
+        self.only = only
         self.delay_seconds = 0.0
         self.url = ""
         self._holding = threading.Event()
@@ -67,7 +72,8 @@ class HeldPeer:
 
         @app.api_route("/{path:path}", methods=["GET", "POST"])
         async def answer(path: str, request: Request) -> Response:
-            if self._holding.is_set() or self.target is None:
+            held = self._holding.is_set() and (self.only is None or path == self.only)
+            if held or self.target is None:
                 self.arrived.set()
                 await asyncio.to_thread(self._released.wait, self.hold_seconds)
                 return JSONResponse(
@@ -82,8 +88,10 @@ class HeldPeer:
 
 
 @contextmanager
-def held_peer(hold_seconds: float, target: str | None = None) -> Iterator[HeldPeer]:
-    peer = HeldPeer(hold_seconds, target)
+def held_peer(
+    hold_seconds: float, target: str | None = None, only: str | None = None
+) -> Iterator[HeldPeer]:
+    peer = HeldPeer(hold_seconds, target, only)
     with live_server(peer.app()) as url:
         peer.url = url
         try:
@@ -103,7 +111,7 @@ def test_an_arq_job_past_its_time_limit_is_retried_then_recorded_as_failed(
 ) -> None:
     pipeline = PipelineSettings(max_tries=2, retry_delay_seconds=0, job_timeout_seconds=1)
     with (
-        held_peer(2, live_embedder) as embedder,
+        held_peer(2, live_embedder, "v1/embed") as embedder,
         running_stack(
             postgres_url, tmp_path, embedder.url, redis_url=redis_url, pipeline=pipeline
         ) as stack,
@@ -124,7 +132,7 @@ def test_an_arq_job_whose_last_try_was_killed_is_recorded_as_failed(
     (arq alone would drop it with "max retries exceeded" and leave the record `processing`)."""
     pipeline = PipelineSettings(max_tries=1, job_timeout_seconds=3)
     with (
-        held_peer(60, live_embedder) as embedder,
+        held_peer(60, live_embedder, "v1/embed") as embedder,
         running_stack(
             postgres_url, tmp_path, embedder.url, redis_url=redis_url, pipeline=pipeline
         ) as stack,
@@ -181,7 +189,7 @@ def test_an_in_process_job_past_its_time_limit_is_retried_then_recorded_as_faile
         max_tries=2, retry_delay_seconds=0, job_timeout_seconds=3, concurrent_batches=1
     )
     with (
-        held_peer(5, live_embedder) as embedder,
+        held_peer(5, live_embedder, "v1/embed") as embedder,
         running_stack(database_url, tmp_path, embedder.url, pipeline=pipeline) as stack,
     ):
         embedder.hold()
@@ -203,7 +211,7 @@ def test_in_process_jobs_waiting_their_turn_do_not_run_out_of_time(
         max_tries=1, job_timeout_seconds=4, batch_size=1, concurrent_batches=1
     )
     with (
-        held_peer(60, live_embedder) as embedder,
+        held_peer(60, live_embedder, "v1/embed") as embedder,
         running_stack(
             f"sqlite:///{tmp_path / 'seavl.db'}", tmp_path, embedder.url, pipeline=pipeline
         ) as stack,

@@ -148,6 +148,17 @@ function optionalText(key, value) {
   return has(`${key}.${value}`) ? t(`${key}.${value}`) : String(value);
 }
 
+/** What seavl's privacy pass found before the image was stored: validators flag what it missed. */
+function privacyText(privacy) {
+  if (privacy === null || privacy === undefined) return t("privacy.not_checked");
+  if (privacy.faces === 0 && privacy.plates === 0) return t("privacy.none_found");
+  const found = t("privacy.found", {
+    faces: formatNumber(privacy.faces),
+    plates: formatNumber(privacy.plates),
+  });
+  return `${found} · ${t(privacy.blurred ? "privacy.blurred" : "privacy.flagged")}`;
+}
+
 // ---------------------------------------------------------------- the DOM
 
 function byId(id) {
@@ -669,6 +680,7 @@ async function reviewPage() {
     byId("review-location").textContent = image.location ?? "–";
     byId("review-countries").textContent = (image.countries ?? []).map(countryName).join(", ");
     byId("review-category").textContent = optionalText("category", image.category);
+    byId("review-privacy").textContent = privacyText(image.privacy);
     const review = image.review ?? { count: 0, needed: 2 };
     byId("review-progress").textContent = `${t("review.progress", {
       count: formatNumber(review.count),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
@@ -13,6 +14,7 @@ from services.common.errors import ServiceError
 from services.common.http import multipart_body
 from services.common.images import MEDIA_TYPES
 from services.common.openapi import body_schema
+from services.common.privacy import Detectors, Region
 from services.common.schemas import Tier
 from services.common.states import JobStatus
 from services.gateway import records
@@ -22,6 +24,7 @@ from services.gateway.dependencies import (
     PUBLIC_ERRORS,
     CaptionJobsDep,
     Contributor,
+    EmbedderDep,
     EngineDep,
     PageLimit,
     PageOffset,
@@ -33,12 +36,12 @@ from services.gateway.dependencies import (
     page_size,
 )
 from services.gateway.intake import (
-    AcceptedImage,
     accept,
     form_fields,
     read_form,
     read_image_part,
 )
+from services.gateway.privacy import screen
 from services.gateway.records import ImageRecord
 from services.gateway.schemas import (
     CaptionBatchIn,
@@ -47,6 +50,7 @@ from services.gateway.schemas import (
     Category,
     ImageOut,
     ImagePage,
+    PrivacyOut,
     ReviewState,
     UploadMetadata,
 )
@@ -81,7 +85,22 @@ def image_out(record: ImageRecord, caller: Caller) -> ImageOut:
                 overall=row.flag_overall,
             ),
             "points": record.points,
+            "privacy": _privacy_out(row),
         }
+    )
+
+
+def _privacy_out(row: ImageRow) -> PrivacyOut | None:
+    if row.privacy_models is None:
+        return None
+    return PrivacyOut(
+        faces=row.faces or 0,
+        plates=row.plates or 0,
+        blurred=bool(row.blurred),
+        regions=[Region.model_validate(r) for r in json.loads(row.privacy_regions or "[]")],
+        unsafe_score=row.unsafe_score,
+        held=row.held,
+        detectors=Detectors.model_validate_json(row.privacy_models),
     )
 
 
@@ -154,6 +173,7 @@ async def upload_image(
     store: StoreDep,
     queue: QueueDep,
     captions: CaptionJobsDep,
+    embedder: EmbedderDep,
 ) -> ImageOut:
     form = await read_form(request)
     try:
@@ -165,11 +185,16 @@ async def upload_image(
     finally:
         await form.close()
     countries = ",".join(c.value for c in metadata.countries)
+    accepted = await asyncio.to_thread(accept, raw, settings.images)
+    # faces and plates blurred before anything is stored (503 while the embedder is down)
+    (outcome,) = await screen([accepted], embedder, settings.privacy, settings.safety)
+    if isinstance(outcome, ServiceError):
+        raise outcome
+    image, screening = outcome
 
-    def keep() -> tuple[AcceptedImage, records.Recorded]:
-        """Validation, storage and the record in one trip to a thread, in that order (the bytes
-        are stored before the record that names them)."""
-        image = accept(raw, settings.images)
+    def keep() -> records.Recorded:
+        """Storage and the record in one trip to a thread, in that order (the bytes are stored
+        before the record that names them)."""
         store.put(image.sha256, image.data)
         row = ImageRow(
             id=image.sha256,
@@ -187,9 +212,10 @@ async def upload_image(
             account_id=key.account_id,
             category=metadata.category.value if metadata.category else None,
         )
-        return image, records.record_upload(engine, row, caption)
+        screening.mark(row)
+        return records.record_upload(engine, row, caption)
 
-    image, recorded = await asyncio.to_thread(keep)
+    recorded = await asyncio.to_thread(keep)
     if recorded.created or recorded.row.status == JobStatus.QUEUED:
         await queue.enqueue(image.sha256)
     for job in recorded.captions_to_start:
@@ -257,6 +283,11 @@ def list_images(
     relevance: FlagQuery = None,
     overall: FlagQuery = None,
     min_reviews: Annotated[int | None, Query(ge=0, le=100)] = None,
+    held: Annotated[
+        bool | None, Query(description="held for review as unsafe (admins see them only)")
+    ] = None,
+    faces: Annotated[bool | None, Query(description="with faces found, or without")] = None,
+    blurred: Annotated[bool | None, Query(description="blurred before storing, or not")] = None,
     limit: PageLimit = 50,
     offset: PageOffset = 0,
 ) -> ImagePage:
@@ -281,6 +312,9 @@ def list_images(
         category=category.value if category else None,
         flags=flags,
         min_reviews=min_reviews,
+        held=held,
+        faces=faces,
+        blurred=blurred,
     )
     page = records.image_page(engine, where, limit, offset)
     return ImagePage(
