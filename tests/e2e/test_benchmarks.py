@@ -84,6 +84,45 @@ SMOKE_RUNS = {
             rf"configured default \(efficientnet-lite0\) +{NUMBER} +recall\(edits\) {NUMBER}",
         ],
     ),
+    "privacy_quality": (
+        ["--photos", "1", "--repeat", "1"],
+        [
+            r"1 people photos \(3 faces, 0 plates\), 1 negatives \(gnome-backgrounds 1\)",
+            *(
+                rf"{kind} {name}: recall {NUMBER} \(non-hard {NUMBER}\) covered {NUMBER}, "
+                rf"precision {NUMBER}, fp/photo {NUMBER}, fp/negative {NUMBER}, {NUMBER} ms"
+                for kind, name in (
+                    ("faces", "mtcnn@640"),
+                    ("faces", "mtcnn@1024"),
+                    ("faces", "mtcnn@480"),
+                    ("faces", "mtcnn@640/min32"),
+                    ("faces", "haar-default@1024"),
+                    ("faces", "haar-alt2@1024"),
+                    ("faces", r"haar-default\+profile@1024"),
+                    ("faces", "skimage-lbp@640"),
+                    ("faces", "nudenet-320n@1024"),
+                    ("plates", "haar-russian@640"),
+                    ("plates", "haar-russian@1024"),
+                    ("plates", "haar-rus16@1024"),
+                )
+            ),
+            rf"cost: encoder {NUMBER} ms, default detectors {NUMBER} ms per image -> pipeline "
+            rf"ratio {NUMBER} \(target >= 0.6",
+            r"best default faces: \S+",
+            r"best default plates: \S+",
+        ],
+    ),
+    "privacy_pipeline": (
+        ["--images", "8", "--rounds", "1"],
+        [
+            r"8 crawl-size JPEGs per round, POST /v1/images until all done, unsafe-content "
+            r"model (on|not prepared)",
+            rf"round 1: privacy on +{NUMBER} images/s, off +{NUMBER} images/s, ratio on/off = "
+            rf"{NUMBER}",
+            rf"CPU per image, privacy on: embedder {NUMBER} ms, .*; all {NUMBER} ms",
+            rf"median ratio on/off over 1 rounds = {NUMBER} \(target >= 0.6\)",
+        ],
+    ),
     "pipeline": (
         ["--images", "20", "--rounds", "1"],
         [
