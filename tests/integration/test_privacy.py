@@ -144,6 +144,11 @@ def test_an_image_at_the_safety_threshold_is_held_never_exported(
     listed = stack.gateway.get("/v1/images", params={"held": "true"}, headers=admin).json()
     assert [item["id"] for item in listed["items"]] == [held["id"]]
     assert export(stack, tmp_path / "out") == []
+    content = f"/v1/images/{held['id']}/content"
+    assert stack.gateway.get(content, headers=admin).status_code == 200  # for the admin's review
+    for role in (Role.VALIDATOR, Role.CONTRIBUTOR):  # on no other page, the uploader's included
+        shown = stack.gateway.get(content, headers=stack.as_role(role))
+        assert (shown.status_code, shown.json()["error"]["code"]) == (403, "held_for_review")
 
 
 def test_below_the_threshold_nothing_is_held(stack_with: Any) -> None:

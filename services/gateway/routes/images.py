@@ -18,7 +18,7 @@ from services.common.privacy import Detectors, Region
 from services.common.schemas import Tier
 from services.common.states import JobStatus
 from services.gateway import records
-from services.gateway.auth import Caller
+from services.gateway.auth import Caller, Role
 from services.gateway.captions import CaptionJobs
 from services.gateway.dependencies import (
     PUBLIC_ERRORS,
@@ -248,7 +248,16 @@ def get_image(image_id: str, caller: Contributor, engine: EngineDep) -> ImageOut
     },
 )
 def get_content(image_id: str, caller: Contributor, engine: EngineDep, store: StoreDep) -> Response:
+    """403 `held_for_review` for anyone but an admin while the image is held as unsafe: its
+    pixels are shown on no page (its record still says it is held)."""
     row = readable_record(engine, image_id, caller).row
+    if row.held and caller.role is not Role.ADMIN:
+        raise ServiceError(
+            403,
+            "held_for_review",
+            f"image {image_id} is held for an admin's review: its unsafe score "
+            f"{row.unsafe_score} reached the safety threshold",
+        )
     return Response(
         store.get(row.id),
         media_type=MEDIA_TYPES.get(row.format, "application/octet-stream"),
