@@ -14,17 +14,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
+
+from services.embedder.onnx_graph import GraphWriter
 
 BATCH_NORM_EPSILON = 1e-3
 INPUT_NAME = "pixel_values"
 FEATURES_OUTPUT = "features"
 LOGITS_OUTPUT = "logits"
 FEATURE_DIM = 1280
-# onnxruntime 1.18+ reads IR 8 / opset 17; newer runtimes read it too.
-ONNX_IR_VERSION = 8
-ONNX_OPSET = 17
-
 Weights = dict[str, npt.NDArray[Any]]
 
 
@@ -51,23 +49,13 @@ LITE0_STAGES = (
 )
 
 
-class _GraphWriter:
-    """Accumulates nodes and initialisers; each layer returns the name of its output."""
+class _LiteWriter(GraphWriter):
+    """The writer of Lite0's layers, reading the state dict by key."""
 
     def __init__(self, weights: Weights) -> None:
+        super().__init__()
         self.weights = weights
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._counter = 0
         self._relu6_bounds_added = False
-
-    def _name(self, prefix: str) -> str:
-        self._counter += 1
-        return f"{prefix}_{self._counter}"
-
-    def _constant(self, name: str, array: npt.NDArray[Any]) -> str:
-        self.initializers.append(numpy_helper.from_array(array, name=name))
-        return name
 
     def _weight(self, key: str, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
         if key not in self.weights:
@@ -158,7 +146,7 @@ class _GraphWriter:
 
 def build_efficientnet_lite0(weights: Weights, num_classes: int = 1000) -> onnx.ModelProto:
     """Returns the checked ONNX model for Lite0 with the given state dict's weights."""
-    writer = _GraphWriter(weights)
+    writer = _LiteWriter(weights)
     x = writer.conv_bn(INPUT_NAME, "_conv_stem", "_bn0", (32, 3, 3, 3), stride=2)
     block_index = 0
     for spec in LITE0_STAGES:
@@ -179,27 +167,8 @@ def build_efficientnet_lite0(weights: Weights, num_classes: int = 1000) -> onnx.
             "Gemm", [FEATURES_OUTPUT, "fc.weight", "fc.bias"], [LOGITS_OUTPUT], transB=1
         )
     )
-    graph = helper.make_graph(
-        writer.nodes,
+    return writer._model(
         "efficientnet_lite0",
-        [
-            helper.make_tensor_value_info(
-                INPUT_NAME, TensorProto.FLOAT, ["batch", 3, "height", "width"]
-            )
-        ],
-        [
-            helper.make_tensor_value_info(
-                FEATURES_OUTPUT, TensorProto.FLOAT, ["batch", FEATURE_DIM]
-            ),
-            helper.make_tensor_value_info(LOGITS_OUTPUT, TensorProto.FLOAT, ["batch", num_classes]),
-        ],
-        initializer=writer.initializers,
+        [(INPUT_NAME, ["batch", 3, "height", "width"])],
+        [(FEATURES_OUTPUT, ["batch", FEATURE_DIM]), (LOGITS_OUTPUT, ["batch", num_classes])],
     )
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
-        ir_version=ONNX_IR_VERSION,
-        producer_name="seavl",
-    )
-    onnx.checker.check_model(model)
-    return model

@@ -28,8 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
 
+from services.embedder.onnx_graph import GraphWriter, Shape
 from services.embedder.sessions import (
     CPU_PROVIDER,
     CUDA_PROVIDERS,
@@ -46,9 +46,6 @@ LANDMARKS_OUTPUT = "landmarks"
 PROBABILITIES_OUTPUT = "probabilities"
 PIXEL_MEAN = 127.5
 PIXEL_SCALE = 1.0 / 128.0
-# onnxruntime 1.18+ reads IR 8 / opset 17; newer runtimes read it too.
-ONNX_IR_VERSION = 8
-ONNX_OPSET = 17
 
 # PNet sees 12x12 windows at a stride of 2; its box regression is relative to that window.
 PNET_CELL_SIZE = 12
@@ -210,21 +207,15 @@ def load_mtcnn_weights(wheel_or_dir: Path) -> dict[str, Weights]:
 # Writing the graphs
 
 
-class _GraphWriter:
+class _KerasWriter(GraphWriter):
     """Lays the Keras weight list into ONNX nodes in `set_weights` order; each layer returns the
     name of its output."""
 
     def __init__(self, network: str, weights: Weights) -> None:
+        super().__init__()
         self.network = network
         self._weights = list(weights)
         self._next_weight = 0
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._counter = 0
-
-    def _name(self, prefix: str) -> str:
-        self._counter += 1
-        return f"{prefix}_{self._counter}"
 
     def _take(self, shape: tuple[int, ...]) -> FloatArray:
         if self._next_weight >= len(self._weights):
@@ -235,15 +226,8 @@ class _GraphWriter:
             raise MtcnnWeightsError(f"{self.network}: weight of shape {array.shape}, want {shape}")
         return array
 
-    def _constant(self, prefix: str, array: npt.NDArray[Any]) -> str:
-        name = self._name(prefix)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name=name))
-        return name
-
-    def _node(self, op: str, inputs: list[str], output: str | None = None, **attrs: Any) -> str:
-        name = output or self._name(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [name], **attrs))
-        return name
+    def _named(self, prefix: str, array: npt.NDArray[Any]) -> str:
+        return self._constant(self._name(prefix), array)
 
     def finished(self) -> None:
         if self._next_weight != len(self._weights):
@@ -251,8 +235,8 @@ class _GraphWriter:
 
     def normalise(self, x: str) -> str:
         """(x - 127.5) / 128, as the package's `normalize_images`; 1/128 is exact in float32."""
-        mean = self._constant("pixel_mean", np.array(PIXEL_MEAN, dtype=np.float32))
-        scale = self._constant("pixel_scale", np.array(PIXEL_SCALE, dtype=np.float32))
+        mean = self._named("pixel_mean", np.array(PIXEL_MEAN, dtype=np.float32))
+        scale = self._named("pixel_scale", np.array(PIXEL_SCALE, dtype=np.float32))
         return self._node("Mul", [self._node("Sub", [x, mean]), scale])
 
     def conv(
@@ -261,8 +245,8 @@ class _GraphWriter:
         """Keras Conv2D, padding 'valid', stride 1: its HWIO kernel becomes ONNX's OIHW."""
         hwio = self._take((kernel, kernel, in_channels, out_channels))
         bias = self._take((out_channels,))
-        w = self._constant("conv_weight", hwio.transpose(3, 2, 0, 1))
-        b = self._constant("conv_bias", bias)
+        w = self._named("conv_weight", hwio.transpose(3, 2, 0, 1))
+        b = self._named("conv_bias", bias)
         return self._node("Conv", [x, w, b], output, kernel_shape=[kernel, kernel], strides=[1, 1])
 
     def prelu(self, x: str, channels: int, spatial: bool) -> str:
@@ -271,7 +255,7 @@ class _GraphWriter:
             slope = self._take((1, 1, channels)).reshape(channels, 1, 1)
         else:
             slope = self._take((channels,))
-        return self._node("PRelu", [x, self._constant("prelu_slope", slope)])
+        return self._node("PRelu", [x, self._named("prelu_slope", slope)])
 
     def max_pool(self, x: str, size: int, stride: int, same: bool) -> str:
         """Keras MaxPooling2D; its 'same' puts the odd padding at the end, as SAME_UPPER does."""
@@ -290,38 +274,22 @@ class _GraphWriter:
     def dense(self, x: str, in_features: int, out_features: int, output: str | None = None) -> str:
         kernel = self._take((in_features, out_features))
         bias = self._take((out_features,))
-        w = self._constant("dense_weight", kernel)
-        b = self._constant("dense_bias", bias)
+        w = self._named("dense_weight", kernel)
+        b = self._named("dense_bias", bias)
         return self._node("Gemm", [x, w, b], output)
 
     def softmax(self, x: str, axis: int, output: str) -> str:
         return self._node("Softmax", [x], output, axis=axis)
 
-    def model(
-        self, input_shape: list[str | int], outputs: list[tuple[str, list[str | int]]]
-    ) -> onnx.ModelProto:
+    def model(self, input_shape: Shape, outputs: list[tuple[str, Shape]]) -> onnx.ModelProto:
         self.finished()
-        graph = helper.make_graph(
-            self.nodes,
-            f"mtcnn_{self.network}",
-            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, input_shape)],
-            [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
-            initializer=self.initializers,
-        )
-        model = helper.make_model(
-            graph,
-            opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
-            ir_version=ONNX_IR_VERSION,
-            producer_name="seavl",
-        )
-        onnx.checker.check_model(model)
-        return model
+        return self._model(f"mtcnn_{self.network}", [(INPUT_NAME, input_shape)], outputs)
 
 
 def build_pnet(weights: Weights) -> onnx.ModelProto:
     """Fully convolutional: (N, 3, H, W) raw RGB pixels to maps at about half the resolution,
     minus 5: box regression (N, 4, h, w) and probabilities (N, 2, h, w)."""
-    writer = _GraphWriter("pnet", weights)
+    writer = _KerasWriter("pnet", weights)
     x = writer.normalise(INPUT_NAME)
     x = writer.prelu(writer.conv(x, 3, 10, 3), 10, spatial=True)
     x = writer.max_pool(x, 2, 2, same=True)
@@ -340,7 +308,7 @@ def build_pnet(weights: Weights) -> onnx.ModelProto:
 
 def build_rnet(weights: Weights) -> onnx.ModelProto:
     """(N, 3, 24, 24) raw RGB crops to box regression (N, 4) and probabilities (N, 2)."""
-    writer = _GraphWriter("rnet", weights)
+    writer = _KerasWriter("rnet", weights)
     x = writer.normalise(INPUT_NAME)
     x = writer.prelu(writer.conv(x, 3, 28, 3), 28, spatial=True)
     x = writer.max_pool(x, 3, 2, same=True)
@@ -359,7 +327,7 @@ def build_rnet(weights: Weights) -> onnx.ModelProto:
 def build_onet(weights: Weights) -> onnx.ModelProto:
     """(N, 3, 48, 48) raw RGB crops to box regression (N, 4), landmarks (N, 10: five x then
     five y, relative to the crop) and probabilities (N, 2)."""
-    writer = _GraphWriter("onet", weights)
+    writer = _KerasWriter("onet", weights)
     x = writer.normalise(INPUT_NAME)
     x = writer.prelu(writer.conv(x, 3, 32, 3), 32, spatial=True)
     x = writer.max_pool(x, 3, 2, same=True)
