@@ -10,7 +10,6 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 pip=.venv/bin/pip
 dest=var/packages
 mkdir -p "$dest"
@@ -37,21 +36,8 @@ for entry in "${sdists[@]}"; do
   have "$file" || "$pip" download --no-deps --no-binary :all: --dest "$dest" -q "$spec"
 done
 
-packages=(opencv-doc)
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
-    || missing+=("$package")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
-fi
+bash scripts/ensure-debian-packages.sh opencv-doc
 for entry in "${wheels[@]}" "${sdists[@]}"; do
   read -r _ file <<<"$entry"
   echo "$(compgen -G "$dest/$file" | head -1) is there"
-done
-for package in "${packages[@]}"; do
-  echo "$package $(dpkg-query -W -f='${Version}' "$package") is installed"
 done

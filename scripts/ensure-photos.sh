@@ -8,19 +8,5 @@
 # from elsewhere. Safe to run again.
 set -euo pipefail
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-
-packages=(gnome-backgrounds sway-backgrounds palapeli-data gcompris-qt-data jigzo-data)
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
-    || missing+=("$package")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends \
-    "${missing[@]}" >/dev/null
-fi
-for package in "${packages[@]}"; do
-  echo "$package $(dpkg-query -W -f='${Version}' "$package") is installed"
-done
+bash "$(dirname "$0")/ensure-debian-packages.sh" \
+  gnome-backgrounds sway-backgrounds palapeli-data gcompris-qt-data jigzo-data
