@@ -191,7 +191,10 @@ class PrivacyDetectors:
         cls, settings: DetectionSettings, models_dir: Path, runtime: RuntimeSettings
     ) -> PrivacyDetectors:
         providers = usable_providers("privacy detectors", runtime)
-        threads = 1  # per session: `settings.threads` images are analysed at once instead
+        # one thread per session and per cascade: `settings.threads` images are analysed side by
+        # side instead, and OpenCV's own pool beside them would oversubscribe the cores
+        threads = 1
+        cv2.setNumThreads(1)
         faces: RegionFinder | None = None
         if settings.faces is FaceModel.MTCNN:
             faces = MtcnnFaces(face_model_dir(models_dir), settings, providers, threads)
@@ -233,7 +236,7 @@ class PrivacyDetectors:
                 (max(1, round(width * scale)), max(1, round(height * scale))),
                 Image.Resampling.BILINEAR,
             )
-        pixels = np.asarray(image.convert("RGB"))
+        pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
         seen_height, seen_width = pixels.shape[:2]
         regions: list[Region] = []
         for kind, finder in ((PiiKind.FACE, self.faces), (PiiKind.PLATE, self.plates)):
