@@ -31,7 +31,11 @@ from services.crawl_client import (
 from services.uploader import add_upload_arguments, run_upload
 
 if TYPE_CHECKING:
+    from rich.progress import ProgressColumn
     from sqlalchemy.engine import Engine
+
+    from services.common.reference_sets import TierHistory
+    from services.common.tiers import TierShares
 
 SERVICES = ("embedder", "filter", "dedup", "captioner", "gateway")
 
@@ -123,17 +127,127 @@ def _database(command: str, services: list[str], revision: str, message: str) ->
     print("\n".join(lines))
 
 
+def _progress_columns(label: str) -> tuple[ProgressColumn, ...]:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    return (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+
+
+def _shares(text: str) -> TierShares:
+    """`--shares 0.40,0.23,0.13,0.07,0.05`: per cent of the crawl, Bronze to Diamond."""
+    from pydantic import ValidationError
+
+    from services.common.tiers import TIER_FIELDS, TierShares
+
+    try:
+        values = [float(part) / 100 for part in text.split(",")]
+        if len(values) != len(TIER_FIELDS):
+            raise ValueError
+        return TierShares(**dict(zip(TIER_FIELDS, values, strict=True)))
+    except (ValueError, ValidationError) as exc:
+        raise argparse.ArgumentTypeError(
+            "five per cents, Bronze to Diamond, e.g. 0.40,0.23,0.13,0.07,0.05, adding up to "
+            f"less than 100 ({exc})"
+        ) from None
+
+
+def _tiers_table(history: TierHistory) -> str:
+    lines = [f"set {history.set!r}: tier boundaries, the last in force"]
+    for tiers in history.versions:
+        bounds = "  ".join(
+            f"{name} {'-' if value is None else f'{value:.4f}'}"
+            for name, value in zip(
+                ("Bronze", "Silver", "Gold", "Platinum", "Diamond"),
+                tiers.boundaries.ranked(),
+                strict=True,
+            )
+        )
+        stale = " (stale: the references changed since)" if tiers.stale else ""
+        lines.append(
+            f"v{tiers.version} {tiers.source.value} ({tiers.basis.value}){stale}: {bounds}\n"
+            f"    {tiers.description}"
+        )
+    return "\n".join(lines)
+
+
+def _tiers(args: argparse.Namespace) -> int:
+    """`seavl tiers show|fit|retier`: see services/gateway/tier_fit.py and retier.py."""
+    import asyncio
+
+    from rich.progress import Progress
+
+    from services.common.clients import FilterClient
+    from services.common.errors import ServiceError
+    from services.common.reference_sets import TierHistory
+    from services.gateway.config import GatewaySettings
+
+    settings = GatewaySettings()
+    command = f"seavl tiers {args.tiers_command}"
+
+    async def show() -> str:
+        filter_client = FilterClient(settings.filter)
+        try:
+            return _tiers_table(await filter_client.tier_history(args.set))
+        finally:
+            await filter_client.close()
+
+    async def fit() -> str:
+        from services.gateway.tier_fit import TierFit, background
+
+        engine = _gateway_engine(command)
+        job = TierFit.create(settings, args.batch_size)
+        try:
+            sample = background(args.source, settings, engine, args.shards, args.limit)
+            with Progress(*_progress_columns("scoring the sample")) as progress:
+                task = progress.add_task("fit", total=sample.total)
+                fitted = await job.run(
+                    args.set, sample, args.shares, lambda n: progress.advance(task, n)
+                )
+        finally:
+            await job.close()
+            engine.dispose()
+        for line in fitted.unreadable:
+            print(f"unreadable: {line}", file=sys.stderr)
+        history = TierHistory(set=args.set, versions=[fitted.tiers])
+        return f"{fitted.scored} images scored\n{_tiers_table(history)}"
+
+    async def retier() -> str:
+        from services.gateway import records
+        from services.gateway.retier import in_force, retier
+
+        engine = _gateway_engine(command)
+        filter_client = FilterClient(settings.filter)
+        try:
+            info = await filter_client.get_set(args.set)
+            version = in_force(info).version
+            total = records.count_tiered_by_another_version(engine, args.set, version)
+            with Progress(*_progress_columns("re-tiering")) as progress:
+                task = progress.add_task("retier", total=total)
+                done = await asyncio.to_thread(
+                    retier, engine, info, args.batch_size, lambda n: progress.advance(task, n)
+                )
+        finally:
+            await filter_client.close()
+            engine.dispose()
+        return (
+            f"set {done.set!r}: {done.examined} images re-tiered by boundaries v{done.version} "
+            f"({done.tier_changed} changed tier, {done.accepted_changed} changed verdict); "
+            "scores unchanged"
+        )
+
+    run = {"show": show, "fit": fit, "retier": retier}[args.tiers_command]
+    try:
+        print(asyncio.run(run()))
+    except ServiceError as exc:
+        raise SystemExit(f"{command}: {exc.message}") from None
+    return 0
+
+
 def _reindex(namespace: str | None, batch_size: int) -> int:
     """`seavl dedup reindex`: see services/gateway/reindex.py."""
     import asyncio
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import Progress
 
     from services.common.errors import ServiceError
     from services.gateway.config import GatewaySettings
@@ -141,7 +255,7 @@ def _reindex(namespace: str | None, batch_size: int) -> int:
 
     engine = _gateway_engine("seavl dedup reindex")
     reindex = Reindex.create(GatewaySettings(), engine, namespace, batch_size)
-    columns = (TextColumn("reindexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    columns = _progress_columns("reindexing")
 
     async def run() -> Rebuilt:
         try:
@@ -345,6 +459,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     reindex.add_argument(
         "--batch-size", type=int, default=32, choices=range(1, 65), metavar="1..64"
     )
+    tiers = commands.add_parser("tiers", help="a reference set's tier boundaries")
+    tiers_commands = tiers.add_subparsers(dest="tiers_command", required=True)
+    show = tiers_commands.add_parser("show", help="every version of a set's boundaries")
+    fit = tiers_commands.add_parser(
+        "fit", help="fit `shares` boundaries on a background sample (a new version)"
+    )
+    retier = tiers_commands.add_parser(
+        "retier", help="tier stored images again by the boundaries in force (scores unchanged)"
+    )
+    for tiers_command in (show, fit, retier):
+        tiers_command.add_argument("set", help="the reference set")
+    fit.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        help="namespace:NS (its stored images), crawl:ID (its source) or a folder / s3:// "
+        "prefix of images or img2dataset output",
+    )
+    fit.add_argument("--limit", type=int, default=20_000, help="images at most (default 20000)")
+    fit.add_argument("--shards", type=int, default=None, help="only the first N shards")
+    fit.add_argument(
+        "--shares",
+        type=_shares,
+        default=None,
+        help="per cent per tier, Bronze to Diamond (default: the paper's CC3M row, "
+        "0.40,0.23,0.13,0.07,0.05)",
+    )
+    for batched in (fit, retier):
+        batched.add_argument(
+            "--batch-size", type=int, default=32, choices=range(1, 1025), metavar="1..1024"
+        )
     upload = commands.add_parser("upload", help="send a folder of images to the gateway")
     add_upload_arguments(upload)
     args = parser.parse_args(argv)
@@ -379,6 +524,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(run_export(args))
     elif args.command == "dedup":
         raise SystemExit(_reindex(args.namespace, args.batch_size))
+    elif args.command == "tiers":
+        raise SystemExit(_tiers(args))
     elif args.command == "upload":
         raise SystemExit(run_upload(args))
 

@@ -34,8 +34,11 @@ from services.common.reference_sets import (
     CalibrationOut,
     CalibrationRequest,
     CreateSetRequest,
+    FitTiersRequest,
     ReferenceSetInfo,
     ReferenceSetList,
+    TierBoundariesOut,
+    TierHistory,
 )
 from services.common.request_ids import request_id_headers
 from services.common.schemas import (
@@ -255,9 +258,15 @@ class FilterClient(ServiceClient):
         super().__init__("filter", settings)
 
     async def score(
-        self, reference_set: str, vectors: list[list[float] | str], model: str
+        self,
+        reference_set: str,
+        vectors: list[list[float] | str],
+        model: str,
+        observe: bool = False,
     ) -> ScoreResponse:
-        body = {"set": reference_set, "vectors": vectors, "model": model}
+        """`observe`: the scores feed the set's background sketch (a crawl's). A retry after a
+        lost answer may count a batch twice, which moves a quantile by nothing that matters."""
+        body = {"set": reference_set, "vectors": vectors, "model": model, "observe": observe}
         return await self.request(ScoreResponse, "POST", "/v1/score", body)
 
     async def list_sets(self) -> ReferenceSetList:
@@ -296,6 +305,14 @@ class FilterClient(ServiceClient):
     async def apply_calibration(self, name: str, calibration_id: int) -> ReferenceSetInfo:
         path = f"{_set_path(name)}/calibrations/{calibration_id}/apply"
         return await self.request(ReferenceSetInfo, "POST", path)
+
+    async def tier_history(self, name: str) -> TierHistory:
+        return await self.request(TierHistory, "GET", f"{_set_path(name)}/tiers")
+
+    async def fit_tiers(self, name: str, request: FitTiersRequest) -> TierBoundariesOut:
+        body = request.model_dump(mode="json", exclude_none=True)
+        path = f"{_set_path(name)}/tiers"
+        return await self.request(TierBoundariesOut, "POST", path, body, idempotent=False)
 
 
 def _set_path(name: str) -> str:

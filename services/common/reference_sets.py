@@ -13,6 +13,13 @@ from services.common.countries import SeaCountry
 from services.common.errors import described_pattern
 from services.common.openapi import WHOLE_NUMBER, JsonBody, exactly_one_of, given
 from services.common.schemas import MODEL_PATTERN, SHA256_PATTERN, ImageInput
+from services.common.tiers import (
+    Boundaries,
+    CalibrationTargets,
+    TierBasis,
+    TierShares,
+    TierSource,
+)
 from services.common.vectors import MAX_DIMENSION, WireVector
 
 
@@ -39,14 +46,61 @@ class CreateSetRequest(JsonBody):
     )
 
 
+class TierBoundariesOut(BaseModel):
+    """One version of a set's tier boundaries."""
+
+    version: int
+    source: TierSource
+    basis: TierBasis
+    boundaries: Boundaries = Field(description="each tier's lower bound; null: unreachable")
+    shares: TierShares | None = Field(description="the shares a `shares` fit aimed at")
+    samples: int = Field(description="scores or labelled samples it was fitted on")
+    description: str
+    references_version: int = Field(description="the set's references it was made for")
+    stale: bool = Field(description="the set's references changed since: fit again")
+    created_at: datetime
+
+
+class TierHistory(BaseModel):
+    set: str
+    versions: list[TierBoundariesOut] = Field(description="oldest first; the last is in force")
+
+
+class FitTiersRequest(JsonBody):
+    """New boundaries for a set: `paper` (its fixed numbers), `shares` (quantiles of background
+    scores: given in `scores`, else the crawl scores the set has observed) or `calibrated` (from
+    a calibration's labels, which also sets ρ)."""
+
+    source: TierSource = Field(strict=False)
+    shares: TierShares | None = Field(default=None, description="`shares`: the CC3M row if absent")
+    scores: list[float] | None = Field(
+        default=None,
+        max_length=1_000_000,
+        description="`shares`: scores of a background sample against the set",
+    )
+    references_version: int | None = Field(
+        default=None, ge=0, description="the set's references the scores were made by (checked)"
+    )
+    calibration_id: int | None = Field(default=None, ge=1, description="`calibrated`: which")
+    targets: CalibrationTargets | None = Field(
+        default=None, description="`calibrated`: precision at or above each tier"
+    )
+    description: str = Field(default="", max_length=500, description="where the sample is from")
+
+
 class ReferenceSetInfo(BaseModel):
     name: str
     model: str
     dim: int | None
     description: str
     rho: float = Field(description="the acceptance threshold in force")
-    rho_source: str = Field(description="'model default' or 'calibration'")
+    rho_source: str = Field(
+        description="'calibration', 'model default' or 'platinum boundary' (`shares` tiers: "
+        "the paper kept Platinum and up)"
+    )
     references: int
+    references_version: int
+    tiers: TierBoundariesOut | None = Field(description="the boundaries in force")
     countries: dict[str, int]
     created_at: datetime
 

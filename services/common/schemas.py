@@ -168,6 +168,19 @@ class ScoreRequest(JsonBody):
         pattern=MODEL_PATTERN,
         description="model of the vectors, checked against the set",
     )
+    observe: bool = Field(
+        default=False,
+        description="add the scores to the set's background sketch (a crawl's scores), so "
+        "`shares` boundaries settle as the crawl runs",
+    )
+
+
+class TierSource(StrEnum):
+    """Where a set's tier boundaries come from (services/common/tiers.py)."""
+
+    PAPER = "paper"  # fixed numbers: the paper's, for its encoders (or configured per model)
+    SHARES = "shares"  # quantiles of a background sample's scores at configured shares
+    CALIBRATED = "calibrated"  # from people's labels: the precision each tier must reach
 
 
 class Tier(StrEnum):
@@ -184,6 +197,8 @@ class Tier(StrEnum):
 class ScoreResult(BaseModel):
     score: float = Field(description="mean cosine similarity to the set's references")
     tier: Tier
+    tier_source: TierSource = Field(description="where the set's boundaries come from")
+    tiers_version: int = Field(description="the version of the set's boundaries it was tiered by")
     accepted: bool
     country_scores: dict[str, float] | None = None
     best_country: str | None = None
@@ -193,6 +208,7 @@ class ScoreResponse(BaseModel):
     set: str
     model: str
     rho: float
+    references_version: int = Field(description="the set's references the scores were made by")
     results: list[ScoreResult]
 
 

@@ -21,9 +21,12 @@ from services.common.reference_sets import (
     CalibrationOut,
     CalibrationRequest,
     CreateSetRequest,
+    FitTiersRequest,
     ImageOrVector,
     ReferenceSetInfo,
     ReferenceSetList,
+    TierBoundariesOut,
+    TierHistory,
     TierRowOut,
 )
 from services.common.schemas import (
@@ -35,16 +38,19 @@ from services.common.schemas import (
 )
 from services.common.service import from_app_state
 from services.common.storage import validate_key
+from services.common.tiers import TierSource
 from services.common.vectors import parse_vectors
+from services.filter import tiering
 from services.filter.config import FilterSettings
-from services.filter.relevance import calibrate, relevance_scores, tier_bounds, tier_of
+from services.filter.relevance import calibrate, relevance_scores
 from services.filter.store import (
     Centroids,
     ReferenceStore,
+    boundaries_of,
     calibration_table,
     model_mismatch,
 )
-from services.filter.tables import CalibrationRow, ReferenceSetRow
+from services.filter.tables import CalibrationRow, ReferenceSetRow, TierBoundariesRow
 
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorResponse} for code in (404, 409, 422, 503)
@@ -57,24 +63,31 @@ StoreDep = Annotated[ReferenceStore, Depends(from_app_state("store", ReferenceSt
 EmbedderDep = Annotated[EmbedderClient, Depends(from_app_state("embedder", EmbedderClient))]
 
 
-def _rho(row: ReferenceSetRow, settings: FilterSettings) -> float:
-    return row.rho if row.rho is not None else settings.tiers_for(row.model).rho
-
-
 def _set_info(
-    row: ReferenceSetRow, counts: dict[str, int], settings: FilterSettings
+    row: ReferenceSetRow,
+    counts: dict[str, int],
+    tiers: TierBoundariesRow | None,
+    settings: FilterSettings,
 ) -> ReferenceSetInfo:
+    rho, rho_source = tiering.rho_in_force(row, tiers, settings)
     return ReferenceSetInfo(
         name=row.name,
         model=row.model,
         dim=row.dim,
         description=row.description,
-        rho=_rho(row, settings),
-        rho_source="calibration" if row.rho is not None else "model default",
+        rho=rho,
+        rho_source=rho_source,
         references=counts.get("", 0),
+        references_version=row.references_version,
+        tiers=tiering.tiers_out(tiers, row.references_version) if tiers is not None else None,
         countries={k: v for k, v in sorted(counts.items()) if k},
         created_at=row.created_at,
     )
+
+
+def _info(store: ReferenceStore, name: str, settings: FilterSettings) -> ReferenceSetInfo:
+    row, counts = store.get_set(name)
+    return _set_info(row, counts, store.current_tiers(name), settings)
 
 
 async def resolve_vectors(
@@ -115,15 +128,19 @@ async def resolve_vectors(
 
 def _scoring_target(
     store: ReferenceStore, name: str, model: str | None
-) -> tuple[Centroids, npt.NDArray[np.float64]]:
-    """The set's centroids, refusing vectors of another model and sets with no references."""
+) -> tuple[Centroids, npt.NDArray[np.float64], TierBoundariesRow]:
+    """The set's centroids and boundaries, refusing vectors of another model and sets with no
+    references."""
     centroids = store.centroids(name)
     row = centroids.reference_set
     if model is not None and model != row.model:
         raise model_mismatch(row, model)
     if centroids.whole is None:
         raise ServiceError(409, "empty_set", f"set {name!r} has no references yet", field="set")
-    return centroids, centroids.whole
+    if centroids.tiers is None:  # references added before tiers had versions
+        store.ensure_tiers(name)
+        return _scoring_target(store, name, model)
+    return centroids, centroids.whole, centroids.tiers
 
 
 def _checked_base64(data: str, field: str) -> str:
@@ -145,20 +162,22 @@ def _checked_base64(data: str, field: str) -> str:
 )
 def create_set(body: CreateSetRequest, store: StoreDep, settings: SettingsDep) -> ReferenceSetInfo:
     row = store.create_set(body.name, body.model, body.description, body.dim)
-    return _set_info(row, {}, settings)
+    return _set_info(row, {}, None, settings)
 
 
 @router.get("/reference-sets", response_model=ReferenceSetList)
 def list_sets(store: StoreDep, settings: SettingsDep) -> ReferenceSetList:
     return ReferenceSetList(
-        sets=[_set_info(row, counts, settings) for row, counts in store.list_sets()]
+        sets=[
+            _set_info(row, counts, store.current_tiers(row.name), settings)
+            for row, counts in store.list_sets()
+        ]
     )
 
 
 @router.get("/reference-sets/{name}", response_model=ReferenceSetInfo)
 def get_set(name: str, store: StoreDep, settings: SettingsDep) -> ReferenceSetInfo:
-    row, counts = store.get_set(name)
-    return _set_info(row, counts, settings)
+    return _info(store, name, settings)
 
 
 @router.delete("/reference-sets/{name}", status_code=status.HTTP_204_NO_CONTENT)
@@ -211,11 +230,11 @@ def delete_reference(name: str, reference_id: RowId, store: StoreDep) -> Respons
 )
 def score(body: ScoreRequest, store: StoreDep, settings: SettingsDep) -> ScoreResponse:
     ensure_at_most(len(body.vectors), settings.max_vectors_per_request, "vectors")
-    centroids, whole = _scoring_target(store, body.set, body.model)
+    centroids, whole, tiers = _scoring_target(store, body.set, body.model)
     row = centroids.reference_set
     vectors = parse_vectors(list(body.vectors), dim=row.dim)
-    thresholds = settings.tiers_for(row.model)
-    rho = _rho(row, settings)
+    boundaries = boundaries_of(tiers)
+    rho, _ = tiering.rho_in_force(row, tiers, settings)
     scores = relevance_scores(vectors, whole)
     countries = sorted(centroids.by_country)
     by_country = (
@@ -227,7 +246,9 @@ def score(body: ScoreRequest, store: StoreDep, settings: SettingsDep) -> ScoreRe
     for index, value in enumerate(scores):
         result = ScoreResult(
             score=float(value),
-            tier=tier_of(float(value), thresholds).value,
+            tier=boundaries.tier_of(float(value)),
+            tier_source=TierSource(tiers.source),
+            tiers_version=tiers.version,
             accepted=bool(value >= rho - 1e-9),
         )
         if by_country is not None:
@@ -235,7 +256,16 @@ def score(body: ScoreRequest, store: StoreDep, settings: SettingsDep) -> ScoreRe
             result.country_scores = per_country
             result.best_country = max(per_country, key=lambda c: per_country[c])
         results.append(result)
-    return ScoreResponse(set=row.name, model=row.model, rho=rho, results=results)
+    if body.observe:
+        # the next scores are tiered by the boundaries this may record; these keep theirs
+        store.observe(row.name, scores.tolist(), row.references_version, settings.tier_shares)
+    return ScoreResponse(
+        set=row.name,
+        model=row.model,
+        rho=rho,
+        references_version=row.references_version,
+        results=results,
+    )
 
 
 def _calibration_out(name: str, calibration: CalibrationRow) -> CalibrationOut:
@@ -267,20 +297,16 @@ async def create_calibration(
     settings: SettingsDep,
 ) -> CalibrationOut:
     ensure_at_most(len(body.samples), settings.max_calibration_samples, "samples")
-    centroids, whole = await asyncio.to_thread(_scoring_target, store, name, body.model)
+    centroids, whole, tiers = await asyncio.to_thread(_scoring_target, store, name, body.model)
     row = centroids.reference_set
     vectors = await resolve_vectors(list(body.samples), row, embedder, "samples")
-    thresholds = settings.tiers_for(row.model)
-    result = calibrate(
-        relevance_scores(vectors, whole),
-        [sample.label for sample in body.samples],
-        thresholds,
-        body.target_precision,
-    )
+    scores = relevance_scores(vectors, whole)
+    labels = [sample.label for sample in body.samples]
+    result = calibrate(scores, labels, boundaries_of(tiers), body.target_precision)
     table = [
         {
             "tier": r.tier.value,
-            "lower": None if r.lower == float("-inf") else r.lower,
+            "lower": r.lower,
             "upper": r.upper,
             "count": r.count,
             "yes": r.yes,
@@ -290,7 +316,6 @@ async def create_calibration(
         }
         for r in result.rows
     ]
-    assert len(table) == len(tier_bounds(thresholds))
     calibration = CalibrationRow(
         set_id=row.id or 0,
         target_precision=body.target_precision,
@@ -299,6 +324,10 @@ async def create_calibration(
         accepted_at_rho=result.accepted_at_rho,
         samples=len(body.samples),
         table_json=json.dumps(table),
+        samples_json=json.dumps(
+            [[float(score), label.value] for score, label in zip(scores, labels, strict=True)]
+        ),
+        references_version=row.references_version,
     )
     saved = await asyncio.to_thread(store.save_calibration, name, calibration, body.apply)
     return _calibration_out(name, saved)
@@ -318,5 +347,31 @@ def apply_calibration(
     name: str, calibration_id: RowId, store: StoreDep, settings: SettingsDep
 ) -> ReferenceSetInfo:
     store.apply_calibration(name, calibration_id)
-    row, counts = store.get_set(name)
-    return _set_info(row, counts, settings)
+    return _info(store, name, settings)
+
+
+@router.get(
+    "/reference-sets/{name}/tiers",
+    response_model=TierHistory,
+    summary="Every version of the set's tier boundaries, oldest first (the last is in force)",
+)
+def list_tiers(name: str, store: StoreDep) -> TierHistory:
+    row, _ = store.get_set(name)
+    return TierHistory(
+        set=name,
+        versions=[tiering.tiers_out(t, row.references_version) for t in store.list_tiers(name)],
+    )
+
+
+@router.post(
+    "/reference-sets/{name}/tiers",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TierBoundariesOut,
+    summary="New tier boundaries from the paper's numbers, background shares or labels",
+)
+def fit_tiers(
+    name: str, body: FitTiersRequest, store: StoreDep, settings: SettingsDep
+) -> TierBoundariesOut:
+    recorded = tiering.fit(store, name, body, settings)
+    row, _ = store.get_set(name)
+    return tiering.tiers_out(recorded, row.references_version)

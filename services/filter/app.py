@@ -23,6 +23,7 @@ from services.filter.api import router
 from services.filter.config import FilterSettings
 from services.filter.store import ReferenceStore
 from services.filter.tables import FILTER_SCHEMA
+from services.filter.tiering import tier_defaults
 
 
 def create_app(settings: FilterSettings | None = None) -> FastAPI:
@@ -61,5 +62,5 @@ def create_app(settings: FilterSettings | None = None) -> FastAPI:
         readiness,
         max_body_bytes=settings.max_request_bytes,
     )
-    app.state.store = ReferenceStore(engine)
+    app.state.store = ReferenceStore(engine, tier_defaults(settings))
     return app

@@ -7,15 +7,24 @@ from pydantic import BaseModel, Field, model_validator
 from services.common.clients import ServiceClientSettings
 from services.common.database import database_url_setting, schema_wait_setting
 from services.common.settings import SeavlSettings, ServerSettings, service_settings_config
+from services.common.tiers import (
+    MODEL_DIRECTION_DEFAULTS,
+    Boundaries,
+    CalibrationTargets,
+    DirectionDefaults,
+    TierShares,
+)
 
 FILTER_PORT = 8002
 
 
 class TierThresholds(BaseModel):
-    """Lower bounds of each tier on the relevance score; below bronze is rejected.
+    """Fixed lower bounds of each tier on the relevance score (the `paper` source); below
+    bronze is rejected.
 
-    The defaults are the SEA-VL paper's (scores x100: 51.5, 52.5, 53.5, 54.5, 55.5); a cosine
-    means different things for different encoders, so each model can have its own.
+    The defaults are the SEA-VL paper's (scores x100: 51.5, 52.5, 53.5, 54.5, 55.5), for its
+    CLIP-family encoders; a cosine means different things for different encoders, so each model
+    can have its own.
     """
 
     bronze: float = 0.515
@@ -32,6 +41,15 @@ class TierThresholds(BaseModel):
             raise ValueError("tier thresholds must increase from bronze to diamond")
         return self
 
+    def boundaries(self) -> Boundaries:
+        return Boundaries(
+            bronze=self.bronze,
+            silver=self.silver,
+            gold=self.gold,
+            platinum=self.platinum,
+            diamond=self.diamond,
+        )
+
 
 class FilterSettings(SeavlSettings):
     model_config = service_settings_config("filter")
@@ -42,7 +60,19 @@ class FilterSettings(SeavlSettings):
     embedder: ServiceClientSettings = ServiceClientSettings(url="http://127.0.0.1:8001")
     default_tiers: TierThresholds = TierThresholds()
     model_tiers: dict[str, TierThresholds] = Field(
-        default_factory=dict, description="per-model thresholds, by embedder model name"
+        default_factory=dict, description="per-model fixed thresholds, by embedder model name"
+    )
+    model_shares_defaults: dict[str, DirectionDefaults] = Field(
+        default_factory=lambda: dict(MODEL_DIRECTION_DEFAULTS),
+        description="models whose sets start on `shares` boundaries before any fit: bounds on "
+        "the cosine to the centroid's direction, measured by bench/tier_defaults.py",
+    )
+    tier_shares: TierShares = Field(
+        default_factory=TierShares, description="each tier's share of a crawl (`shares` fits)"
+    )
+    calibration_targets: CalibrationTargets = Field(
+        default_factory=CalibrationTargets,
+        description="precision at or above each tier (`calibrated` fits)",
     )
     max_vectors_per_request: int = Field(default=1024, ge=1)
     max_references_per_request: int = Field(default=1024, ge=1)
@@ -55,3 +85,10 @@ class FilterSettings(SeavlSettings):
 
     def tiers_for(self, model: str) -> TierThresholds:
         return self.model_tiers.get(model, self.default_tiers)
+
+    def shares_default_for(self, model: str) -> DirectionDefaults | None:
+        """The model's starting `shares` boundaries; a model with fixed thresholds configured
+        in `model_tiers` starts on those instead."""
+        if model in self.model_tiers:
+            return None
+        return self.model_shares_defaults.get(model)

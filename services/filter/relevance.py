@@ -13,34 +13,7 @@ import numpy.typing as npt
 
 from services.common.reference_sets import Label
 from services.common.schemas import Tier
-from services.filter.config import TierThresholds
-
-TIERS_ASCENDING = [Tier.BRONZE, Tier.SILVER, Tier.GOLD, Tier.PLATINUM, Tier.DIAMOND]
-
-
-def tier_bounds(thresholds: TierThresholds) -> list[tuple[Tier, float, float | None]]:
-    """(tier, lower bound inclusive, upper bound exclusive) from Rejected to Diamond."""
-    lowers = [
-        thresholds.bronze,
-        thresholds.silver,
-        thresholds.gold,
-        thresholds.platinum,
-        thresholds.diamond,
-    ]
-    bounds: list[tuple[Tier, float, float | None]] = [(Tier.REJECTED, float("-inf"), lowers[0])]
-    for index, tier in enumerate(TIERS_ASCENDING):
-        upper = lowers[index + 1] if index + 1 < len(lowers) else None
-        bounds.append((tier, lowers[index], upper))
-    return bounds
-
-
-def tier_of(score: float, thresholds: TierThresholds) -> Tier:
-    """Scores are compared as the paper's x100 figures, so 0.545 is Platinum, not Gold."""
-    tier = Tier.REJECTED
-    for candidate, lower, _ in tier_bounds(thresholds)[1:]:
-        if score >= lower - 1e-9:
-            tier = candidate
-    return tier
+from services.common.tiers import Boundaries, fit_labels
 
 
 def mean_of_normalised(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
@@ -59,7 +32,7 @@ def relevance_scores(
 @dataclass(frozen=True)
 class TierRow:
     tier: Tier
-    lower: float
+    lower: float | None
     upper: float | None
     count: int
     yes: int
@@ -83,7 +56,7 @@ class CalibrationResult:
 def calibrate(
     scores: npt.NDArray[np.float64],
     labels: list[Label],
-    thresholds: TierThresholds,
+    boundaries: Boundaries,
     target_precision: float,
 ) -> CalibrationResult:
     """Tier table, and the lowest ρ whose accepted samples are at least `target_precision` yes.
@@ -91,8 +64,8 @@ def calibrate(
     "not sure" counts against precision: a curator who cannot tell is not a yes.
     """
     rows = []
-    tiers = [tier_of(float(s), thresholds) for s in scores]
-    for tier, lower, upper in tier_bounds(thresholds):
+    tiers = [boundaries.tier_of(float(s)) for s in scores]
+    for tier, lower, upper in boundaries.bounds():
         members = [label for label, t in zip(labels, tiers, strict=True) if t is tier]
         rows.append(
             TierRow(
@@ -105,17 +78,9 @@ def calibrate(
                 not_sure=members.count(Label.NOT_SURE),
             )
         )
-    order = np.argsort(-scores, kind="stable")
-    is_yes = np.array([labels[i] is Label.YES for i in order], dtype=np.float64)
-    precision = np.cumsum(is_yes) / np.arange(1, len(order) + 1)
-    sorted_scores = scores[order]
-    best: tuple[float, float, int] | None = None
-    for position in range(len(order)):
-        # a threshold at this score accepts every sample scoring at least as much (ties included)
-        if position + 1 < len(order) and sorted_scores[position + 1] == sorted_scores[position]:
-            continue
-        if precision[position] >= target_precision:
-            best = (float(sorted_scores[position]), float(precision[position]), position + 1)
-    if best is None:
+    is_yes = [label is Label.YES for label in labels]
+    (rho,) = fit_labels(scores, is_yes, [target_precision])
+    if rho is None:
         return CalibrationResult(rows, None, None, 0)
-    return CalibrationResult(rows, best[0], best[1], best[2])
+    accepted = [yes for score, yes in zip(scores, is_yes, strict=True) if score >= rho]
+    return CalibrationResult(rows, rho, sum(accepted) / len(accepted), len(accepted))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Column, LargeBinary, Text
+from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from services.common.database import utcnow
@@ -23,6 +23,8 @@ class ReferenceSetRow(SQLModel, table=True):
     rho: float | None = Field(default=None, description="applied calibration; None = model default")
     # Bumped by every change, so each replica knows when its cached centroids are stale.
     version: int = 0
+    # Bumped when references are added or removed: scores made before are on another scale.
+    references_version: int = 0
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -63,6 +65,51 @@ class CalibrationRow(SQLModel, table=True):
     samples: int
     table_json: str = Field(sa_column=Column(Text, nullable=False))
     applied: bool = False
+    samples_json: str | None = Field(
+        default=None,
+        sa_column=Column(Text, nullable=True),
+        description="JSON [[score, label], ...], for calibrated tiers; None before they existed",
+    )
+    references_version: int | None = Field(default=None, description="the set's, when made")
+
+
+class TierBoundariesRow(SQLModel, table=True):
+    """One version of a set's tier boundaries; the highest version is in force. A new version is
+    recorded for every change, so a stored tier names the boundaries it was decided with."""
+
+    __tablename__ = "filter_tier_boundaries"
+    __table_args__ = (UniqueConstraint("set_id", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    set_id: int = Field(foreign_key="filter_reference_sets.id", index=True, ondelete="CASCADE")
+    version: int
+    source: str = Field(max_length=16, description="TierSource")
+    basis: str = Field(max_length=16, description="TierBasis")
+    bronze: float | None = None
+    silver: float | None = None
+    gold: float | None = None
+    platinum: float | None = None
+    diamond: float | None = None
+    shares_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    samples: int = Field(default=0, description="scores or labelled samples it was fitted on")
+    description: str = Field(default="", sa_column=Column(Text, nullable=False))
+    references_version: int = Field(description="the set's references it was made for")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ScoreSketchRow(SQLModel, table=True):
+    """The streaming sketch of the scores a crawl asked to be observed, for `shares` boundaries
+    that settle as the crawl runs; emptied when the set's references change."""
+
+    __tablename__ = "filter_score_sketches"
+
+    set_id: int = Field(
+        foreign_key="filter_reference_sets.id", primary_key=True, ondelete="CASCADE"
+    )
+    references_version: int
+    count: int = 0
+    fitted_at_count: int = Field(default=0, description="its size at the last fit from it")
+    counts: bytes = Field(sa_column=Column(LargeBinary, nullable=False), description="ScoreSketch")
 
 
 FILTER_SCHEMA = Schema(

@@ -101,6 +101,8 @@ class _Scored:
     embedding: list[float] | str
     score: float | None = None
     tier: str | None = None
+    tier_source: str | None = None
+    tiers_version: int | None = None
     accepted: bool = False
     best_country: str | None = None
     country_scores: dict[str, float] | None = None
@@ -291,11 +293,13 @@ class CrawlIngest:
                 scored.append(_Scored(sample, image, result.model, result.phash, result.embedding))
         if not scored:
             return scored
+        # observed: a crawl's scores are the background its set's `shares` tiers settle on
         answer = await self.pipeline.filter.score(
-            crawl.reference_set, [s.embedding for s in scored], scored[0].model
+            crawl.reference_set, [s.embedding for s in scored], scored[0].model, observe=True
         )
         for item, relevance in zip(scored, answer.results, strict=True):
             item.score, item.tier = relevance.score, relevance.tier
+            item.tier_source, item.tiers_version = relevance.tier_source, relevance.tiers_version
             item.best_country, item.country_scores = (
                 relevance.best_country,
                 relevance.country_scores,
@@ -417,6 +421,9 @@ class CrawlIngest:
                     model=item.model,
                     score=item.score,
                     tier=item.tier,
+                    reference_set=crawl.reference_set,
+                    tier_source=item.tier_source,
+                    tiers_version=item.tiers_version,
                     accepted=item.accepted,
                     best_country=item.best_country,
                     country_scores=json.dumps(item.country_scores) if item.country_scores else None,

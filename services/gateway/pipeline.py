@@ -180,6 +180,9 @@ class Pipeline:
                 {
                     "score": r.score,
                     "tier": r.tier,
+                    "reference_set": scored.set,
+                    "tier_source": r.tier_source,
+                    "tiers_version": r.tiers_version,
                     "accepted": r.accepted,
                     "best_country": r.best_country,
                     "country_scores": json.dumps(r.country_scores) if r.country_scores else None,

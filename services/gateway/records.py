@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import ColumnElement, and_, bindparam, func, insert, or_, update
+from sqlalchemy import select as sql_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -546,3 +547,65 @@ def set_duplicates(engine: Engine, duplicates: Mapping[str, str | None]) -> None
             statement,
             [{"image_id": i, "original": o, "now": now} for i, o in duplicates.items()],
         )
+
+
+# ---- re-tiering (`seavl tiers retier`)
+@dataclass(frozen=True)
+class TieredScore:
+    """What re-tiering a record needs: its score, and whether its crawl set its own ρ."""
+
+    image_id: str
+    score: float
+    tier: str | None
+    accepted: bool | None
+    own_rho: bool
+
+
+def _tiered_by_another_version(reference_set: str, version: int) -> ColumnElement[bool]:
+    return and_(
+        col(ImageRow.reference_set) == reference_set,
+        col(ImageRow.score).is_not(None),
+        or_(col(ImageRow.tiers_version).is_(None), col(ImageRow.tiers_version) != version),
+    )
+
+
+def count_tiered_by_another_version(engine: Engine, reference_set: str, version: int) -> int:
+    query = select(func.count()).select_from(ImageRow)
+    with Session(engine) as session:
+        condition = _tiered_by_another_version(reference_set, version)
+        return int(session.exec(query.where(condition)).one())
+
+
+def tiered_by_another_version(
+    engine: Engine, reference_set: str, version: int, after: str | None, limit: int
+) -> list[TieredScore]:
+    """The next `limit` records, by id, scored against the set and tiered by another version
+    of its boundaries than `version`."""
+    query = (
+        sql_select(
+            col(ImageRow.id),
+            col(ImageRow.score),
+            col(ImageRow.tier),
+            col(ImageRow.accepted),
+            col(CrawlRow.rho),
+        )
+        .join(CrawlRow, col(CrawlRow.id) == col(ImageRow.crawl_id), isouter=True)
+        .where(_tiered_by_another_version(reference_set, version))
+    )
+    if after is not None:
+        query = query.where(col(ImageRow.id) > after)
+    query = query.order_by(col(ImageRow.id)).limit(limit)
+    with Session(engine) as session:
+        return [
+            TieredScore(image_id, float(score or 0.0), tier, accepted, rho is not None)
+            for image_id, score, tier, accepted, rho in session.execute(query)
+        ]
+
+
+def set_tiers(engine: Engine, changes: Mapping[str, Mapping[str, object]]) -> None:
+    """Tier, its source and version (and the filter's verdict) per record; scores unchanged."""
+    if not changes:
+        return
+    with session_scope(engine) as session:
+        for image_id, values in changes.items():
+            session.execute(update(ImageRow).where(col(ImageRow.id) == image_id).values(**values))

@@ -22,6 +22,7 @@ from services.common.schemas import (
     Neighbour,
     PHashMatch,
     Tier,
+    TierSource,
 )
 from services.common.states import JobStatus
 from services.common.vectors import WireVector
@@ -168,6 +169,10 @@ class ImageOut(BaseModel):
     model: str | None
     score: float | None
     tier: Tier | None
+    tier_source: TierSource | None = Field(
+        default=None, description="where the boundaries the tier was decided by come from"
+    )
+    tiers_version: int | None = Field(default=None, description="their version, in the set")
     accepted: bool | None = Field(
         description="the filter's verdict until validators review the image; from the first "
         "review on, the overall flag"
@@ -203,6 +208,8 @@ class RelevanceOut(BaseModel):
     model: str
     score: float
     tier: Tier
+    tier_source: TierSource
+    tiers_version: int
     accepted: bool
     best_country: str | None
     country_scores: dict[str, float] | None

@@ -76,6 +76,11 @@ class ImageRow(SQLModel, table=True):
     model: str | None = None
     score: float | None = None
     tier: str | None = Field(default=None, index=True, max_length=16)
+    # the boundaries the tier was decided by (the set's version), so `seavl tiers retier`
+    # finds what an other version would place differently
+    reference_set: str | None = Field(default=None, max_length=100)
+    tier_source: str | None = Field(default=None, max_length=16, description="TierSource")
+    tiers_version: int | None = None
     accepted: bool | None = None
     best_country: str | None = Field(default=None, max_length=2)
     country_scores: str | None = Field(

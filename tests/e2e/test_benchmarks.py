@@ -18,7 +18,31 @@ from tests.e2e.conftest import ROOT
 
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"
 
+TIERS = ("bronze", "silver", "gold", "platinum", "diamond")
+TIER_COUNTS = ", ".join(rf"{name} \d+" for name in ("rejected", *TIERS))
+
 SMOKE_RUNS = {
+    "tier_defaults": (
+        ["--limit", "80", "--sets", "200"],
+        [
+            r"\d+ pictures: \d+ photographs in \d+ series \(.*\), \d+ people photos "
+            r"\(background only\)",
+            r"200 reference sets \(seed 0\) from \d+ series of >= 6 pictures",
+            r"pooled z of \d+ background cosines",
+            *(rf">= {name} +{NUMBER}% +-?{NUMBER} +{NUMBER} +{NUMBER}" for name in TIERS),
+            *(
+                rf">= {name} +configured +{NUMBER}% +achieved {NUMBER}% "
+                rf"\({NUMBER}%-{NUMBER}%\), mean {NUMBER}%"
+                for name in TIERS
+            ),
+            r"held-out pictures of the reference series \(n=\d+\): rejected [0-9.]+%",
+            r"README example: \d+ references of \S+ \(\|c\| [0-9.]+\), \d+ scored "
+            r"\(\d+ same series, \d+ other series\)",
+            rf"\(a\) paper's fixed bounds 0\.515/0\.525/0\.535/0\.545/0\.555: {TIER_COUNTS}",
+            rf"\(b\) defaults t_k x \|c\| = [0-9./]+: {TIER_COUNTS}",
+            r"(?m)^defaults: " + " ".join(rf"{name} 0\.[0-9]{{3}}" for name in TIERS) + "$",
+        ],
+    ),
     "embedder": (
         ["--crawl-images", "12", "--phone-images", "2", "--repeats", "1"],
         [

@@ -249,7 +249,13 @@ def test_synchronous_relevance_and_dedup(stack: Stack) -> None:
     body = relevance.json()
     assert body["score"] > 0.5 and body["best_country"] == "TH"
     assert body["country_scores"]["TH"] > body["country_scores"]["VN"]
-    assert body["accepted"] == (body["score"] >= 0.545)
+    reference_set = stack.gateway.get(
+        "/v1/reference-sets/default", headers=stack.as_role(Role.ADMIN)
+    ).json()
+    # the default model's sets start on `shares` boundaries; ρ is their Platinum bound
+    assert reference_set["rho_source"] == "platinum boundary"
+    assert body["accepted"] == (body["score"] >= reference_set["rho"])
+    assert (body["tier_source"], body["tiers_version"]) == ("shares", 1)
     nothing = stack.gateway.post(
         "/v1/dedup", files={"image": ("cat.jpg", cat)}, headers=headers
     ).json()

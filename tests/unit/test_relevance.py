@@ -12,10 +12,9 @@ from services.filter.relevance import (
     calibrate,
     mean_of_normalised,
     relevance_scores,
-    tier_of,
 )
 
-PAPER = TierThresholds()
+PAPER = TierThresholds().boundaries()
 
 
 def naive_mean_of_cosines(x: np.ndarray, references: np.ndarray) -> float:
@@ -52,7 +51,7 @@ def test_the_centroid_score_equals_the_naive_mean_of_cosines(seed: int) -> None:
     ],
 )
 def test_tiers_at_their_boundaries(score: float, tier: Tier) -> None:
-    assert tier_of(score, PAPER) is tier
+    assert PAPER.tier_of(score) is tier
 
 
 def test_thresholds_must_increase() -> None:

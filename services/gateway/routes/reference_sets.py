@@ -17,8 +17,11 @@ from services.common.reference_sets import (
     CalibrationOut,
     CalibrationRequest,
     CreateSetRequest,
+    FitTiersRequest,
     ReferenceSetInfo,
     ReferenceSetList,
+    TierBoundariesOut,
+    TierHistory,
 )
 from services.gateway.dependencies import Admin, FilterDep, documented_errors
 
@@ -111,3 +114,24 @@ async def apply_calibration(
     name: str, calibration_id: RowId, _: Admin, filter_service: FilterDep
 ) -> ReferenceSetInfo:
     return await filter_service.apply_calibration(name, calibration_id)
+
+
+@router.get(
+    "/{name}/tiers",
+    response_model=TierHistory,
+    summary="Every version of a set's tier boundaries, with its source (the last is in force)",
+)
+async def tier_history(name: str, _: Admin, filter_service: FilterDep) -> TierHistory:
+    return await filter_service.tier_history(name)
+
+
+@router.post(
+    "/{name}/tiers",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TierBoundariesOut,
+    summary="New tier boundaries: the paper's numbers, shares of background scores, or labels",
+)
+async def fit_tiers(
+    name: str, body: FitTiersRequest, _: Admin, filter_service: FilterDep
+) -> TierBoundariesOut:
+    return await filter_service.fit_tiers(name, body)

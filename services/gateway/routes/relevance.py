@@ -43,6 +43,8 @@ async def relevance(
         model=scored.model,
         score=result.score,
         tier=result.tier,
+        tier_source=result.tier_source,
+        tiers_version=result.tiers_version,
         accepted=result.accepted,
         best_country=result.best_country,
         country_scores=result.country_scores,
