@@ -67,6 +67,7 @@ test: $(INSTALLED) services chromium photos lint typecheck
 bench: $(MODEL) $(FACES) photos
 	$(BIN)/python bench/embedder.py
 	$(BIN)/python bench/filter.py
+	$(BIN)/python bench/tier_defaults.py
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/dedup_threshold.py
 	$(BIN)/python bench/pipeline.py

@@ -101,6 +101,11 @@ class ReferenceSetInfo(BaseModel):
     references: int
     references_version: int
     tiers: TierBoundariesOut | None = Field(description="the boundaries in force")
+    observed_scores: int = Field(
+        default=0,
+        description="crawl scores in the set's sketch for its current references (`shares` "
+        "boundaries are fitted again from it once it is large enough, then each time it doubles)",
+    )
     countries: dict[str, int]
     created_at: datetime
 

@@ -68,6 +68,7 @@ def _set_info(
     counts: dict[str, int],
     tiers: TierBoundariesRow | None,
     settings: FilterSettings,
+    observed: int = 0,
 ) -> ReferenceSetInfo:
     rho, rho_source = tiering.rho_in_force(row, tiers, settings)
     return ReferenceSetInfo(
@@ -80,6 +81,7 @@ def _set_info(
         references=counts.get("", 0),
         references_version=row.references_version,
         tiers=tiering.tiers_out(tiers, row.references_version) if tiers is not None else None,
+        observed_scores=observed,
         countries={k: v for k, v in sorted(counts.items()) if k},
         created_at=row.created_at,
     )
@@ -87,7 +89,7 @@ def _set_info(
 
 def _info(store: ReferenceStore, name: str, settings: FilterSettings) -> ReferenceSetInfo:
     row, counts = store.get_set(name)
-    return _set_info(row, counts, store.current_tiers(name), settings)
+    return _set_info(row, counts, store.current_tiers(name), settings, store.observed_count(name))
 
 
 async def resolve_vectors(

@@ -419,6 +419,14 @@ class ReferenceStore:
     def list_tiers(self, name: str) -> list[TierBoundariesRow]:
         return self._rows_of_set(name, TierBoundariesRow, "version")
 
+    def observed_count(self, name: str) -> int:
+        """Scores in the set's sketch made against its current references."""
+        with session_scope(self.engine) as session:
+            row = self._get(session, name)
+            sketch = session.get(ScoreSketchRow, row.id)
+            current = sketch is not None and sketch.references_version == row.references_version
+            return sketch.count if sketch is not None and current else 0
+
     def current_tiers(self, name: str) -> TierBoundariesRow | None:
         with session_scope(self.engine) as session:
             return self._current_tiers(session, self._get(session, name))

@@ -47,12 +47,18 @@ def test_a_crawl_is_ingested_counted_and_recorded(crawl_stack: Stack, tmp_path: 
     assert sum(t["share"] for t in crawl["tiers"]) == pytest.approx(1.0)
     assert any("404" in reason for reason in crawl["failures"]), crawl["failures"]
     assert crawl["images_per_second"] > 0 and crawl["eta_seconds"] == 0
+    # every score of the crawl fed its set's sketch, which `shares` boundaries settle on
+    reference_set = crawl_stack.gateway.get(
+        "/v1/reference-sets/default", headers=crawl_stack.as_role(Role.ADMIN)
+    ).json()
+    assert reference_set["observed_scores"] == held["images"]
     with Session(crawl_stack.engine) as session:
         rows = session.exec(select(ImageRow).where(ImageRow.crawl_id == queued["id"])).all()
     assert len(rows) == held["images"]
     store = crawl_stack.settings.storage.open()
     for row in rows:
         assert row.source == "crawl" and row.status == "done" and row.tier is not None
+        assert (row.reference_set, row.tier_source, row.tiers_version) == ("default", "shares", 1)
         assert row.url == f"http://127.0.0.1/{row.sample_key}.jpg"
         assert row.alt_text == f"alt text {row.sample_key}"
         assert row.original_width == 2 * row.width

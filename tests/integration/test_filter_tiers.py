@@ -93,6 +93,7 @@ def test_shares_boundaries_settle_on_observed_scores_and_every_change_is_recorde
     score(filter_client, crawl[10:20], observe=True)
     settled = versions(filter_client)[-1]
     assert (settled["version"], settled["basis"], settled["samples"]) == (2, "observed", 20)
+    assert filter_client.get("/v1/reference-sets/sea").json()["observed_scores"] == 20
     later = score(filter_client, crawl[20:40], observe=True)
     assert {r["tiers_version"] for r in early["results"]} == {1}
     assert {r["tiers_version"] for r in later["results"]} == {2}
@@ -117,6 +118,7 @@ def test_shares_boundaries_settle_on_observed_scores_and_every_change_is_recorde
     info = filter_client.get("/v1/reference-sets/sea").json()
     assert info["tiers"]["version"] == 4 and info["tiers"]["stale"] is True
     assert info["references_version"] == 2
+    assert info["observed_scores"] == 0  # scores of the old references are not counted
     score(filter_client, crawl[:19], observe=True)
     assert len(versions(filter_client)) == 4
     score(filter_client, crawl[19:20], observe=True)
