@@ -14,6 +14,7 @@ from services.common.settings import (
     service_settings_config,
 )
 from services.common.storage import StorageSettings, storage_setting
+from services.common.worker_alive import DEFAULT_HEARTBEAT_FILE, QUEUE_PLACEHOLDER
 
 GATEWAY_PORT = 8000
 
@@ -136,6 +137,22 @@ class SafetySettings(BaseModel):
     )
 
 
+class WorkerProcessSettings(BaseModel):
+    """A worker process's own liveness: a heartbeat file its event loop writes, which a probe
+    of that pod alone reads (`python -m services.common.worker_alive`); arq's health key is
+    shared by every worker of a queue."""
+
+    heartbeat_file: str = Field(
+        default=DEFAULT_HEARTBEAT_FILE,
+        min_length=1,
+        description=f"where the worker writes its heartbeat; {QUEUE_PLACEHOLDER} becomes its "
+        "queue (images, captions, crawls, exports)",
+    )
+    heartbeat_seconds: float = Field(
+        default=10, gt=0, description="how often; a probe allows several missed beats"
+    )
+
+
 class GatewaySettings(SeavlSettings):
     model_config = service_settings_config("gateway")
 
@@ -162,6 +179,7 @@ class GatewaySettings(SeavlSettings):
     people: PeopleSettings = PeopleSettings()
     privacy: PrivacySettings = PrivacySettings()
     safety: SafetySettings = SafetySettings()
+    worker: WorkerProcessSettings = WorkerProcessSettings()
     max_page_size: int = Field(default=100, ge=1)
     key_remember_seconds: float = Field(
         default=10,

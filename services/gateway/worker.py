@@ -11,20 +11,26 @@ drop those jobs and leave their records unfinished.
 A worker waits for Redis when it is away (at start or later) and goes on once it is back,
 logging once per outage. The image workers also run the reconciler (an arq cron job).
 
+Every worker, once started, writes a heartbeat file of its own from its event loop
+(`worker.heartbeat_file`), which its pod's probe checks: `python -m services.common.worker_alive`.
+
 arq services.gateway.worker.WorkerSettings          # run a worker (settings from the env)
 arq services.gateway.worker.WorkerSettings --check  # health check: exit 0 when healthy
 arq services.gateway.worker.CaptionWorkerSettings   # a worker of the caption queue
 arq services.gateway.worker.CrawlWorkerSettings     # a worker of the crawl queue
 arq services.gateway.worker.ExportWorkerSettings    # a worker of the export queue
+python -m services.common.worker_alive --queue images     # this process's worker: exit 0 when alive
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from arq import Retry, cron, func
@@ -45,6 +51,7 @@ from services.common.logging import configure_logging
 from services.common.migrations import wait_for_schema
 from services.common.request_ids import request_context
 from services.common.service import threads_finished
+from services.common.worker_alive import heartbeat_path, write_heartbeat
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import GatewaySettings, PipelineSettings
 from services.gateway.crawls import CrawlIngest
@@ -120,11 +127,36 @@ class PatientRetry(RedisRetry):
         return result
 
 
+async def heartbeat(path: Path, queue: str, seconds: float) -> None:
+    """Writes `path` every `seconds`, from the worker's event loop: a loop that is blocked or
+    stuck stops writing it, which the pod's probe sees (arq's health key, one for every worker
+    of a queue, would not tell which). A failed write is logged (once) and tried again."""
+    failing = False
+    while True:
+        try:
+            write_heartbeat(path, queue)
+        except OSError as exc:
+            if not failing:
+                logger.warning("cannot write the heartbeat at %s: %s", path, exc)
+            failing = True
+        else:
+            if failing:
+                logger.warning("the heartbeat at %s is written again", path)
+            failing = False
+        await asyncio.sleep(seconds)
+
+
 def _on_startup(
-    settings: GatewaySettings, rules: PipelineSettings, service: str
+    settings: GatewaySettings, rules: PipelineSettings, kind: WorkerKind
 ) -> StartupShutdown:
     async def startup(ctx: dict[str, Any]) -> None:
-        configure_logging(settings.server.log_level, service=service)
+        configure_logging(settings.server.log_level, service=kind.service)
+        # first: the probe passes while the worker waits for its database and sets up
+        path = heartbeat_path(kind.value, settings.worker.heartbeat_file)
+        ctx["heartbeat_file"] = path
+        ctx["heartbeat"] = asyncio.create_task(
+            heartbeat(path, kind.value, settings.worker.heartbeat_seconds)
+        )
         engine = make_engine(settings.database_url)
         await asyncio.to_thread(
             wait_for_schema, GATEWAY_SCHEMA, engine, settings.schema_wait_seconds
@@ -143,7 +175,21 @@ def _on_startup(
     return startup
 
 
+async def _stop_heartbeat(ctx: dict[str, Any]) -> None:
+    """No more heartbeats, and no file left behind for a probe to take as a live worker."""
+    task: asyncio.Task[None] | None = ctx.pop("heartbeat", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    path: Path | None = ctx.pop("heartbeat_file", None)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+
 async def shutdown(ctx: dict[str, Any]) -> None:
+    await _stop_heartbeat(ctx)
     await ctx["batcher"].stop()
     await ctx["captions"].close()
     pipeline: Pipeline = ctx["pipeline"]
@@ -319,7 +365,7 @@ def worker_options(settings: GatewaySettings, kind: WorkerKind) -> dict[str, Any
         "queue_name": queue,
         "cron_jobs": [_reconcile_cron(settings)] if kind == WorkerKind.IMAGES else [],
         "redis_settings": redis_settings(settings),
-        "on_startup": _on_startup(settings, rules, kind.service),
+        "on_startup": _on_startup(settings, rules, kind),
         "on_shutdown": shutdown,
         "max_jobs": at_once,
         "health_check_interval": HEALTH_CHECK_SECONDS,
