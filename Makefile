@@ -4,9 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODEL := var/models/efficientnet-lite0/model.onnx
+# checkov, the scanner of deploy/ and the Dockerfiles, in a venv of its own (its dependencies
+# are many and pinned apart from the project's)
+CHECKOV_VERSION := 3.3.30
+CHECKOV := var/checkov/bin/checkov
+# Where `make images` tags the images (a release sets both, and the same in
+# deploy/k8s/base/kustomization.yaml's `images`)
+REGISTRY ?= ghcr.io/seavl
+TAG ?= 0.1.0
+IMAGES := embedder filter dedup captioner gateway worker
 FACES := var/models/detectors/mtcnn/onet.onnx
 
-.PHONY: run test lint typecheck unit integration e2e browser bench models services chromium photos lock clean
+.PHONY: run test lint typecheck unit integration e2e browser bench models services chromium photos checkov images lock clean
 
 # The virtual environment, with the project and its development tools; redone when pyproject changes.
 $(INSTALLED): pyproject.toml
@@ -27,6 +36,17 @@ models: $(MODEL) $(FACES)
 run: $(MODEL) $(FACES)
 	$(BIN)/seavl db upgrade
 	$(BIN)/seavl run
+
+$(CHECKOV):
+	$(PYTHON) -m venv var/checkov
+	var/checkov/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+
+checkov: $(CHECKOV)
+
+# The six images, each a target of the Dockerfile on one shared base layer, and the GPU embedder.
+images:
+	for image in $(IMAGES); do docker build --target $$image -t $(REGISTRY)/$$image:$(TAG) . || exit 1; done
+	docker build -f deploy/docker/embedder-gpu.Dockerfile -t $(REGISTRY)/embedder:$(TAG)-gpu .
 
 # PostgreSQL and Redis on 127.0.0.1 for the integration tests (installed and started if absent).
 services:
@@ -61,7 +81,7 @@ e2e: $(INSTALLED)
 browser: $(MODEL) $(FACES) chromium
 	$(BIN)/pytest tests/browser
 
-test: $(INSTALLED) services chromium photos lint typecheck
+test: $(INSTALLED) services chromium photos checkov lint typecheck
 	$(BIN)/pytest
 
 bench: $(MODEL) $(FACES) photos

@@ -28,3 +28,6 @@ compile embedder-gpu embedder 3.12 x86_64-manylinux_2_39
     | "$UV" pip compile - --quiet --generate-hashes --python-version 3.11 \
         --python-platform x86_64-manylinux_2_36 --no-config --index-url https://pypi.org/simple \
         --output-file "$OUT/build.txt"
+
+# What every service image shares, for the Dockerfile's shared layer.
+"$PYTHON" scripts/common_lock.py

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from services.common.database import make_engine
+from services.common.database import DatabasePool, make_engine
 from services.common.migrations import Schema, current_revision, downgrade, upgrade
 
 
@@ -17,6 +17,10 @@ from services.common.migrations import Schema, current_revision, downgrade, upgr
 class OwnedSchema:
     schema: Schema
     database_url: Callable[[], str]
+
+
+# `seavl db upgrade` holds one connection and its advisory lock's: counted in README's budget
+MIGRATION_POOL = DatabasePool(size=2, overflow=0)
 
 
 def _gateway() -> OwnedSchema:
@@ -53,7 +57,8 @@ def owned_schemas(services: list[str] | None = None) -> list[OwnedSchema]:
 
 @contextmanager
 def _engine(owned: OwnedSchema, database_url: str | None = None) -> Iterator[Engine]:
-    engine = make_engine(database_url or owned.database_url())
+    # migrations use one connection (and the advisory lock's)
+    engine = make_engine(database_url or owned.database_url(), pool=MIGRATION_POOL)
     try:
         yield engine
     finally:

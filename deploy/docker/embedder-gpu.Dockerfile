@@ -1,5 +1,11 @@
-# The embedder on NVIDIA GPUs: onnxruntime-gpu (in the project's embedder group) on the CUDA base
-# image it needs. docker build -f deploy/docker/embedder-gpu.Dockerfile -t seavl-embedder:gpu .
+# The embedder on NVIDIA GPUs. docker build -f deploy/docker/embedder-gpu.Dockerfile \
+#   -t ghcr.io/seavl/embedder:0.1.0-gpu .
+# Pinned together: onnxruntime-gpu 1.31.1 (requirements/embedder-gpu.txt, the lock) is built for
+# CUDA 13 and cuDNN 9 (its wheel's `cuda` and `cudnn` extras ask for nvidia-cuda-runtime~=13.0
+# and nvidia-cudnn-cu13~=9.0), which this base image carries: CUDA 13.0.0 with cuDNN 9 on
+# Ubuntu 24.04 (Python 3.12, glibc 2.39, as the lock was compiled for). The node needs an NVIDIA
+# driver of the 580 series or later (CUDA 13.0's minimum); deploy/k8s/overlays/gpu selects such
+# nodes. Changing one of the three means changing the others (tests/unit/test_deploy.py).
 FROM nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DEBIAN_FRONTEND=noninteractive \
@@ -23,4 +29,6 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
 
 USER seavl
 EXPOSE 8001
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=6 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8001/healthz')"]
 CMD ["seavl", "serve", "embedder"]

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, Field
 from sqlalchemy import event, text
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -88,8 +88,31 @@ def sqlite_file(engine: Engine) -> str | None:
     return database
 
 
-def make_engine(url: str, connect_timeout_seconds: float = 5.0) -> Engine:
+class DatabasePool(BaseModel):
+    """A process's PostgreSQL connections: `size` kept open at most, `overflow` more under load.
+
+    Every replica of every service has its pool, and PostgreSQL allows 100 connections by
+    default: deploy/k8s sets each Deployment's so that their maximum adds up to fewer (README:
+    Deployment). SQLite has no pool."""
+
+    size: int = Field(default=5, ge=1, le=100)
+    overflow: int = Field(default=5, ge=0, le=100)
+
+    @property
+    def connections(self) -> int:
+        return self.size + self.overflow
+
+
+def database_pool_setting() -> Any:
+    """A service's `database_pool` setting: `SEAVL_<SERVICE>_DATABASE_POOL__SIZE`, `…__OVERFLOW`."""
+    return Field(default_factory=DatabasePool, description="its PostgreSQL connections at most")
+
+
+def make_engine(
+    url: str, connect_timeout_seconds: float = 5.0, pool: DatabasePool | None = None
+) -> Engine:
     """An engine (the tables are made by migrations: services/common/migrations.py)."""
+    pool = pool or DatabasePool()
     url = normalise_url(url)
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -99,8 +122,8 @@ def make_engine(url: str, connect_timeout_seconds: float = 5.0) -> Engine:
         engine = create_engine(
             url,
             pool_pre_ping=True,
-            pool_size=10,
-            max_overflow=20,
+            pool_size=pool.size,
+            max_overflow=pool.overflow,
             connect_args={"connect_timeout": max(1, int(connect_timeout_seconds))},
         )
     return engine

@@ -42,7 +42,7 @@ def create_app(
     """`vector_store` lets several apps in one process share one embedded store (tests of
     replicas); normally each app opens its own."""
     settings = settings or DedupSettings()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool=settings.database_pool)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

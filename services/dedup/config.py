@@ -6,7 +6,12 @@ from pathlib import Path
 
 from pydantic import AliasChoices, BaseModel, Field
 
-from services.common.database import database_url_setting, schema_wait_setting
+from services.common.database import (
+    DatabasePool,
+    database_pool_setting,
+    database_url_setting,
+    schema_wait_setting,
+)
 from services.common.dedup_rules import DEDUP_RULES, DedupRule
 from services.common.settings import (
     DEFAULT_DATA_DIR,
@@ -68,6 +73,7 @@ class DedupSettings(SeavlSettings):
 
     server: ServerSettings = ServerSettings(port=DEDUP_PORT)
     database_url: str = database_url_setting("dedup")
+    database_pool: DatabasePool = database_pool_setting()
     schema_wait_seconds: float = schema_wait_setting()
     qdrant_url: str | None = Field(
         default=None,

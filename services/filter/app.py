@@ -28,7 +28,7 @@ from services.filter.tiering import tier_defaults
 
 def create_app(settings: FilterSettings | None = None) -> FastAPI:
     settings = settings or FilterSettings()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool=settings.database_pool)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

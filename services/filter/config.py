@@ -5,7 +5,12 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, model_validator
 
 from services.common.clients import ServiceClientSettings
-from services.common.database import database_url_setting, schema_wait_setting
+from services.common.database import (
+    DatabasePool,
+    database_pool_setting,
+    database_url_setting,
+    schema_wait_setting,
+)
 from services.common.settings import SeavlSettings, ServerSettings, service_settings_config
 from services.common.tiers import (
     MODEL_DIRECTION_DEFAULTS,
@@ -56,6 +61,7 @@ class FilterSettings(SeavlSettings):
 
     server: ServerSettings = ServerSettings(port=FILTER_PORT)
     database_url: str = database_url_setting("filter")
+    database_pool: DatabasePool = database_pool_setting()
     schema_wait_seconds: float = schema_wait_setting()
     embedder: ServiceClientSettings = ServiceClientSettings(url="http://127.0.0.1:8001")
     default_tiers: TierThresholds = TierThresholds()

@@ -32,7 +32,7 @@ from services.gateway.tables import GATEWAY_SCHEMA
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, pool=settings.database_pool)
     registry = CollectorRegistry()
 
     @asynccontextmanager

@@ -5,7 +5,12 @@ from __future__ import annotations
 from pydantic import AliasChoices, BaseModel, Field
 
 from services.common.clients import ServiceClientSettings
-from services.common.database import database_url_setting, schema_wait_setting
+from services.common.database import (
+    DatabasePool,
+    database_pool_setting,
+    database_url_setting,
+    schema_wait_setting,
+)
 from services.common.images import ImageLimits
 from services.common.privacy import PiiKind
 from services.common.settings import (
@@ -159,6 +164,7 @@ class GatewaySettings(SeavlSettings):
     server: ServerSettings = ServerSettings(port=GATEWAY_PORT)
     storage: StorageSettings = storage_setting()
     database_url: str = database_url_setting("gateway")
+    database_pool: DatabasePool = database_pool_setting()
     schema_wait_seconds: float = schema_wait_setting()
     redis_url: str | None = Field(
         default=None,

@@ -157,7 +157,7 @@ def _on_startup(
         ctx["heartbeat"] = asyncio.create_task(
             heartbeat(path, kind.value, settings.worker.heartbeat_seconds)
         )
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pool=settings.database_pool)
         await asyncio.to_thread(
             wait_for_schema, GATEWAY_SCHEMA, engine, settings.schema_wait_seconds
         )
