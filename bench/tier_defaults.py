@@ -57,13 +57,15 @@ from bench.dedup_quality import (  # noqa: E402
     crawl_size,
     load_pictures,
 )
+from services.common.tiers import PAPER_BOUNDARIES, TIER_FIELDS, TierShares  # noqa: E402
 
-TIERS = ("bronze", "silver", "gold", "platinum", "diamond")
+TIERS = TIER_FIELDS
 # Each tier's share of the crawl in the paper's Table 5 (CC3M); Rejected is the other 99.12%.
-TIER_SHARES = (0.0040, 0.0023, 0.0013, 0.0007, 0.0005)
+TIER_SHARES = tuple(TierShares().per_tier())
 # Share of the crawl at or above each tier's lower bound: >= Bronze 0.88% ... >= Diamond 0.05%.
-CUMULATIVE_SHARES = tuple(sum(TIER_SHARES[k:]) for k in range(len(TIER_SHARES)))
-PAPER_BOUNDS = (0.515, 0.525, 0.535, 0.545, 0.555)  # the paper's fixed cosines (CLIP encoders)
+CUMULATIVE_SHARES = tuple(TierShares().at_or_above())
+# the paper's fixed cosines (CLIP encoders)
+PAPER_BOUNDS = tuple(float(bound or 0) for bound in PAPER_BOUNDARIES.ranked())
 
 PEOPLE_SERIES = "people-photos"  # background only: a mixed set, not one theme
 MIN_SERIES_PICTURES = 6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from services.filter.tables import (
 )
 
 WHOLE_SET = ""
+logger = logging.getLogger(__name__)
 SetRowT = TypeVar("SetRowT", CalibrationRow, TierBoundariesRow)
 
 
@@ -475,7 +477,7 @@ class ReferenceStore:
                 return None
             self._lock_for_change(session, row)
             sketch_row.fitted_at_count = sketch.count
-            return self._record_tiers(
+            recorded = self._record_tiers(
                 session,
                 row,
                 NewTiers(
@@ -487,6 +489,14 @@ class ReferenceStore:
                     shares=shares,
                 ),
             )
+            logger.info(
+                "set %r: tier boundaries v%d fitted on %d observed scores: %s",
+                name,
+                recorded.version,
+                sketch.count,
+                boundaries_of(recorded).ranked(),
+            )
+            return recorded
 
 
 def model_mismatch(row: ReferenceSetRow, model: str) -> ServiceError:
