@@ -220,7 +220,7 @@ def _tiers(args: argparse.Namespace) -> int:
         try:
             info = await filter_client.get_set(args.set)
             version = in_force(info).version
-            total = records.count_tiered_by_another_version(engine, args.set, version)
+            total = records.count_tiered_by_an_older_version(engine, args.set, version)
             with Progress(*_progress_columns("re-tiering")) as progress:
                 task = progress.add_task("retier", total=total)
                 done = await asyncio.to_thread(

@@ -99,8 +99,9 @@ class ReferenceSetInfo(BaseModel):
         "the paper kept Platinum and up)"
     )
     references: int
-    references_version: int
-    tiers: TierBoundariesOut | None = Field(description="the boundaries in force")
+    # defaults: what a filter older than tier versions answers (a rolling upgrade)
+    references_version: int = 0
+    tiers: TierBoundariesOut | None = Field(default=None, description="the boundaries in force")
     observed_scores: int = Field(
         default=0,
         description="crawl scores in the set's sketch for its current references (`shares` "

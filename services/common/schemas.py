@@ -197,8 +197,13 @@ class Tier(StrEnum):
 class ScoreResult(BaseModel):
     score: float = Field(description="mean cosine similarity to the set's references")
     tier: Tier
-    tier_source: TierSource = Field(description="where the set's boundaries come from")
-    tiers_version: int = Field(description="the version of the set's boundaries it was tiered by")
+    # None only from a filter older than tier versions (a rolling upgrade)
+    tier_source: TierSource | None = Field(
+        default=None, description="where the set's boundaries come from"
+    )
+    tiers_version: int | None = Field(
+        default=None, description="the version of the set's boundaries it was tiered by"
+    )
     accepted: bool
     country_scores: dict[str, float] | None = None
     best_country: str | None = None
@@ -208,7 +213,9 @@ class ScoreResponse(BaseModel):
     set: str
     model: str
     rho: float
-    references_version: int = Field(description="the set's references the scores were made by")
+    references_version: int | None = Field(
+        default=None, description="the set's references the scores were made by"
+    )
     results: list[ScoreResult]
 
 

@@ -67,15 +67,31 @@ class TierShares(BaseModel):
         return math.ceil(1 / min(self.per_tier()) - 1e-9)
 
 
+# The relevance people found within each of the paper's tiers on CC3M (its Table 5)
+PAPER_TIER_RELEVANCE = (0.58, 0.70, 0.78, 0.84, 0.92)
+
+
+def _paper_precision_at_or_above() -> list[float]:
+    """The paper's per-tier relevance as the share of "yes" at or above each tier: each tier's
+    relevance weighted by its CC3M share, over the tiers from it up (68, 77, 83, 87, 92 %)."""
+    shares = [0.0040, 0.0023, 0.0013, 0.0007, 0.0005]
+    weighted = [r * s for r, s in zip(PAPER_TIER_RELEVANCE, shares, strict=True)]
+    return [round(sum(weighted[k:]) / sum(shares[k:]), 3) for k in range(len(shares))]
+
+
+_PAPER_PRECISION = _paper_precision_at_or_above()
+
+
 class CalibrationTargets(BaseModel):
     """The share of "yes" among the labelled samples at or above each tier's boundary. Default:
-    the relevance people found in each of the paper's tiers on CC3M (58, 70, 78, 84, 92 %)."""
+    the paper's CC3M tiers, whose per-tier relevance (58, 70, 78, 84, 92 %) is, at or above
+    each, 68, 77, 83, 87 and 92 %."""
 
-    bronze: float = Field(default=0.58, gt=0, le=1)
-    silver: float = Field(default=0.70, gt=0, le=1)
-    gold: float = Field(default=0.78, gt=0, le=1)
-    platinum: float = Field(default=0.84, gt=0, le=1)
-    diamond: float = Field(default=0.92, gt=0, le=1)
+    bronze: float = Field(default=_PAPER_PRECISION[0], gt=0, le=1)
+    silver: float = Field(default=_PAPER_PRECISION[1], gt=0, le=1)
+    gold: float = Field(default=_PAPER_PRECISION[2], gt=0, le=1)
+    platinum: float = Field(default=_PAPER_PRECISION[3], gt=0, le=1)
+    diamond: float = Field(default=_PAPER_PRECISION[4], gt=0, le=1)
 
     @model_validator(mode="after")
     def _not_decreasing(self) -> CalibrationTargets:
@@ -173,10 +189,13 @@ class ScoreSketch:
     def bound_at_share(self, share: float) -> float:
         """The bin edge with the share of scores at or above it nearest to `share` (of two as
         near, the higher)."""
-        at_or_above = np.cumsum(self.counts[::-1])[::-1]  # scores at or above each bin's edge
-        wanted = share * self.count
-        index = int(np.argmin(np.abs(at_or_above - wanted)[::-1]))  # last minimum = higher edge
-        return self.lower_edge(self.BINS - 1 - index)
+        filled = np.flatnonzero(self.counts)
+        if filled.size == 0:
+            raise ValueError("an empty sketch has no quantiles")
+        # edges up to the highest score's: above it no score is left, whatever the share
+        at_or_above = np.cumsum(self.counts[::-1])[::-1][: filled[-1] + 1]
+        distance = np.abs(at_or_above - share * self.count)
+        return self.lower_edge(int(np.flatnonzero(distance == distance.min())[-1]))
 
     def to_bytes(self) -> bytes:
         return zlib.compress(self.counts.astype("<i8").tobytes(), 6)
@@ -237,6 +256,11 @@ class DirectionDefaults(BaseModel):
     platinum: float = Field(gt=-1, lt=1)
     diamond: float = Field(gt=-1, lt=1)
     measured_on: str = Field(default="", description="the corpus and how (for the set's info)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DirectionDefaults:
+        Boundaries.of([getattr(self, name) for name in TIER_FIELDS])  # raises when out of order
+        return self
 
     def for_centroid_norm(self, norm: float) -> Boundaries:
         return Boundaries.of([getattr(self, name) for name in TIER_FIELDS]).scaled(norm)

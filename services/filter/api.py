@@ -171,7 +171,13 @@ def create_set(body: CreateSetRequest, store: StoreDep, settings: SettingsDep) -
 def list_sets(store: StoreDep, settings: SettingsDep) -> ReferenceSetList:
     return ReferenceSetList(
         sets=[
-            _set_info(row, counts, store.current_tiers(row.name), settings)
+            _set_info(
+                row,
+                counts,
+                store.current_tiers(row.name),
+                settings,
+                store.observed_count(row.name),
+            )
             for row, counts in store.list_sets()
         ]
     )

@@ -395,10 +395,11 @@ class ReferenceStore:
         name: str,
         make: Callable[[ReferenceSetRow], NewTiers],
         references_version: int | None = None,
-        rho: float | None = None,
+        calibration_id: int | None = None,
     ) -> TierBoundariesRow:
         """Records the boundaries `make` computes for the set (under its lock), refusing when
-        its references moved past `references_version`; `rho` is set with them (calibrated)."""
+        its references moved past `references_version`; a calibration's (`calibrated`) also
+        makes its ρ the set's, as applying it does."""
         with session_scope(self.engine) as session:
             row = self._get(session, name)
             self._lock_for_change(session, row)
@@ -413,9 +414,11 @@ class ReferenceStore:
             if session.get(GroupSumRow, (row.id, WHOLE_SET)) is None:
                 raise ServiceError(409, "empty_set", f"set {name!r} has no references yet")
             recorded = self._record_tiers(session, row, make(row))
-            if rho is not None:
-                row.rho = rho
-                session.add(row)
+            if calibration_id is not None:
+                calibration = self._calibration(session, row, calibration_id)
+                row.rho = calibration.recommended_rho
+                calibration.applied = True
+                session.add_all([row, calibration])
             return recorded
 
     def list_tiers(self, name: str) -> list[TierBoundariesRow]:

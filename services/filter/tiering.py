@@ -150,5 +150,5 @@ def fit(
         samples=calibration.samples,
     )
     return store.record_tiers(
-        name, lambda row: new, calibration.references_version, rho=calibration.recommended_rho
+        name, lambda row: new, calibration.references_version, calibration_id=calibration.id
     )

@@ -552,60 +552,80 @@ def set_duplicates(engine: Engine, duplicates: Mapping[str, str | None]) -> None
 # ---- re-tiering (`seavl tiers retier`)
 @dataclass(frozen=True)
 class TieredScore:
-    """What re-tiering a record needs: its score, and whether its crawl set its own ρ."""
+    """What re-tiering a record needs: its score, and whether its verdict is the filter's to
+    change (not reviewed by people yet, not of a crawl that set its own ρ)."""
 
     image_id: str
     score: float
     tier: str | None
     accepted: bool | None
-    own_rho: bool
+    verdict_is_the_filters: bool
 
 
-def _tiered_by_another_version(reference_set: str, version: int) -> ColumnElement[bool]:
+def _tiered_by_an_older_version(reference_set: str, version: int) -> ColumnElement[bool]:
+    """Records of the set tiered before `version` (versions only grow: one tiered by a newer
+    version, as a crawl refits the boundaries meanwhile, is left as it is)."""
     return and_(
         col(ImageRow.reference_set) == reference_set,
         col(ImageRow.score).is_not(None),
-        or_(col(ImageRow.tiers_version).is_(None), col(ImageRow.tiers_version) != version),
+        or_(col(ImageRow.tiers_version).is_(None), col(ImageRow.tiers_version) < version),
     )
 
 
-def count_tiered_by_another_version(engine: Engine, reference_set: str, version: int) -> int:
+def count_tiered_by_an_older_version(engine: Engine, reference_set: str, version: int) -> int:
     query = select(func.count()).select_from(ImageRow)
     with Session(engine) as session:
-        condition = _tiered_by_another_version(reference_set, version)
+        condition = _tiered_by_an_older_version(reference_set, version)
         return int(session.exec(query.where(condition)).one())
 
 
-def tiered_by_another_version(
+def tiered_by_an_older_version(
     engine: Engine, reference_set: str, version: int, after: str | None, limit: int
 ) -> list[TieredScore]:
-    """The next `limit` records, by id, scored against the set and tiered by another version
-    of its boundaries than `version`."""
+    """The next `limit` records, by id, scored against the set and tiered by a version of its
+    boundaries older than `version`."""
     query = (
         sql_select(
             col(ImageRow.id),
             col(ImageRow.score),
             col(ImageRow.tier),
             col(ImageRow.accepted),
+            col(ImageRow.review_count),
             col(CrawlRow.rho),
         )
         .join(CrawlRow, col(CrawlRow.id) == col(ImageRow.crawl_id), isouter=True)
-        .where(_tiered_by_another_version(reference_set, version))
+        .where(_tiered_by_an_older_version(reference_set, version))
     )
     if after is not None:
         query = query.where(col(ImageRow.id) > after)
     query = query.order_by(col(ImageRow.id)).limit(limit)
     with Session(engine) as session:
         return [
-            TieredScore(image_id, float(score or 0.0), tier, accepted, rho is not None)
-            for image_id, score, tier, accepted, rho in session.execute(query)
+            TieredScore(image_id, float(score or 0.0), tier, accepted, not reviews and rho is None)
+            for image_id, score, tier, accepted, reviews, rho in session.execute(query)
         ]
 
 
-def set_tiers(engine: Engine, changes: Mapping[str, Mapping[str, object]]) -> None:
-    """Tier, its source and version (and the filter's verdict) per record; scores unchanged."""
+def set_tiers(
+    engine: Engine, reference_set: str, version: int, changes: Mapping[str, Mapping[str, object]]
+) -> None:
+    """Tier, its source and version per record, and the filter's verdict (`accepted`) where it
+    is still the filter's; scores unchanged. Each write checks again what it was decided on, so
+    a record tiered by a newer version or reviewed meanwhile keeps what it has."""
     if not changes:
         return
     with session_scope(engine) as session:
         for image_id, values in changes.items():
-            session.execute(update(ImageRow).where(col(ImageRow.id) == image_id).values(**values))
+            tiers = {k: v for k, v in values.items() if k != "accepted"}
+            session.execute(
+                update(ImageRow)
+                .where(col(ImageRow.id) == image_id)
+                .where(_tiered_by_an_older_version(reference_set, version))
+                .values(**tiers)
+            )
+            if "accepted" in values:
+                session.execute(
+                    update(ImageRow)
+                    .where(col(ImageRow.id) == image_id, col(ImageRow.review_count) == 0)
+                    .values(accepted=values["accepted"])
+                )

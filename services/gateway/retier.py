@@ -3,9 +3,11 @@
 Boundaries change (a fit, a calibration, crawl scores settling them) while stored scores do
 not: a tier is a function of the score and the boundaries, so re-tiering reads each record's
 score and writes its tier, tier source and version, never embedding anything again. The
-filter's verdict (`accepted`, score ≥ ρ) follows ρ, except on images of a crawl that set its
-own ρ. Only records scored against the set (since tiers had versions) are considered; each
-batch is committed, so an interrupted run is finished by running it again.
+filter's verdict (`accepted`, score ≥ ρ) follows ρ, except where it is no longer the filter's:
+on images people have reviewed (their overall flag) and of a crawl that set its own ρ. Only
+records scored against the set and tiered by an older version are considered (one tiered by a
+newer version meanwhile, as a crawl refits the boundaries, stays); each batch is committed, so
+an interrupted run is finished by running it again.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def retier(
     tiers = in_force(info)
     done = Retiered(info.name, tiers.version)
     after: str | None = None
-    while batch := records.tiered_by_another_version(
+    while batch := records.tiered_by_an_older_version(
         engine, info.name, tiers.version, after, batch_size
     ):
         changes: dict[str, dict[str, object]] = {}
@@ -62,12 +64,12 @@ def retier(
                 "tiers_version": tiers.version,
             }
             done.tier_changed += tier.value != record.tier
-            if not record.own_rho:
+            if record.verdict_is_the_filters:
                 accepted = record.score >= info.rho - SCORE_TOLERANCE
                 change["accepted"] = accepted
                 done.accepted_changed += accepted != record.accepted
             changes[record.image_id] = change
-        records.set_tiers(engine, changes)
+        records.set_tiers(engine, info.name, tiers.version, changes)
         done.examined += len(batch)
         after = batch[-1].image_id
         advance(len(batch))

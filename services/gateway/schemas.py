@@ -208,8 +208,8 @@ class RelevanceOut(BaseModel):
     model: str
     score: float
     tier: Tier
-    tier_source: TierSource
-    tiers_version: int
+    tier_source: TierSource | None
+    tiers_version: int | None
     accepted: bool
     best_country: str | None
     country_scores: dict[str, float] | None

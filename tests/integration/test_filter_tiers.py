@@ -94,6 +94,8 @@ def test_shares_boundaries_settle_on_observed_scores_and_every_change_is_recorde
     settled = versions(filter_client)[-1]
     assert (settled["version"], settled["basis"], settled["samples"]) == (2, "observed", 20)
     assert filter_client.get("/v1/reference-sets/sea").json()["observed_scores"] == 20
+    [listed] = filter_client.get("/v1/reference-sets").json()["sets"]
+    assert listed["observed_scores"] == 20
     later = score(filter_client, crawl[20:40], observe=True)
     assert {r["tiers_version"] for r in early["results"]} == {1}
     assert {r["tiers_version"] for r in later["results"]} == {2}
@@ -161,6 +163,8 @@ def test_calibrated_boundaries_come_from_the_labels_and_set_rho(
     info = filter_client.get("/v1/reference-sets/sea").json()
     assert info["rho"] == pytest.approx(calibration["recommended_rho"])
     assert info["rho_source"] == "calibration"
+    listed = filter_client.get("/v1/reference-sets/sea/calibrations").json()["calibrations"]
+    assert [c["applied"] for c in listed] == [True]  # as applying it would say
     result = score(filter_client, np.array([at(0.85)]))["results"][0]
     assert (result["tier"], result["tier_source"], result["tiers_version"]) == (
         "Diamond",

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import Session
 
 from bench._more_pictures import GCOMPRIS_RCC_DIR, SourcePicture, gcompris_photos
 from services.common.tiers import PAPER_BOUNDARIES
 from services.gateway.auth import Role
+from services.gateway.tables import ImageRow
 from tests.helpers import jpeg, photo, sample_photo
 from tests.integration.crawl_stack import crawl_stack, finished, start, write_crawl
 from tests.integration.gateway_stack import Stack, running_stack
@@ -182,6 +184,29 @@ def test_retiering_changes_tiers_not_scores(stack: Stack) -> None:
     assert paper.status_code == 201, paper.text
     assert paper.json()["version"] == 2 and paper.json()["source"] == "paper"
     assert stack.image(done[0]["id"])["tiers_version"] == 1  # stored tiers keep their version
+    # people reviewed one: its verdict is theirs now, the opposite of what ρ would say
+    reviewed = done[2]
+    people_said = not reviewed["score"] >= 0.545
+    with Session(stack.engine) as session:
+        row = session.get(ImageRow, reviewed["id"])
+        assert row is not None
+        row.review_count, row.accepted = 2, people_said
+        session.add(row)
+        session.commit()
+    # one tiered by the version in force already, and one by a version newer than the one the
+    # run reads (as when a crawl refits the boundaries while it runs): both stay as they are
+    newer = stack.gateway.post(
+        "/v1/reference-sets/default/tiers", json={"source": "paper"}, headers=admin
+    ).json()["version"]
+    late = stack.wait_done(stack.upload(jpeg(sample_photo("flower.jpg"))).json()["id"])
+    assert late["tiers_version"] == newer == 3
+    ahead = stack.wait_done(stack.upload(jpeg(photo("astronaut.png"))).json()["id"])
+    with Session(stack.engine) as session:
+        row = session.get(ImageRow, ahead["id"])
+        assert row is not None
+        row.tiers_version, row.tier = 4, "Gold"
+        session.add(row)
+        session.commit()
 
     retiered = seavl(stack, "tiers", "retier", "default")
 
@@ -191,19 +216,26 @@ def test_retiering_changes_tiers_not_scores(stack: Stack) -> None:
     for before in done:
         after = stack.image(before["id"])
         assert after["score"] == before["score"]  # never embedded or scored again
-        assert (after["tier_source"], after["tiers_version"]) == ("paper", 2)
+        assert (after["tier_source"], after["tiers_version"]) == ("paper", 3)
         assert after["tier"] == PAPER_BOUNDARIES.tier_of(before["score"]).value
-        assert after["accepted"] is (before["score"] >= 0.545)  # the paper's ρ
+        if before is not reviewed:
+            assert after["accepted"] is (before["score"] >= 0.545)  # the paper's ρ
         changed += after["tier"] != before["tier"]
+    assert stack.image(reviewed["id"])["accepted"] is people_said  # left to people
     assert changed >= 2, done  # the two photographs unlike the references at least
     assert (
-        f"{len(done)} images re-tiered by boundaries v2 ({changed} changed tier" in retiered.stdout
+        f"{len(done)} images re-tiered by boundaries v3 ({changed} changed tier" in retiered.stdout
+    )
+    assert stack.image(late["id"])["tiers_version"] == 3  # already by the version in force
+    assert (stack.image(ahead["id"])["tiers_version"], stack.image(ahead["id"])["tier"]) == (
+        4,
+        "Gold",
     )
     listed = stack.gateway.get(
         "/v1/images", params={"tier": "Rejected"}, headers=stack.as_role(Role.VALIDATOR)
     ).json()
     assert {item["id"] for item in listed["items"]} == {
-        d["id"] for d in done if PAPER_BOUNDARIES.tier_of(d["score"]).value == "Rejected"
+        d["id"] for d in [*done, late] if PAPER_BOUNDARIES.tier_of(d["score"]).value == "Rejected"
     }
     again = seavl(stack, "tiers", "retier", "default")
     assert "0 images re-tiered" in again.stdout, again.stdout

@@ -79,3 +79,23 @@ def test_calibrated_boundaries_are_the_lowest_scores_reaching_each_precision() -
     assert fit_calibrated(scores, is_yes, targets).ranked() == [0.2, 0.4, 0.5, 0.5, 0.7]
     never = CalibrationTargets(bronze=0.5, silver=0.6, gold=0.7, platinum=0.8, diamond=1.0)
     assert fit_calibrated(scores, [False, *is_yes[1:]], never).diamond is None
+
+
+def test_the_sketch_keeps_each_score_in_its_bin() -> None:
+    sketch = ScoreSketch.from_bytes(ScoreSketch.of([0.1234, 0.1234, -0.5, 1.0]).to_bytes())
+    assert sketch.counts[sketch.BINS - 1] == 1  # 1.0, the last edge
+    assert sketch.counts[round((0.1234 + 1) / sketch.WIDTH)] == 2
+    assert sketch.counts[round((-0.5 + 1) / sketch.WIDTH)] == 1
+
+
+def test_a_boundary_never_rises_above_the_highest_score() -> None:
+    """Ties at the top (copies in a crawl) or one score for all: the boundaries stay at scores
+    the sample has, never at the empty edges above them (which would accept nothing)."""
+    top_tie = fit_shares(ScoreSketch.of([0.3] * 1998 + [0.5, 0.5]), TierShares())
+    assert top_tie.ranked() == [0.5] * 5
+    flat = fit_shares(ScoreSketch.of([0.3] * 2000), TierShares())
+    assert flat.ranked() == [0.3] * 5
+
+
+def test_the_default_calibration_targets_are_the_papers_relevance_at_or_above() -> None:
+    assert CalibrationTargets().ranked() == [0.681, 0.765, 0.825, 0.873, 0.92]
