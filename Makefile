@@ -8,14 +8,14 @@ MODEL := var/models/efficientnet-lite0/model.onnx
 # are many and pinned apart from the project's)
 CHECKOV_VERSION := 3.3.30
 CHECKOV := var/checkov/bin/checkov
-# Where `make images` tags the images (a release sets both, and the same in
-# deploy/k8s/base/kustomization.yaml's `images`)
+# Where `make images` tags the images; `make release-manifests` writes the same into
+# deploy/k8s (scripts/set_release.py: the base's images and the GPU overlay's)
 REGISTRY ?= ghcr.io/seavl
 TAG ?= 0.1.0
 IMAGES := embedder filter dedup captioner gateway worker
 FACES := var/models/detectors/mtcnn/onet.onnx
 
-.PHONY: run test lint typecheck unit integration e2e browser bench models services chromium photos checkov images lock clean
+.PHONY: run test lint typecheck unit integration e2e browser bench models services chromium photos checkov images release-manifests lock clean
 
 # The virtual environment, with the project and its development tools; redone when pyproject changes.
 $(INSTALLED): pyproject.toml
@@ -47,6 +47,9 @@ checkov: $(CHECKOV)
 images:
 	for image in $(IMAGES); do docker build --target $$image -t $(REGISTRY)/$$image:$(TAG) . || exit 1; done
 	docker build -f deploy/docker/embedder-gpu.Dockerfile -t $(REGISTRY)/embedder:$(TAG)-gpu .
+
+release-manifests:
+	$(PYTHON) scripts/set_release.py $(REGISTRY) $(TAG)
 
 # PostgreSQL and Redis on 127.0.0.1 for the integration tests (installed and started if absent).
 services:

@@ -476,7 +476,15 @@ def test_k8s_keda_scales_crawl_workers_on_the_length_of_the_crawl_queue() -> Non
     assert set(metadata) <= known, set(metadata) - known  # KEDA ignores unknown keys silently
     assert set(scaler["required"]) <= set(metadata)
     assert metadata["listName"] == CRAWL_QUEUE
-    assert metadata["listLength"] == "4"  # shards per worker, running and waiting
+    # a worker's shards at once (CRAWL__SHARDS_AT_ONCE): the count never asks for fewer
+    # workers than are busy, so scaling in does not cancel running shards
+    assert metadata["listLength"] == str(GatewaySettings().crawl.shards_at_once)
+    assert (
+        spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"][
+            "stabilizationWindowSeconds"
+        ]
+        >= 300
+    )
     assert metadata.get("activationListLength", "0") == "0"  # the first shard wakes a worker
     # the KEDA operator connects from its own namespace, to the Redis the workers use
     redis_url = urlsplit(config_map(rendered)["data"]["REDIS_URL"])
@@ -587,7 +595,9 @@ def test_k8s_pods_meet_the_restricted_pod_security_profile(overlay: str) -> None
             assert own["readOnlyRootFilesystem"] is True, name
             # the one writable place: an emptyDir at /tmp (heartbeats, temporary files)
             assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}], name
-        assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}], name
+        # an export stages whole shards there: more room than the others' 1Gi
+        size = "20Gi" if name == "export-worker" else "1Gi"
+        assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": size}}], name
 
 
 # what each workload's service reads from the Secret: the database, the object store, a VLM key
@@ -643,8 +653,9 @@ POSTGRES_CONNECTIONS = 97
 
 
 def test_k8s_database_connections_fit_in_postgres_default() -> None:
-    """Every replica of every workload that uses the database, at its autoscaler's maximum,
-    each with its whole pool open: at most what PostgreSQL allows by default."""
+    """Every replica of every workload that uses the database, at its autoscaler's maximum and
+    with the extra pod a rollout may start (maxSurge), each with its whole pool open: at most
+    what PostgreSQL allows by default."""
     rendered = render(K8S / "base")
     scaled = {
         s["spec"]["scaleTargetRef"]["name"]: s for s in by_kind(rendered, "ScaledObject").values()
@@ -671,7 +682,9 @@ def test_k8s_database_connections_fit_in_postgres_default() -> None:
             if name in scaled
             else resource["spec"]["replicas"]
         )
-        total += replicas * pool.connections
+        surge = resource["spec"].get("strategy", {}).get("rollingUpdate", {}).get("maxSurge")
+        assert isinstance(surge, int), name  # the default, 25 %, would hide extra pods here
+        total += (replicas + surge) * pool.connections
     assert 50 < total <= POSTGRES_CONNECTIONS, total
 
 
@@ -808,3 +821,27 @@ def test_each_image_is_a_target_on_one_shared_base() -> None:
         build = service.get("build", {})
         if "target" in build:
             assert f"AS {build['target']}\n" in dockerfile
+
+
+def test_a_release_sets_registry_and_tag_for_every_image_gpu_included(tmp_path: Path) -> None:
+    """`make release-manifests` (scripts/set_release.py) writes the base's images and the GPU
+    overlay's together: the GPU embedder never stays on an older registry or tag."""
+    copy_of = tmp_path / "k8s"
+    shutil.copytree(K8S, copy_of)
+    subprocess.run(
+        [sys.executable, "scripts/set_release.py", "registry.example.com/me", "0.2.0"]
+        + ["--k8s", str(copy_of)],
+        cwd=ROOT,
+        check=True,
+    )
+    for overlay, embedder in [("base", "0.2.0"), ("overlays/gpu", "0.2.0-gpu")]:
+        for name, pod in pods(render(copy_of / overlay)).items():
+            image = pod["containers"][0]["image"]
+            service = "worker" if name in WORKERS else "gateway" if name == "db-upgrade" else name
+            tag = embedder if name == "embedder" else "0.2.0"
+            assert image == f"registry.example.com/me/{service}:{tag}", (overlay, name)
+    # and the manifests as committed agree with each other the same way
+    gpu = by_kind(render(K8S / "overlays" / "gpu"), "Deployment")["embedder"]
+    cpu = by_kind(render(K8S / "base"), "Deployment")["embedder"]
+    gpu_image = gpu["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert gpu_image == cpu["spec"]["template"]["spec"]["containers"][0]["image"] + "-gpu"
