@@ -74,7 +74,7 @@ PAPER_TIER_RELEVANCE = (0.58, 0.70, 0.78, 0.84, 0.92)
 def _paper_precision_at_or_above() -> list[float]:
     """The paper's per-tier relevance as the share of "yes" at or above each tier: each tier's
     relevance weighted by its CC3M share, over the tiers from it up (68, 77, 83, 87, 92 %)."""
-    shares = [0.0040, 0.0023, 0.0013, 0.0007, 0.0005]
+    shares = TierShares().per_tier()
     weighted = [r * s for r, s in zip(PAPER_TIER_RELEVANCE, shares, strict=True)]
     return [round(sum(weighted[k:]) / sum(shares[k:]), 3) for k in range(len(shares))]
 

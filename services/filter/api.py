@@ -46,6 +46,7 @@ from services.filter.relevance import calibrate, relevance_scores
 from services.filter.store import (
     Centroids,
     ReferenceStore,
+    SetView,
     boundaries_of,
     calibration_table,
     model_mismatch,
@@ -63,13 +64,8 @@ StoreDep = Annotated[ReferenceStore, Depends(from_app_state("store", ReferenceSt
 EmbedderDep = Annotated[EmbedderClient, Depends(from_app_state("embedder", EmbedderClient))]
 
 
-def _set_info(
-    row: ReferenceSetRow,
-    counts: dict[str, int],
-    tiers: TierBoundariesRow | None,
-    settings: FilterSettings,
-    observed: int = 0,
-) -> ReferenceSetInfo:
+def _set_info(view: SetView, settings: FilterSettings) -> ReferenceSetInfo:
+    row, tiers = view.row, view.tiers
     rho, rho_source = tiering.rho_in_force(row, tiers, settings)
     return ReferenceSetInfo(
         name=row.name,
@@ -78,18 +74,13 @@ def _set_info(
         description=row.description,
         rho=rho,
         rho_source=rho_source,
-        references=counts.get("", 0),
+        references=view.counts.get("", 0),
         references_version=row.references_version,
         tiers=tiering.tiers_out(tiers, row.references_version) if tiers is not None else None,
-        observed_scores=observed,
-        countries={k: v for k, v in sorted(counts.items()) if k},
+        observed_scores=view.observed_scores,
+        countries={k: v for k, v in sorted(view.counts.items()) if k},
         created_at=row.created_at,
     )
-
-
-def _info(store: ReferenceStore, name: str, settings: FilterSettings) -> ReferenceSetInfo:
-    row, counts = store.get_set(name)
-    return _set_info(row, counts, store.current_tiers(name), settings, store.observed_count(name))
 
 
 async def resolve_vectors(
@@ -164,28 +155,17 @@ def _checked_base64(data: str, field: str) -> str:
 )
 def create_set(body: CreateSetRequest, store: StoreDep, settings: SettingsDep) -> ReferenceSetInfo:
     row = store.create_set(body.name, body.model, body.description, body.dim)
-    return _set_info(row, {}, None, settings)
+    return _set_info(SetView(row, {}, None, 0), settings)
 
 
 @router.get("/reference-sets", response_model=ReferenceSetList)
 def list_sets(store: StoreDep, settings: SettingsDep) -> ReferenceSetList:
-    return ReferenceSetList(
-        sets=[
-            _set_info(
-                row,
-                counts,
-                store.current_tiers(row.name),
-                settings,
-                store.observed_count(row.name),
-            )
-            for row, counts in store.list_sets()
-        ]
-    )
+    return ReferenceSetList(sets=[_set_info(view, settings) for view in store.describe_all()])
 
 
 @router.get("/reference-sets/{name}", response_model=ReferenceSetInfo)
 def get_set(name: str, store: StoreDep, settings: SettingsDep) -> ReferenceSetInfo:
-    return _info(store, name, settings)
+    return _set_info(store.describe(name), settings)
 
 
 @router.delete("/reference-sets/{name}", status_code=status.HTTP_204_NO_CONTENT)
@@ -355,7 +335,7 @@ def apply_calibration(
     name: str, calibration_id: RowId, store: StoreDep, settings: SettingsDep
 ) -> ReferenceSetInfo:
     store.apply_calibration(name, calibration_id)
-    return _info(store, name, settings)
+    return _set_info(store.describe(name), settings)
 
 
 @router.get(

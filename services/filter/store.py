@@ -69,6 +69,17 @@ class NewTiers:
     shares: TierShares | None = None
 
 
+@dataclass(frozen=True)
+class SetView:
+    """What a set's info shows: its row, reference counts by group, the boundaries in force,
+    and the crawl scores its sketch holds for its current references."""
+
+    row: ReferenceSetRow
+    counts: dict[str, int]
+    tiers: TierBoundariesRow | None
+    observed_scores: int
+
+
 # (model, norm of the set's centroid) → the boundaries a set starts on, before any fit
 TierDefaults = Callable[[str, float], NewTiers]
 
@@ -120,10 +131,25 @@ class ReferenceStore:
         sums = session.exec(select(GroupSumRow).where(GroupSumRow.set_id == row.id)).all()
         return {s.group_key: s.count for s in sums if s.count > 0}
 
-    def list_sets(self) -> list[tuple[ReferenceSetRow, dict[str, int]]]:
+    def describe(self, name: str) -> SetView:
+        """The set as its info shows it, read in one session."""
+        with session_scope(self.engine) as session:
+            return self._view(session, self._get(session, name))
+
+    def describe_all(self) -> list[SetView]:
         with session_scope(self.engine) as session:
             rows = session.exec(select(ReferenceSetRow).order_by(col(ReferenceSetRow.name))).all()
-            return [(row, self._counts(session, row)) for row in rows]
+            return [self._view(session, row) for row in rows]
+
+    def _view(self, session: Session, row: ReferenceSetRow) -> SetView:
+        sketch = session.get(ScoreSketchRow, row.id)
+        current = sketch is not None and sketch.references_version == row.references_version
+        return SetView(
+            row=row,
+            counts=self._counts(session, row),
+            tiers=self._current_tiers(session, row),
+            observed_scores=sketch.count if sketch is not None and current else 0,
+        )
 
     def delete_set(self, name: str) -> None:
         with session_scope(self.engine) as session:
@@ -423,18 +449,6 @@ class ReferenceStore:
 
     def list_tiers(self, name: str) -> list[TierBoundariesRow]:
         return self._rows_of_set(name, TierBoundariesRow, "version")
-
-    def observed_count(self, name: str) -> int:
-        """Scores in the set's sketch made against its current references."""
-        with session_scope(self.engine) as session:
-            row = self._get(session, name)
-            sketch = session.get(ScoreSketchRow, row.id)
-            current = sketch is not None and sketch.references_version == row.references_version
-            return sketch.count if sketch is not None and current else 0
-
-    def current_tiers(self, name: str) -> TierBoundariesRow | None:
-        with session_scope(self.engine) as session:
-            return self._current_tiers(session, self._get(session, name))
 
     def observe(
         self, name: str, scores: Sequence[float], references_version: int, shares: TierShares

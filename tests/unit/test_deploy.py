@@ -845,3 +845,16 @@ def test_a_release_sets_registry_and_tag_for_every_image_gpu_included(tmp_path: 
     cpu = by_kind(render(K8S / "base"), "Deployment")["embedder"]
     gpu_image = gpu["spec"]["template"]["spec"]["containers"][0]["image"]
     assert gpu_image == cpu["spec"]["template"]["spec"]["containers"][0]["image"] + "-gpu"
+
+
+def test_the_makefiles_registry_and_tag_are_the_manifests() -> None:
+    """`make images` and `make release-manifests` take REGISTRY and TAG from one place, the
+    Makefile, whose defaults are what the committed manifests name."""
+    makefile = (ROOT / "Makefile").read_text()
+    registry = re.search(r"^REGISTRY \?= (\S+)$", makefile, re.MULTILINE)
+    tag = re.search(r"^TAG \?= (\S+)$", makefile, re.MULTILINE)
+    assert registry is not None and tag is not None
+    for name, pod in pods(render(K8S / "base")).items():
+        image = pod["containers"][0]["image"]
+        assert image.startswith(f"{registry.group(1)}/"), name
+        assert image.endswith(f":{tag.group(1)}"), name
