@@ -77,20 +77,16 @@ def background(
     if source.startswith(NAMESPACE_PREFIX):
         namespace = source.removeprefix(NAMESPACE_PREFIX)
         return _stored(engine, namespace, settings.pipeline.dedup_namespace, limit)
-    if source.startswith(CRAWL_PREFIX):
+    described = source
+    if source.startswith(CRAWL_PREFIX):  # what the crawl read
         crawl_id = source.removeprefix(CRAWL_PREFIX)
         with Session(engine) as session:
             crawl = session.get(CrawlRow, crawl_id)
         if crawl is None:
             raise ServiceError(404, "unknown_crawl", f"no crawl {crawl_id!r}", field="from")
-        first = f"the first {shards} shards of " if shards else ""
-        return Background(
-            f"{first}crawl {crawl_id}'s source {crawl.source}",
-            None,
-            _source_images(crawl.source, settings, shards, limit),
-        )
+        source, described = crawl.source, f"crawl {crawl_id}'s source {crawl.source}"
     first = f"the first {shards} shards of " if shards else ""
-    return Background(f"{first}{source}", None, _source_images(source, settings, shards, limit))
+    return Background(f"{first}{described}", None, _source_images(source, settings, shards, limit))
 
 
 @dataclass
