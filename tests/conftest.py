@@ -19,6 +19,7 @@ from services.databases import upgrade_all
 from services.embedder.app import create_app as create_embedder_app
 from services.embedder.config import EmbedderSettings
 from services.embedder.prepare import (
+    prepare_blazeface,
     prepare_default_model,
     prepare_face_model,
     prepare_unsafe_model,
@@ -34,6 +35,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     prepare_default_model(folder)
     prepare_face_model(folder)
+    prepare_blazeface(folder, downloads=PACKAGES)  # the mediapipe wheel kept in var/packages
     # the opt-in unsafe-content model too, so its use is tested (its wheel kept in var/packages)
     prepare_unsafe_model(folder, downloads=PACKAGES)
     return folder

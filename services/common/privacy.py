@@ -48,6 +48,12 @@ class DetectedImage(BaseModel):
     )
     width: int = Field(description="the upright width of the image analysed")
     height: int
+    vehicles: float | None = Field(
+        default=None,
+        description="the encoder's belief that a vehicle is shown (0 to 1): plates are looked "
+        "for from the embedder's `plates_from_vehicles` share; null when its encoder has no "
+        "ImageNet classes (plates are then looked for in every image)",
+    )
 
 
 class DetectResponse(BaseModel):

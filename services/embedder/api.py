@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from typing import Annotated, Any
 
@@ -13,7 +12,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from services.common.dedup_rules import DEDUP_RULES
 from services.common.errors import ErrorResponse, ServiceError, UnavailableError, validated
-from services.common.http import multipart_body, read_json, wait_unless_disconnected
+from services.common.http import multipart_body, read_json
 from services.common.openapi import body_schema
 from services.common.schemas import (
     MODEL_PATTERN,
@@ -28,10 +27,10 @@ from services.common.service import from_app_state
 from services.common.storage import LocalFolderStore, ObjectStore, validate_key
 from services.embedder.config import EmbedderSettings
 from services.embedder.serving import (
+    CLIENT_CLOSED_REQUEST,
     ByteSource,
     ModelOutput,
     ModelPool,
-    PreparedImage,
     ServingModel,
     bytes_from_base64,
     bytes_from_store,
@@ -41,7 +40,6 @@ from services.embedder.serving import (
 router = APIRouter(prefix="/v1", tags=["embeddings"])
 
 # Answered when the client hung up before its images were embedded: nobody reads it (nginx's code).
-CLIENT_CLOSED_REQUEST = 499
 
 
 SettingsDep = Annotated[EmbedderSettings, Depends(from_app_state("settings", EmbedderSettings))]
@@ -87,21 +85,6 @@ async def _parse_json(
     return EmbedOptions.model_validate(
         parsed.model_dump(include={"model", "encoding", "top_k"})
     ), sources
-
-
-async def _prepare_all(
-    serving: ServingModel, sources: list[ByteSource], settings: EmbedderSettings, request: Request
-) -> list[PreparedImage | ServiceError]:
-    loop = asyncio.get_running_loop()
-    executor = request.app.state.decode_pool
-
-    async def prepare_one(source: ByteSource) -> PreparedImage | ServiceError:
-        try:
-            return await loop.run_in_executor(executor, serving.prepare, source, settings.images)
-        except ServiceError as exc:
-            return exc
-
-    return list(await asyncio.gather(*(prepare_one(s) for s in sources)))
 
 
 def _top_labels(
@@ -182,8 +165,8 @@ async def _embed_sources(
     if options.top_k > settings.max_top_k:
         raise _invalid(f"top_k is at most {settings.max_top_k}", field="top_k")
     serving = await pool.get(options.model)
-    prepared = await _prepare_all(serving, sources, settings, request)
-    good = [(i, p) for i, p in enumerate(prepared) if isinstance(p, PreparedImage)]
+    prepared = await serving.prepare_all(sources, settings.images, request.app.state.decode_pool)
+    good = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, ServiceError)]
     failures = {i: p for i, p in enumerate(prepared) if isinstance(p, ServiceError)}
     for error in failures.values():
         pool.metrics.images.labels(serving.name, error.code).inc()
@@ -199,16 +182,14 @@ async def _embed_sources(
             field=first.field,
             details=[_failure(i, e) for i, e in failures.items()] if len(failures) > 1 else None,
         )
-    outputs = await wait_unless_disconnected(
-        request, serving.batcher.submit_many([p.tensor for _, p in good])
-    )
+    outputs = await serving.encode([p for _, p in good], request)
     if outputs is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     pool.metrics.images.labels(serving.name, "ok").inc(len(good))
     results: list[dict[str, Any]] = [_failure(i, e) for i, e in failures.items()]
     manifest = serving.loaded.manifest
-    for (index, image), output in zip(good, outputs, strict=True):
-        decoded = image.decoded
+    for (index, _), encoded in zip(good, outputs, strict=True):
+        decoded, output = encoded.facts, encoded.output
         result: dict[str, Any] = {
             "index": index,
             "model": serving.name,

@@ -47,7 +47,8 @@ class RuntimeSettings(BaseModel):
 
 
 class FaceModel(StrEnum):
-    MTCNN = "mtcnn"
+    BLAZEFACE = "blazeface"  # MediaPipe's two single-shot detectors (Apache-2.0), the default
+    MTCNN = "mtcnn"  # an image pyramid: a little more recall, about six times the CPU
     HAAR = "haar"
     NONE = "none"
 
@@ -66,13 +67,28 @@ class UnsafeModel(StrEnum):
 class DetectionSettings(BaseModel):
     """`SEAVL_EMBEDDER_DETECTION__…`: which detector finds what, and at what size."""
 
-    faces: FaceModel = FaceModel.MTCNN
+    faces: FaceModel = FaceModel.BLAZEFACE
     plates: PlateModel = PlateModel.HAAR
     unsafe: UnsafeModel = UnsafeModel.AUTO
     long_side: int = Field(default=640, ge=64, le=4096, description="analysed at most this big")
-    min_face_confidence: float = Field(default=0.9, ge=0, le=1)
+    min_face_confidence: float | None = Field(
+        default=None, ge=0, le=1, description="unset: the detector's own (BlazeFace 0.6, MTCNN 0.9)"
+    )
     min_face_pixels: int = Field(default=20, ge=8, description="the smallest face looked for")
     threads: int = Field(default=2, ge=1, description="images analysed at once")
+    plates_from_vehicles: float | None = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description="look for plates only where the encoder's ImageNet classes give vehicles at "
+        "least this share (null: in every image)",
+    )
+    full_range_side: int = Field(
+        default=320,
+        ge=192,
+        multiple_of=32,
+        description="BlazeFace's full-range detector looks at the image this big (its long side)",
+    )
 
 
 DETECTORS_DIR = "detectors"  # beside the encoders' folders, holding no manifest of its own
@@ -83,9 +99,9 @@ def unsafe_model_path(models_dir: Path) -> Path:
     return models_dir / DETECTORS_DIR / "nudenet-320n" / "320n.onnx"
 
 
-def face_model_dir(models_dir: Path) -> Path:
-    """Where `seavl models prepare` puts MTCNN's three networks as ONNX."""
-    return models_dir / DETECTORS_DIR / "mtcnn"
+def face_model_dir(models_dir: Path, model: FaceModel) -> Path:
+    """Where `seavl models prepare` puts a face detector's networks as ONNX."""
+    return models_dir / DETECTORS_DIR / model.value
 
 
 class EmbedderSettings(SeavlSettings):
@@ -106,3 +122,9 @@ class EmbedderSettings(SeavlSettings):
         description="a whole request body (all its images); refused with 413 while it streams in",
     )
     max_top_k: int = Field(default=20, ge=0)
+    recent_outputs: int = Field(
+        default=2048,
+        ge=0,
+        description="outputs kept per model by the image bytes' sha256 (about 9 KB each for the "
+        "default model), so the embedding of an upload the privacy pass has encoded is reused",
+    )

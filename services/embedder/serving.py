@@ -2,13 +2,19 @@
 
 Blocking work never runs on the event loop: decoding and preprocessing go to a bounded decode
 pool (which also bounds how many uploads are held in memory at once), ONNX runs go to one
-inference thread per model, fed by that model's micro-batcher.
+inference thread per model, fed by that model's micro-batcher. Each model remembers its output
+for the images it saw last, by the bytes' sha256: the privacy pass encodes an upload before it
+is stored (the plate detector asks the encoder whether it shows a vehicle), and the embedding the
+pipeline asks for next, of those same stored bytes, is then not computed twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,10 +22,13 @@ from typing import IO
 
 import numpy as np
 import numpy.typing as npt
+from fastapi import Request
+from PIL import Image
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.common.batching import MicroBatcher
 from services.common.errors import ServiceError, UnavailableError
+from services.common.http import wait_unless_disconnected
 from services.common.images import (
     DEFAULT_DRAFT_SHORT_SIDE,
     DecodedImage,
@@ -37,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 Tensor = npt.NDArray[np.float32]
 ByteSource = Callable[[], bytes]
+CLIENT_CLOSED_REQUEST = 499  # nginx's: the client went away before the answer
 
 
 @dataclass(frozen=True)
@@ -48,9 +58,61 @@ class ModelOutput:
 
 
 @dataclass(frozen=True)
+class ImageFacts:
+    """What the embed endpoint says of an image beside its embedding."""
+
+    width: int
+    height: int
+    format: str
+    sha256: str
+    phash: str
+
+    @classmethod
+    def of(cls, decoded: DecodedImage) -> ImageFacts:
+        return cls(decoded.width, decoded.height, decoded.format, decoded.sha256, decoded.phash)
+
+
+@dataclass(frozen=True)
 class PreparedImage:
-    decoded: DecodedImage
+    """Decoded and preprocessed, waiting for the model."""
+
+    facts: ImageFacts
     tensor: Tensor
+    pixels: Image.Image  # upright RGB, at least the model's input size on its short side
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An image's facts and the model's output for it."""
+
+    facts: ImageFacts
+    output: ModelOutput
+    pixels: Image.Image | None = None  # as decoded for the model; not kept once remembered
+
+
+class RecentOutputs:
+    """The last `capacity` outputs of one model, by the sha256 of the image's bytes."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[str, Encoded] = OrderedDict()
+        self._lock = threading.Lock()  # read from the decode pool, written from the event loop
+
+    def get(self, sha256: str) -> Encoded | None:
+        with self._lock:
+            found = self._entries.get(sha256)
+            if found is not None:
+                self._entries.move_to_end(sha256)
+            return found
+
+    def put(self, encoded: Encoded) -> None:
+        if self.capacity == 0:
+            return
+        with self._lock:
+            self._entries[encoded.facts.sha256] = encoded
+            self._entries.move_to_end(encoded.facts.sha256)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
 
 
 class EmbedderMetrics:
@@ -71,6 +133,12 @@ class EmbedderMetrics:
         self.inference_seconds = Histogram(
             "seavl_embedder_inference_seconds",
             "Seconds per ONNX batch run",
+            ["model"],
+            registry=registry,
+        )
+        self.reused = Counter(
+            "seavl_embedder_reused_outputs",
+            "Images answered from the model's recent outputs (the same bytes seen before)",
             ["model"],
             registry=registry,
         )
@@ -105,6 +173,7 @@ class ServingModel:
             on_drop=lambda count: metrics.dropped.labels(self.name).inc(count),
         )
         self._metrics = metrics
+        self.recent = RecentOutputs(settings.recent_outputs)
 
     def _run_batch(self, tensors: Sequence[Tensor]) -> list[ModelOutput]:
         result = self.loaded.forward(np.stack(tensors))
@@ -118,15 +187,58 @@ class ServingModel:
         self._metrics.batch_size.labels(self.name).observe(size)
         self._metrics.inference_seconds.labels(self.name).observe(seconds)
 
-    def prepare(self, read_bytes: ByteSource, limits: ImageLimits) -> PreparedImage:
-        """Bytes to tensor: runs in the decode pool."""
+    def prepare(self, read_bytes: ByteSource, limits: ImageLimits) -> PreparedImage | Encoded:
+        """Bytes to tensor, or to the output already computed for the same bytes: runs in the
+        decode pool."""
+        data = read_bytes()
+        known = self.recent.get(hashlib.sha256(data).hexdigest())
+        if known is not None:
+            self._metrics.reused.labels(self.name).inc()
+            return known
         manifest = self.loaded.manifest
         decoded = decode_image(
-            read_bytes(),
-            limits,
-            draft_short_side=max(DEFAULT_DRAFT_SHORT_SIDE, manifest.resize_target),
+            data, limits, draft_short_side=max(DEFAULT_DRAFT_SHORT_SIDE, manifest.resize_target)
         )
-        return PreparedImage(decoded, to_input_tensor(decoded.pixels, manifest))
+        return PreparedImage(
+            ImageFacts.of(decoded), to_input_tensor(decoded.pixels, manifest), decoded.pixels
+        )
+
+    async def encode(
+        self, images: Sequence[PreparedImage | Encoded], request: Request
+    ) -> list[Encoded] | None:
+        """The model's output for each image (computed for the prepared ones, in batches, and
+        remembered); None when the client went away before they were computed."""
+        waiting = [image for image in images if isinstance(image, PreparedImage)]
+        outputs = await wait_unless_disconnected(
+            request, self.batcher.submit_many([image.tensor for image in waiting])
+        )
+        if outputs is None:
+            return None
+        computed = iter(outputs)
+        answered: list[Encoded] = []
+        for image in images:
+            if isinstance(image, PreparedImage):
+                output = next(computed)
+                self.recent.put(Encoded(image.facts, output))
+                answered.append(Encoded(image.facts, output, image.pixels))
+            else:
+                answered.append(image)
+        return answered
+
+    async def prepare_all(
+        self, sources: Sequence[ByteSource], limits: ImageLimits, decode_pool: ThreadPoolExecutor
+    ) -> list[PreparedImage | Encoded | ServiceError]:
+        """Each source prepared in the decode pool; an image that cannot be read fails alone
+        (an `UnavailableError` too: the caller decides whether that fails the request)."""
+        loop = asyncio.get_running_loop()
+
+        async def prepare_one(source: ByteSource) -> PreparedImage | Encoded | ServiceError:
+            try:
+                return await loop.run_in_executor(decode_pool, self.prepare, source, limits)
+            except ServiceError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(prepare_one(source) for source in sources)))
 
     async def stop(self) -> None:
         await self.batcher.stop()

@@ -116,6 +116,10 @@ SMOKE_RUNS = {
                 rf"{kind} {name}: recall {NUMBER} \(non-hard {NUMBER}\) covered {NUMBER}, "
                 rf"precision {NUMBER}, fp/photo {NUMBER}, fp/negative {NUMBER}, {NUMBER} ms"
                 for kind, name in (
+                    ("faces", "blazeface@640"),
+                    ("faces", "blazeface@640/384"),
+                    ("faces", "blazeface@1024"),
+                    ("faces", "blazeface@640/0.5"),
                     ("faces", "mtcnn@640"),
                     ("faces", "mtcnn@1024"),
                     ("faces", "mtcnn@480"),
@@ -126,10 +130,17 @@ SMOKE_RUNS = {
                     ("faces", "skimage-lbp@640"),
                     ("faces", "nudenet-320n@1024"),
                     ("plates", "haar-russian@640"),
+                    ("plates", "haar-russian@640/vehicles"),
                     ("plates", "haar-russian@1024"),
                     ("plates", "haar-rus16@1024"),
                 )
             ),
+            *(
+                rf"small faces {name}: 3% \d+/\d+, 4% \d+/\d+, 6% \d+/\d+, 10% \d+/\d+"
+                for name in ("blazeface@640", "blazeface@640/384", "mtcnn@640", "mtcnn@640/min32")
+            ),
+            rf"vehicle share: photos with a plate {NUMBER} and up; of the \d+ others, \d+ at or "
+            rf"above {NUMBER} \(plates looked for\), median {NUMBER}",
             rf"cost: encoder {NUMBER} ms, default detectors {NUMBER} ms per image -> pipeline "
             rf"ratio {NUMBER} \(target >= 0.6",
             r"best default faces: \S+",

@@ -239,7 +239,16 @@ def test_too_many_images_in_one_request(embedder_settings: SettingsFactory) -> N
         )
 
 
-def test_concurrent_callers_each_get_their_own_result(embedder: httpx.Client) -> None:
+def test_concurrent_callers_each_get_their_own_result(embedder_settings: SettingsFactory) -> None:
+    """Nothing is kept between calls here, so every image goes through the micro-batcher."""
+    with (
+        live_server(create_app(embedder_settings(recent_outputs=0))) as url,
+        httpx.Client(base_url=url, timeout=60) as embedder,
+    ):
+        _each_gets_its_own_result(embedder)
+
+
+def _each_gets_its_own_result(embedder: httpx.Client) -> None:
     images = [encode(noise_image((96, 96), seed=i), "PNG") for i in range(6)]
     images += [photo_bytes(n) for n in ("coffee.png", "chelsea.png", "rocket.jpg", "camera.png")]
     expected = {}

@@ -87,7 +87,7 @@ def test_a_face_is_blurred_before_the_image_is_stored_and_in_exports(
     record = stack.wait_done(response.json()["id"])
     privacy = record["privacy"]
     assert privacy["faces"] == 1 and privacy["blurred"] is True, privacy
-    assert privacy["detectors"]["faces"] == "mtcnn"
+    assert privacy["detectors"]["faces"] == "blazeface"
     (region,) = [r for r in privacy["regions"] if r["kind"] == "face"]
     x0, y0, x1, y1 = region["box"]
     centre = ((x0 + x1) / 2 * 512, (y0 + y1) / 2 * 512)
