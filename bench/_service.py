@@ -61,6 +61,19 @@ def running_service(name: str, env: dict[str, str], startup_timeout: float = 600
 
 
 @contextmanager
+def running_embedder_alone(folder: Path) -> Iterator[str]:
+    """An embedder of its own for a benchmark's "(a) embedder alone": the embedder keeps its
+    recent outputs by the bytes' sha256, so the system's own embedder, having embedded a round's
+    images for (a), would answer (b)'s calls for the same bytes from memory."""
+    env = {
+        "SEAVL_STORAGE_DIR": f"{folder}/objects-alone",
+        "SEAVL_EMBEDDER_MODELS_DIR": str(EmbedderSettings().models_dir),
+    }
+    with running_service("embedder", env) as url:
+        yield url
+
+
+@contextmanager
 def running_system(
     folder: Path, reference: bytes, extra: dict[str, str] | None = None
 ) -> Iterator[dict[str, str]]:

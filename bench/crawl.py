@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/crawl.py [--images 2000] [--shard-size 500] [--rounds 2]
 
-(a) the embedder service alone: the images as JSON (base64) in batches of BATCH, CONCURRENCY
-    requests at a time, as the crawl path sends them, vectors answered in base64;
+(a) the embedder service alone (a process of its own, so that (b)'s embedder has not seen the
+    images): the images as JSON (base64) in batches of BATCH, CONCURRENCY requests at a time,
+    as the crawl path sends them, vectors answered in base64;
 (b) the whole system on embedded defaults (gateway with in-process jobs, SQLite, a local folder,
     the embedded dedup store): POST /v1/crawls on a folder of img2dataset webdataset shards
     holding the same images, keep: all, then GET /v1/crawls/{id} every POLL_SECONDS until done;
@@ -42,7 +43,12 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._images import crawl_size_jpegs  # noqa: E402
-from bench._service import PIDS, cpu_seconds, running_system  # noqa: E402
+from bench._service import (  # noqa: E402
+    PIDS,
+    cpu_seconds,
+    running_embedder_alone,
+    running_system,
+)
 from services.common.database import make_engine  # noqa: E402
 from services.databases import upgrade_all  # noqa: E402
 from services.gateway.auth import Role, create_key  # noqa: E402
@@ -217,10 +223,15 @@ class Round:
 
 
 def run_round(
-    services: dict[str, str], client: httpx.Client, images: list[bytes], source: Path
+    embedder: str,
+    services: dict[str, str],
+    client: httpx.Client,
+    images: list[bytes],
+    source: Path,
 ) -> Round:
-    """(a) on `images`, then (b) on the shards in `source` that hold them."""
-    alone = asyncio.run(embed_all(services["embedder"], embed_batches(images), len(images)))
+    """(a) on `images` with the embedder alone, then (b) on the shards in `source` that hold
+    them."""
+    alone = asyncio.run(embed_all(embedder, embed_batches(images), len(images)))
     pids = {name: PIDS[url] for name, url in services.items()}
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     with sampled_rss(pids) as rss:
@@ -280,15 +291,16 @@ def main() -> None:
             write_shards(source, images, args.shard_size)
         headers = {"Authorization": f"Bearer {validator_key(root)}"}
         with (
+            running_embedder_alone(root) as embedder,
             running_system(
                 root, warm_up[0], {"SEAVL_GATEWAY_CRAWL__ROOTS": json.dumps([str(root)])}
             ) as services,
             httpx.Client(base_url=services["gateway"], timeout=120, headers=headers) as client,
         ):
-            asyncio.run(embed_all(services["embedder"], embed_batches(warm_up), len(warm_up)))
+            asyncio.run(embed_all(embedder, embed_batches(warm_up), len(warm_up)))
             _, warmed = crawl(client, root / "warm-up")
             for source, images in zip(sources, rounds, strict=True):
-                measured.append(run_round(services, client, images, source))
+                measured.append(run_round(embedder, services, client, images, source))
             export_seconds, exported = export(client, root / "export")
     stored = int(warmed["images"]["stored"]) + sum(r.counts["stored"] for r in measured)
     print(

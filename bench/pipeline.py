@@ -2,11 +2,14 @@
 
     .venv/bin/python bench/pipeline.py [--images 600] [--rounds 3]
 
-(a) the embedder service alone: the images, one per multipart request, concurrency 8, vectors
-    answered in base64 as the pipeline asks for them;
+(a) the embedder service alone (a process of its own, so that (b)'s embedder has not seen the
+    images): the images, one per multipart request, concurrency 8, vectors answered in base64
+    as the pipeline asks for them;
 (b) the whole system on embedded defaults (gateway with in-process jobs, SQLite, a local folder,
-    Qdrant local mode): POST /v1/images for each image, the same way, then poll until every one
-    is done.
+    Qdrant local mode, the privacy pass on): POST /v1/images for each image, the same way, then
+    poll until every one is done. `--privacy off` switches the pass off in (b)
+    (`SEAVL_GATEWAY_PRIVACY__DETECT=false`): (a) and (b) then ask the same model work of the
+    embedder, and the ratio is what the rest of the pipeline costs.
 The images are distinct scenes (bench/_images.py), so nearly all of them take dedup's write path;
 the share the pipeline found unique is printed. Both (a) and (b) are warmed up first on other
 images. Each service runs as its own process on 127.0.0.1. (a) and (b) alternate for
@@ -29,13 +32,19 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._images import crawl_size_jpegs  # noqa: E402
-from bench._service import PIDS, cpu_seconds, running_system  # noqa: E402
+from bench._service import (  # noqa: E402
+    PIDS,
+    cpu_seconds,
+    running_embedder_alone,
+    running_system,
+)
 from services.common.database import make_engine  # noqa: E402
 from services.databases import upgrade_all  # noqa: E402
 from services.gateway.auth import Role, create_key  # noqa: E402
 
 CONCURRENCY = 8
 WARM_UP_IMAGES = 16
+PRIVACY = {"on": {}, "off": {"SEAVL_GATEWAY_PRIVACY__DETECT": "false"}}
 POLL_SECONDS = 0.2  # how often (b) asks whether all are done: a light client, not a load
 
 
@@ -119,6 +128,9 @@ def main() -> None:
     )
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--privacy", choices=["on", "off"], default="on", help="the privacy pass in (b)"
+    )
     args = parser.parse_args()
     rounds = [crawl_size_jpegs(args.images, seed=7 + 2 * r) for r in range(args.rounds)]
     warm_up = crawl_size_jpegs(WARM_UP_IMAGES, seed=8)
@@ -130,8 +142,11 @@ def main() -> None:
         key = create_key(engine, Role.CONTRIBUTOR)
         viewer_key = create_key(engine, Role.VALIDATOR)
         engine.dispose()
-        with running_system(Path(folder), warm_up[0]) as services:
-            embedder, gateway = services["embedder"], services["gateway"]
+        with (
+            running_embedder_alone(Path(folder)) as embedder,
+            running_system(Path(folder), warm_up[0], PRIVACY[args.privacy]) as services,
+        ):
+            gateway = services["gateway"]
             asyncio.run(embed_all(embedder, warm_up))
             asyncio.run(upload_all(gateway, key, viewer_key, warm_up, 0))
             done = len(warm_up)
@@ -156,7 +171,7 @@ def main() -> None:
                 )
     print(
         f"{args.images} crawl-size JPEGs per round (distinct scenes), concurrency {CONCURRENCY}, "
-        "every service its own process"
+        f"every service its own process, privacy pass {args.privacy} in (b)"
     )
     for number, (alone, through, unique, cpu_alone, cpu) in enumerate(measured, 1):
         print(
