@@ -229,8 +229,8 @@ class VehicleShare:
 
     Plates are on vehicles: the plate cascade costs more than the encoder, and the encoder has
     already looked at the image, so the cascade runs only where the classes say a vehicle may
-    be in sight (bench/privacy_quality.py: every photo with a plate gives vehicles over 0.7,
-    photos without one under 0.1)."""
+    be in sight (bench/privacy_quality.py: every photo with a plate gives vehicles over 0.7;
+    of the others, a bus and a motorbike do too, and the rest stay under 0.1)."""
 
     def __init__(self, indices: list[int]) -> None:
         self.indices = np.array(indices, dtype=np.intp)
