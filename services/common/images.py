@@ -304,3 +304,13 @@ def decode_image(
         sha256=hashlib.sha256(data).hexdigest(),
         phash=str(imagehash.phash(rgb)),
     )
+
+
+def scaled_to(image: Image.Image, long_side: int) -> Image.Image:
+    """The image at a long side of at most `long_side`: the size the privacy detectors look at."""
+    width, height = image.size
+    scale = min(1.0, long_side / max(width, height))
+    if scale == 1.0:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR)

@@ -46,7 +46,10 @@ class DetectedImage(BaseModel):
     unsafe: float | None = Field(
         description="explicit-content score from 0 to 1; null when no unsafe-content model runs"
     )
-    width: int = Field(description="the upright width of the image analysed")
+    width: int = Field(
+        description="the upright width the image was analysed at (at most the embedder's "
+        "`detection.long_side` on the long side)"
+    )
     height: int
     vehicles: float | None = Field(
         default=None,

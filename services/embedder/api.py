@@ -39,9 +39,6 @@ from services.embedder.serving import (
 
 router = APIRouter(prefix="/v1", tags=["embeddings"])
 
-# Answered when the client hung up before its images were embedded: nobody reads it (nginx's code).
-
-
 SettingsDep = Annotated[EmbedderSettings, Depends(from_app_state("settings", EmbedderSettings))]
 PoolDep = Annotated[ModelPool, Depends(from_app_state("pool", ModelPool))]
 StoreDep = Annotated[ObjectStore, Depends(from_app_state("store", LocalFolderStore))]

@@ -5,7 +5,7 @@ models prepare` (services/embedder/tflite_onnx.py): the full-range one (192 px i
 from a few pixels to most of the frame, trained for faces up to 5 m from the camera) and the
 short-range one (128 px, faces close to the camera, where the full-range one is weakest). Both
 look at the whole image once, letterboxed, so a face costs the same to find wherever it is and
-however many there are: about a tenth of MTCNN's image pyramid on a CPU (bench/privacy_quality.py).
+however many there are: about a third of MTCNN's image pyramid on a CPU (bench/privacy_quality.py).
 Decoded as MediaPipe decodes them: SSD anchors, sigmoid scores, weighted non-maximum
 suppression (overlapping boxes averaged by score instead of dropped).
 """
@@ -49,7 +49,8 @@ class BlazeFaceModel:
 
     @property
     def multiple(self) -> int:
-        """What an input's sides must be a multiple of (the graph's largest stride)."""
+        """What an input's sides are rounded up to: the full-range graph's largest stride (32;
+        the short-range one would take 16), one rule for both."""
         return 32
 
     def anchors(self, height: int, width: int) -> FloatArray:

@@ -48,7 +48,7 @@ class RuntimeSettings(BaseModel):
 
 class FaceModel(StrEnum):
     BLAZEFACE = "blazeface"  # MediaPipe's two single-shot detectors (Apache-2.0), the default
-    MTCNN = "mtcnn"  # an image pyramid: a little more recall, about six times the CPU
+    MTCNN = "mtcnn"  # an image pyramid: a little more recall, about three times the CPU
     HAAR = "haar"
     NONE = "none"
 

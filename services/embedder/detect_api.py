@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from services.common.errors import ErrorResponse, ServiceError, UnavailableError
-from services.common.images import upright_rgb
+from services.common.images import scaled_to, upright_rgb
 from services.common.privacy import DetectedImage, DetectRequest, DetectResponse
 from services.common.schemas import ImageFailure
 from services.common.service import from_app_state
@@ -42,13 +42,14 @@ def _analyse(
     vehicles: float | None,
 ) -> DetectedImage | ImageFailure:
     """One image's regions and unsafe score, on the pixels the encoder's decode gave when they
-    are big enough for the detectors, else on the image decoded again at their size."""
+    are big enough for the detectors, else on the image decoded again at their size; the size
+    answered is the one looked at, the same whichever decode it came from."""
     long_side = detectors.settings.long_side
     pixels = seen.pixels
     needed = min(long_side, max(seen.facts.width, seen.facts.height))
     try:
         if pixels is None or max(pixels.size) < needed:
-            pixels = upright_rgb(source(), settings.images, long_side)
+            pixels = scaled_to(upright_rgb(source(), settings.images, long_side), long_side)
     except UnavailableError:
         raise
     except ServiceError as exc:  # this image alone: unreadable, too large, not stored
@@ -96,7 +97,10 @@ async def detect(
         for item in parsed.images
     ]
     serving = await pool.get(None)
-    prepared = await serving.prepare_all(sources, settings.images, request.app.state.decode_pool)
+    long_side = detectors.settings.long_side
+    prepared = await serving.prepare_all(
+        sources, settings.images, request.app.state.decode_pool, keep_side=long_side
+    )
     # an UnavailableError (the store is down) fails the whole call: the caller retries them all
     for outcome in prepared:
         if isinstance(outcome, UnavailableError):

@@ -25,6 +25,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from PIL import Image
 
+from services.common.images import scaled_to
 from services.common.privacy import Detectors, PiiKind, Region
 from services.embedder.blazeface import MODELS as BLAZEFACE_MODELS
 from services.embedder.blazeface import BlazeFaceDetector
@@ -210,8 +211,8 @@ class NudeNetScore:
 
 
 # ImageNet-1k classes of vehicles that carry licence plates (names as in the default model's
-# labels file): cars, vans, trucks, buses, motorbikes and scooters, three-wheelers, and the
-# parts of a car a close-up shows (wheel, grille, mirror).
+# labels file): cars, vans, trucks, buses, motorbikes and scooters, three-wheelers, the parts
+# of a car a close-up shows (wheel, grille, mirror), and the parking meter cars stand beside.
 VEHICLE_CLASSES = frozenset(
     {
         "ambulance", "station wagon", "taxicab", "car mirror", "car wheel", "convertible",
@@ -321,13 +322,7 @@ class PrivacyDetectors:
     ) -> tuple[list[Region], float | None]:
         """The regions found in the upright RGB `image`, and its unsafe score; plates only
         where `looks_for_plates(vehicles)`."""
-        width, height = image.size
-        scale = min(1.0, self.settings.long_side / max(width, height))
-        if scale < 1.0:
-            image = image.resize(
-                (max(1, round(width * scale)), max(1, round(height * scale))),
-                Image.Resampling.BILINEAR,
-            )
+        image = scaled_to(image, self.settings.long_side)
         pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
         seen_height, seen_width = pixels.shape[:2]
         regions: list[Region] = []

@@ -132,6 +132,9 @@ MEDIAPIPE_PLATFORM = (
     "--only-binary=:all:", "--platform", "manylinux_2_17_x86_64", "--python-version", "3.11",
     "--implementation", "cp", "--abi", "cp311",
 )  # fmt: skip
+# Raised when the rewriting (services/embedder/tflite_onnx.py, blazeface.py) changes what it
+# writes, so that prepared models are written again.
+BLAZEFACE_CONVERTER = 2
 BLAZEFACE_SHA256 = {
     "full-range": "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
     "short-range": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
@@ -143,7 +146,8 @@ def prepare_blazeface(models_dir: Path, force: bool = False, downloads: Path | N
     into `<models_dir>/detectors/blazeface/`, from the `mediapipe` wheel on PyPI."""
     folder = face_model_dir(models_dir, FaceModel.BLAZEFACE)
     stamp = folder / SOURCE_STAMP
-    digest = hashlib.sha256("".join(sorted(BLAZEFACE_SHA256.values())).encode()).hexdigest()
+    sources = "".join(sorted(BLAZEFACE_SHA256.values())) + f"converter {BLAZEFACE_CONVERTER}"
+    digest = hashlib.sha256(sources.encode()).hexdigest()
     if not force and stamp.is_file() and stamp.read_text().strip() == digest:
         logger.info("face detector already prepared in %s", folder)
         return folder

@@ -35,6 +35,7 @@ from services.common.images import (
     ImageLimits,
     base64_bytes,
     decode_image,
+    scaled_to,
 )
 from services.common.storage import ObjectStore
 from services.embedder.config import EmbedderSettings
@@ -78,7 +79,7 @@ class PreparedImage:
 
     facts: ImageFacts
     tensor: Tensor
-    pixels: Image.Image  # upright RGB, at least the model's input size on its short side
+    pixels: Image.Image | None  # upright RGB, kept (at most `keep_side` long) when asked
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,12 @@ class RecentOutputs:
             return found
 
     def put(self, encoded: Encoded) -> None:
+        """Keeps a copy of the output's rows (not views that would hold their whole batch)."""
         if self.capacity == 0:
             return
+        output = encoded.output
+        logits = None if output.logits is None else output.logits.copy()
+        encoded = Encoded(encoded.facts, ModelOutput(output.embedding.copy(), logits))
         with self._lock:
             self._entries[encoded.facts.sha256] = encoded
             self._entries.move_to_end(encoded.facts.sha256)
@@ -187,9 +192,12 @@ class ServingModel:
         self._metrics.batch_size.labels(self.name).observe(size)
         self._metrics.inference_seconds.labels(self.name).observe(seconds)
 
-    def prepare(self, read_bytes: ByteSource, limits: ImageLimits) -> PreparedImage | Encoded:
+    def prepare(
+        self, read_bytes: ByteSource, limits: ImageLimits, keep_side: int | None = None
+    ) -> PreparedImage | Encoded:
         """Bytes to tensor, or to the output already computed for the same bytes: runs in the
-        decode pool."""
+        decode pool. With `keep_side`, the decoded pixels are kept too, scaled down to that long
+        side (so a request holds no more than that of each image until it is answered)."""
         data = read_bytes()
         known = self.recent.get(hashlib.sha256(data).hexdigest())
         if known is not None:
@@ -199,8 +207,9 @@ class ServingModel:
         decoded = decode_image(
             data, limits, draft_short_side=max(DEFAULT_DRAFT_SHORT_SIDE, manifest.resize_target)
         )
+        kept = None if keep_side is None else scaled_to(decoded.pixels, keep_side)
         return PreparedImage(
-            ImageFacts.of(decoded), to_input_tensor(decoded.pixels, manifest), decoded.pixels
+            ImageFacts.of(decoded), to_input_tensor(decoded.pixels, manifest), kept
         )
 
     async def encode(
@@ -226,7 +235,11 @@ class ServingModel:
         return answered
 
     async def prepare_all(
-        self, sources: Sequence[ByteSource], limits: ImageLimits, decode_pool: ThreadPoolExecutor
+        self,
+        sources: Sequence[ByteSource],
+        limits: ImageLimits,
+        decode_pool: ThreadPoolExecutor,
+        keep_side: int | None = None,
     ) -> list[PreparedImage | Encoded | ServiceError]:
         """Each source prepared in the decode pool; an image that cannot be read fails alone
         (an `UnavailableError` too: the caller decides whether that fails the request)."""
@@ -234,7 +247,9 @@ class ServingModel:
 
         async def prepare_one(source: ByteSource) -> PreparedImage | Encoded | ServiceError:
             try:
-                return await loop.run_in_executor(decode_pool, self.prepare, source, limits)
+                return await loop.run_in_executor(
+                    decode_pool, self.prepare, source, limits, keep_side
+                )
             except ServiceError as exc:
                 return exc
 

@@ -157,6 +157,13 @@ class TfliteToOnnx(GraphWriter):
             raise TfliteConversionError(f"tensor {index} is used before it is computed")
         return self._tensors[index]
 
+    def _image(self, index: int) -> _Tensor:
+        """An input that must be a 4-d activation (NCHW here)."""
+        tensor = self._input(index)
+        if not tensor.nchw or len(tensor.shape) != 4:
+            raise TfliteConversionError(f"tensor {index} should be a 4-d activation")
+        return tensor
+
     def _set(self, index: int, name: str, nchw: bool) -> None:
         self._tensors[index] = _Tensor(name, self._shape(index), nchw)
 
@@ -190,8 +197,10 @@ class TfliteToOnnx(GraphWriter):
     # -- the operators, each writing its output under the tflite tensor's index -----------------
 
     def _conv(self, op: Any, ins: list[int], out: str, depthwise: bool) -> str:
-        x = self._input(ins[0])
+        x = self._image(ins[0])
         weight = self._constant_of(ins[1]).astype(np.float32)  # [O, KH, KW, I] or [1, KH, KW, O]
+        if weight.ndim != 4:  # e.g. a sparse weight read without its DENSIFY
+            raise TfliteConversionError(f"convolution weights of shape {weight.shape}")
         bias = self._constant_of(ins[2]).astype(np.float32) if ins[2] >= 0 else None
         cls = tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions
         options = self._options(op, cls)
@@ -250,7 +259,7 @@ class TfliteToOnnx(GraphWriter):
                 x.nchw,
             )
         elif name == "MAX_POOL_2D":
-            x = self._input(ins[0])
+            x = self._image(ins[0])
             options = self._options(op, tflite.Pool2DOptions)
             kernel = (options.FilterHeight(), options.FilterWidth())
             attrs = self._spatial((options.StrideH(), options.StrideW()), options.Padding())
@@ -259,7 +268,7 @@ class TfliteToOnnx(GraphWriter):
                 out_index, self._activation(pooled, options.FusedActivationFunction(), out), True
             )
         elif name == "RESIZE_BILINEAR":
-            x = self._input(ins[0])
+            x = self._image(ins[0])
             options = self._options(op, tflite.ResizeBilinearOptions)
             height, width = (int(v) for v in self._constant_of(ins[1]))
             mode = (
@@ -279,7 +288,7 @@ class TfliteToOnnx(GraphWriter):
             )
             self._set(out_index, resized, True)
         elif name == "DEPTH_TO_SPACE":
-            x = self._input(ins[0])
+            x = self._image(ins[0])
             block = self._options(op, tflite.DepthToSpaceOptions).BlockSize()
             self._set(
                 out_index,
@@ -288,6 +297,13 @@ class TfliteToOnnx(GraphWriter):
             )
         elif name == "RESHAPE":
             x = self._input(ins[0])
+            target_shape = self._shape(out_index)
+            if (
+                len(target_shape) < 2
+                or target_shape[0] != x.shape[0]
+                or int(np.prod(target_shape[1:])) != int(np.prod(x.shape[1:]))
+            ):
+                raise TfliteConversionError(f"reshape to {target_shape} is not a head's flattening")
             nhwc = self._node("Transpose", [x.name], perm=NCHW_TO_NHWC) if x.nchw else x.name
             # the batch as it comes (0), the anchors as many as the input's size makes (-1)
             shape = [0, -1, *self._shape(out_index)[2:]]
@@ -295,6 +311,8 @@ class TfliteToOnnx(GraphWriter):
             self._set(out_index, self._node("Reshape", [nhwc, target], out), False)
         elif name == "CONCATENATION":
             parts = [self._input(i) for i in ins]
+            if len({part.nchw for part in parts}) != 1:
+                raise TfliteConversionError("concatenation of tensors laid out differently")
             options = self._options(op, tflite.ConcatenationOptions)
             axis = options.Axis() % len(parts[0].shape)
             if parts[0].nchw:

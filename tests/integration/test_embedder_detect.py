@@ -14,7 +14,7 @@ from services.common.storage import LocalFolderStore
 from services.embedder.app import create_app
 from services.embedder.config import EmbedderSettings
 from tests.helpers import ASTRONAUT_FACE as FACE
-from tests.helpers import encode, live_server, photo_bytes, sample_photo
+from tests.helpers import encode, live_server, photo, photo_bytes, sample_photo
 from tests.integration.test_embedder_api import embedder, metric
 
 __all__ = ["embedder"]  # the fixture, used by name
@@ -158,6 +158,32 @@ def test_the_embedding_of_bytes_just_screened_is_not_computed_again(
     (reused, reuses), (computed, none) = answers[2048], answers[0]
     assert (reuses, none) == (1, 0)
     assert reused == computed  # embedding, labels, sha256, pHash, size: all alike
+
+
+def test_the_same_bytes_again_are_answered_alike(embedder_settings: SettingsFactory) -> None:
+    """A large JPEG twice: the second time its encoding is remembered (the detectors decode it
+    again), and the answer is the same, at the analysis size, not the decode's."""
+    large = encode(photo("astronaut.png").resize((2400, 1200)), "JPEG")
+    with (
+        live_server(create_app(embedder_settings())) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        answers = []
+        for _ in range(2):
+            before = metric(
+                client, "seavl_embedder_reused_outputs_total", model="efficientnet-lite0"
+            )
+            answer = client.post("/v1/detect", json={"images": [as_data(large)]})
+            assert answer.status_code == 200, answer.text
+            after = metric(
+                client, "seavl_embedder_reused_outputs_total", model="efficientnet-lite0"
+            )
+            answers.append((answer.json()["results"][0], after - before))
+    (first, reused_first), (second, reused_second) = answers
+    assert (reused_first, reused_second) == (0, 1)
+    assert (first["width"], first["height"]) == (640, 320)
+    assert first == second
+    assert [r["kind"] for r in first["regions"]].count("face") == 1
 
 
 def test_without_the_unsafe_model_the_score_is_null(embedder_settings: SettingsFactory) -> None:

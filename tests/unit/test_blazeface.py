@@ -54,8 +54,8 @@ def iou(box: npt.NDArray[np.float32], other: tuple[float, ...]) -> float:
 
 
 def test_the_graphs_take_any_batch_and_size(models_dir: Path) -> None:
-    """Written for the trained size, the graphs run at others too (the full-range one at twice
-    its 192 px by default), with one output row per anchor of that size."""
+    """Written for the trained size, the graphs run at others too (the full-range one at 320
+    px by default), with one output row per anchor of that size."""
     folder = face_model_dir(models_dir, FaceModel.BLAZEFACE)
     for model in MODELS:
         graph = onnx.load(folder / model.onnx_file)
