@@ -292,8 +292,10 @@ def decode_image(
     data: bytes,
     limits: ImageLimits,
     draft_short_side: int = DEFAULT_DRAFT_SHORT_SIDE,
+    sha256: str | None = None,
 ) -> DecodedImage:
-    """Validates and decodes untrusted bytes; raises `ImageIntakeError` with a 4xx status."""
+    """Validates and decodes untrusted bytes; raises `ImageIntakeError` with a 4xx status.
+    `sha256`: the bytes' digest when the caller has it already."""
     image, info, orientation = _open_and_load(data, limits, draft_short_side)
     rgb = to_rgb(upright(image, orientation))
     return DecodedImage(
@@ -301,7 +303,7 @@ def decode_image(
         width=info.width,
         height=info.height,
         format=info.format,
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
         phash=str(imagehash.phash(rgb)),
     )
 

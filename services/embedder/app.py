@@ -44,6 +44,7 @@ def create_app(settings: EmbedderSettings | None = None) -> FastAPI:
             )
             app.state.detect_pool = detect_pool
             default = await pool.load_default()
+            app.state.detectors.use_classes_of(default.loaded.labels)
             logger.info(
                 "embedder ready: model %s on %s, models %s",
                 default.name,

@@ -12,6 +12,7 @@ suppression (overlapping boxes averaged by score instead of dropped).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,15 +56,23 @@ class BlazeFaceModel:
 
     def anchors(self, height: int, width: int) -> FloatArray:
         """(N, 2) anchor centres in pixels of a height x width input, in the outputs' order
-        (per head, row by row, the head's anchors of a cell together); each anchor is 1 x 1."""
-        centres = []
-        for stride, per_cell in self.anchors_per_stride:
-            ys = (np.arange(height // stride, dtype=np.float32) + 0.5) * stride
-            xs = (np.arange(width // stride, dtype=np.float32) + 0.5) * stride
-            grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
-            cell_centres = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
-            centres.append(np.repeat(cell_centres, per_cell, axis=0))
-        return np.concatenate(centres)
+        (per head, row by row, the head's anchors of a cell together); each anchor is 1 x 1.
+        Made once per input size (read-only)."""
+        return _anchors(self, height, width)
+
+
+@functools.lru_cache(maxsize=64)
+def _anchors(model: BlazeFaceModel, height: int, width: int) -> FloatArray:
+    centres = []
+    for stride, per_cell in model.anchors_per_stride:
+        ys = (np.arange(height // stride, dtype=np.float32) + 0.5) * stride
+        xs = (np.arange(width // stride, dtype=np.float32) + 0.5) * stride
+        grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
+        cell_centres = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
+        centres.append(np.repeat(cell_centres, per_cell, axis=0))
+    anchors = np.concatenate(centres)
+    anchors.flags.writeable = False  # shared by every call at this size
+    return anchors
 
 
 FULL_RANGE = BlazeFaceModel(

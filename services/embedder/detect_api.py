@@ -15,7 +15,7 @@ from services.common.schemas import ImageFailure
 from services.common.service import from_app_state
 from services.common.storage import LocalFolderStore, ObjectStore, validate_key
 from services.embedder.config import EmbedderSettings
-from services.embedder.detection import PrivacyDetectors, VehicleShare
+from services.embedder.detection import PrivacyDetectors
 from services.embedder.serving import (
     CLIENT_CLOSED_REQUEST,
     ByteSource,
@@ -109,7 +109,7 @@ async def detect(
     encoded = await serving.encode([p for _, p in readable], request)
     if encoded is None:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    shares = VehicleShare.of_classes(serving.loaded.labels)
+    shares = detectors.vehicle_share
     vehicles = [
         None if shares is None or seen.output.logits is None else shares.of(seen.output.logits)
         for seen in encoded

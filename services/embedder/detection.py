@@ -263,6 +263,12 @@ class PrivacyDetectors:
         self.faces = faces
         self.plates = plates
         self.unsafe = unsafe
+        # set once the default model is loaded (`use_classes_of`): None looks everywhere
+        self.vehicle_share: VehicleShare | None = None
+
+    def use_classes_of(self, labels: list[str] | None) -> None:
+        """Gates the plate detector on the default encoder's classes (start-up, once)."""
+        self.vehicle_share = VehicleShare.of_classes(labels)
 
     @classmethod
     def load(

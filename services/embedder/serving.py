@@ -199,14 +199,14 @@ class ServingModel:
         decode pool. With `keep_side`, the decoded pixels are kept too, scaled down to that long
         side (so a request holds no more than that of each image until it is answered)."""
         data = read_bytes()
-        known = self.recent.get(hashlib.sha256(data).hexdigest())
+        digest = hashlib.sha256(data).hexdigest()
+        known = self.recent.get(digest)
         if known is not None:
             self._metrics.reused.labels(self.name).inc()
             return known
         manifest = self.loaded.manifest
-        decoded = decode_image(
-            data, limits, draft_short_side=max(DEFAULT_DRAFT_SHORT_SIDE, manifest.resize_target)
-        )
+        draft = max(DEFAULT_DRAFT_SHORT_SIDE, manifest.resize_target)
+        decoded = decode_image(data, limits, draft_short_side=draft, sha256=digest)
         kept = None if keep_side is None else scaled_to(decoded.pixels, keep_side)
         return PreparedImage(
             ImageFacts.of(decoded), to_input_tensor(decoded.pixels, manifest), kept
