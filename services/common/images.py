@@ -25,6 +25,17 @@ from services.common.errors import ServiceError
 # pHash and the embedder both work from an image whose short side is at least this, so the
 # uploader (which has no model) and the services compute the same hash from the same bytes.
 DEFAULT_DRAFT_SHORT_SIDE = 256
+# pHash: the lowest PHASH_SIDE × PHASH_SIDE frequencies of the DCT of a grey PHASH_INPUT-px
+# square against their median (imagehash's pHash, with its defaults)
+PHASH_SIDE = 8
+PHASH_INPUT = 32
+# the grey image is shrunk by box averaging, by a whole factor, to no less than this before
+# Lanczos resamples it to PHASH_INPUT: a fifth of the cost of resampling the whole decode
+PHASH_PRESHRINK_SIDE = 64
+# DCT-II as scipy computes it (unnormalised: 2·Σ x[n]·cos(πk(2n+1)/2N)), its lowest rows only
+_PHASH_DCT = 2 * np.cos(
+    np.pi * np.outer(np.arange(PHASH_SIDE), 2 * np.arange(PHASH_INPUT) + 1) / (2 * PHASH_INPUT)
+)
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
@@ -304,8 +315,21 @@ def decode_image(
         height=info.height,
         format=info.format,
         sha256=sha256 or hashlib.sha256(data).hexdigest(),
-        phash=str(imagehash.phash(rgb)),
+        phash=perceptual_hash(rgb),
     )
+
+
+def perceptual_hash(image: Image.Image) -> str:
+    """The image's pHash as 16 hexadecimal digits: imagehash's, within a few of 64 bits (the
+    grey image is shrunk by a whole factor first, and the 2-D DCT is two products with the
+    cosine rows it needs), for a fifth of imagehash's CPU; it runs on every image embedded."""
+    grey = image.convert("L")
+    factor = min(grey.size) // PHASH_PRESHRINK_SIDE
+    if factor > 1:
+        grey = grey.reduce(factor)
+    small = grey.resize((PHASH_INPUT, PHASH_INPUT), Image.Resampling.LANCZOS)
+    low = _PHASH_DCT @ np.asarray(small, dtype=np.float64) @ _PHASH_DCT.T
+    return str(imagehash.ImageHash(low > np.median(low)))
 
 
 def scaled_to(image: Image.Image, long_side: int) -> Image.Image:
