@@ -17,14 +17,15 @@ from tests.helpers import live_server, photo_bytes
 from tests.integration.gateway_stack import running_stack
 from tests.stubs.chat_completions import STUB_API_KEY, Reply, StubVlm, create_stub_app
 
-VLM_SECONDS = 4.0
 WAITING_CAPTIONS = 12  # twice the default thread pool of a 2-core machine
+UPLOAD_SECONDS = 30.0  # far more than an upload takes on a loaded machine, far less than forever
 
 
 def test_uploads_are_answered_while_captions_wait_on_a_slow_vlm(
     database_url: str, tmp_path: Path, live_embedder: str
 ) -> None:
-    vlm = StubVlm(default=Reply(caption="A slow stub caption.", delay_seconds=VLM_SECONDS))
+    vlm = StubVlm(default=Reply(caption="A slow stub caption."))
+    vlm.answering.clear()  # the VLM answers nothing until the upload has been answered
     with live_server(create_stub_app(vlm)) as vlm_url:
         captioner_settings = CaptionerSettings(
             backend=BackendName.OPENAI_COMPATIBLE,
@@ -47,6 +48,8 @@ def test_uploads_are_answered_while_captions_wait_on_a_slow_vlm(
             headers = stack.as_role(Role.CONTRIBUTOR)
 
             async def uploads_beside_slow_captions() -> tuple[httpx.Response, int, list[int]]:
+                """The upload while every caption waits on the VLM (which answers only after
+                it): on a gateway whose threads the captions held, it would wait with them."""
                 async with httpx.AsyncClient(
                     base_url=str(stack.gateway.base_url), headers=headers, timeout=60
                 ) as client:
@@ -59,11 +62,20 @@ def test_uploads_are_answered_while_captions_wait_on_a_slow_vlm(
                         )
                         for _ in range(WAITING_CAPTIONS)
                     ]
-                    await asyncio.sleep(VLM_SECONDS / 4)  # every caption waits on the VLM now
-                    upload = await client.post(
-                        "/v1/images", files={"image": ("coffee.jpg", photo_bytes("coffee.png"))}
-                    )
-                    answered_before = sum(task.done() for task in captions)
+                    async with asyncio.timeout(UPLOAD_SECONDS):
+                        while len(vlm.requests) < WAITING_CAPTIONS:  # every caption waits now
+                            await asyncio.sleep(0.05)
+                    try:
+                        upload = await asyncio.wait_for(
+                            client.post(
+                                "/v1/images",
+                                files={"image": ("coffee.jpg", photo_bytes("coffee.png"))},
+                            ),
+                            UPLOAD_SECONDS,
+                        )
+                        answered_before = sum(task.done() for task in captions)
+                    finally:
+                        vlm.answering.set()
                     answered = await asyncio.gather(*captions)
                 return upload, answered_before, [r.status_code for r in answered]
 

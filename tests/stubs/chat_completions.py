@@ -89,6 +89,12 @@ class StubVlm:
     default: Reply = field(default_factory=lambda: Reply(caption="A stub caption."))
     requests: list[ChatCompletionRequest] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # while cleared, every answer waits (a VLM that takes as long as a test needs, not a
+    # guessed number of seconds)
+    answering: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.answering.set()
 
     def queue(self, *replies: Reply) -> None:
         with self.lock:
@@ -149,6 +155,8 @@ def create_stub_app(stub: StubVlm) -> FastAPI:
             return _error(400, broken)
         stub.requests.append(body)
         reply = stub.next_reply()
+        while not stub.answering.is_set():
+            await asyncio.sleep(0.02)
         if reply.delay_seconds:
             await asyncio.sleep(reply.delay_seconds)
         if reply.raw_body is not None:
