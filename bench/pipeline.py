@@ -9,7 +9,9 @@
     Qdrant local mode, the privacy pass on): POST /v1/images for each image, the same way, then
     poll until every one is done. `--privacy off` switches the pass off in (b)
     (`SEAVL_GATEWAY_PRIVACY__DETECT=false`): (a) and (b) then ask the same model work of the
-    embedder, and the ratio is what the rest of the pipeline costs.
+    embedder, and the ratio is what the rest of the pipeline costs. `--pixel-check off` also
+    switches off dedup's pixel check of near candidates (`SEAVL_DEDUP_VERIFICATION__ENABLED=
+    false`): with both off, (b) does the work the pipeline did before either was added.
 The images are distinct scenes (bench/_images.py), so nearly all of them take dedup's write path;
 the share the pipeline found unique is printed. Both (a) and (b) are warmed up first on other
 images. Each service runs as its own process on 127.0.0.1. (a) and (b) alternate for
@@ -45,6 +47,7 @@ from services.gateway.auth import Role, create_key  # noqa: E402
 CONCURRENCY = 8
 WARM_UP_IMAGES = 16
 PRIVACY = {"on": {}, "off": {"SEAVL_GATEWAY_PRIVACY__DETECT": "false"}}
+PIXEL_CHECK = {"on": {}, "off": {"SEAVL_DEDUP_VERIFICATION__ENABLED": "false"}}
 POLL_SECONDS = 0.2  # how often (b) asks whether all are done: a light client, not a load
 
 
@@ -131,6 +134,12 @@ def main() -> None:
     parser.add_argument(
         "--privacy", choices=["on", "off"], default="on", help="the privacy pass in (b)"
     )
+    parser.add_argument(
+        "--pixel-check",
+        choices=["on", "off"],
+        default="on",
+        help="dedup's pixel check of near candidates in (b)",
+    )
     args = parser.parse_args()
     rounds = [crawl_size_jpegs(args.images, seed=7 + 2 * r) for r in range(args.rounds)]
     warm_up = crawl_size_jpegs(WARM_UP_IMAGES, seed=8)
@@ -144,7 +153,9 @@ def main() -> None:
         engine.dispose()
         with (
             running_embedder_alone(Path(folder)) as embedder,
-            running_system(Path(folder), warm_up[0], PRIVACY[args.privacy]) as services,
+            running_system(
+                Path(folder), warm_up[0], PRIVACY[args.privacy] | PIXEL_CHECK[args.pixel_check]
+            ) as services,
         ):
             gateway = services["gateway"]
             asyncio.run(embed_all(embedder, warm_up))
@@ -171,7 +182,8 @@ def main() -> None:
                 )
     print(
         f"{args.images} crawl-size JPEGs per round (distinct scenes), concurrency {CONCURRENCY}, "
-        f"every service its own process, privacy pass {args.privacy} in (b)"
+        f"every service its own process, privacy pass {args.privacy} and pixel check "
+        f"{args.pixel_check} in (b)"
     )
     for number, (alone, through, unique, cpu_alone, cpu) in enumerate(measured, 1):
         print(
