@@ -170,6 +170,20 @@ def test_an_image_part_over_the_limit(
         assert (records(small), objects(small)) == (0, 0)
 
 
+def test_an_upload_spooled_to_disk_is_read_whole(stack: Stack) -> None:
+    """Starlette keeps a form's file in memory up to 1 MB and rolls a larger one to disk; both
+    are read whole (the image part is read on the event loop only from memory)."""
+    data = encode(noise_image((1100, 1100), seed=11), "JPEG", quality=95)
+    assert 1024 * 1024 < len(data) < stack.settings.images.max_bytes
+    response = stack.upload(data)
+    assert response.status_code == 202, response.text
+    served = stack.gateway.get(
+        f"/v1/images/{response.json()['id']}/content", headers=stack.as_role(Role.VALIDATOR)
+    )
+    assert served.content == data
+    stack.wait_done(response.json()["id"])
+
+
 def test_location_data_is_never_served(stack: Stack) -> None:
     data = photo_with_gps("rocket.jpg")
     assert has_gps(data)
