@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from enum import StrEnum
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from services.common.database import session_scope, utcnow
+from services.common.database import insert_if_new, session_scope, utcnow
 from services.common.errors import ServiceError
-from services.gateway.tables import AccountRow, ApiKeyRow, SessionRow
+from services.gateway.tables import AccountRow, ApiKeyRow, SessionRow, SignInFailureRow
 
 SESSION_COOKIE = "seavl_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -95,19 +96,62 @@ def _password_matches(stored: str, password: str) -> bool:
         return False
 
 
-def check_password(engine: Engine, email: str, password: str) -> AccountRow:
-    """The account whose password this is; 401 `sign_in_failed` otherwise (the same answer,
-    taking the same time, for an unknown email and a wrong password)."""
+@dataclass(frozen=True)
+class SignInLimit:
+    """How many sign-ins one email address gets within a window (PeopleSettings)."""
+
+    attempts: int
+    window: timedelta
+
+
+def _count_attempt(engine: Engine, email: str, limit: SignInLimit) -> None:
+    """Counts a sign-in for `email` before its password is checked (so that guesses sent at
+    once cannot each pass a count the others have not raised yet); 429 `too_many_sign_ins`,
+    before any password is hashed, past the allowance. Windows that have ended are cleared on
+    the way, whatever their address."""
+    now = utcnow()
     with session_scope(engine) as session:
-        row = session.exec(
-            select(AccountRow).where(AccountRow.email == normalise_email(email))
-        ).first()
+        session.execute(
+            delete(SignInFailureRow).where(col(SignInFailureRow.first_at) < now - limit.window)
+        )
+        session.execute(
+            insert_if_new(engine, SignInFailureRow).values(email=email, failures=0, first_at=now)
+        )
+        counted = session.execute(
+            update(SignInFailureRow)
+            .where(col(SignInFailureRow.email) == email)
+            .values(failures=SignInFailureRow.failures + 1)
+            .returning(col(SignInFailureRow.failures), col(SignInFailureRow.first_at))
+        ).one()
+    attempts, first_at = counted
+    if attempts <= limit.attempts:
+        return
+    started = first_at if first_at.tzinfo is not None else first_at.replace(tzinfo=UTC)
+    wait = max(1, math.ceil((started + limit.window - now).total_seconds()))
+    raise ServiceError(
+        429,
+        "too_many_sign_ins",
+        f"too many sign-ins for this email address: try again in {math.ceil(wait / 60)} minute(s)",
+        field="email",
+        retry_after_seconds=wait,
+    )
+
+
+def check_password(engine: Engine, email: str, password: str, limit: SignInLimit) -> AccountRow:
+    """The account whose password this is; 401 `sign_in_failed` otherwise (the same answer,
+    taking the same time, for an unknown email and a wrong password), and 429 for an address
+    past `limit` (known or not alike)."""
+    address = normalise_email(email)
+    _count_attempt(engine, address, limit)
+    with session_scope(engine) as session:
+        row = session.exec(select(AccountRow).where(AccountRow.email == address)).first()
         if row is None:
             _password_matches(_NOBODY, password)
         elif _password_matches(row.password_hash, password):
             if PASSWORDS.check_needs_rehash(row.password_hash):
                 row.password_hash = PASSWORDS.hash(password)
                 session.add(row)
+            session.execute(delete(SignInFailureRow).where(col(SignInFailureRow.email) == address))
             return row
     raise ServiceError(401, "sign_in_failed", "the email or the password is wrong")
 

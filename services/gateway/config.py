@@ -103,6 +103,15 @@ class PeopleSettings(BaseModel):
         default=False, description="send the session cookie only over HTTPS (set it behind TLS)"
     )
     password_min_length: int = Field(default=10, ge=8)
+    sign_in_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="sign-ins for one email address within the window before the next ones "
+        "wait for its end (429); a successful one starts the count over",
+    )
+    sign_in_window_minutes: float = Field(
+        default=15, gt=0, description="the window, from the first sign-in counted"
+    )
     review_lease_minutes: float = Field(
         default=15, gt=0, description="how long an image handed to a validator stays theirs"
     )

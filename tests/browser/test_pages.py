@@ -162,6 +162,13 @@ def test_the_catalogue_names_every_value_the_api_sends() -> None:
     assert [page for page in pages if f"nav.{page}" not in MESSAGES["en"]] == []
 
 
+def test_the_catalogue_explains_each_refusal_of_a_sign_in() -> None:
+    """The sign-in page shows a refusal by its code (`errorText`): a wrong password and an
+    address that must wait are told in the page's language, not in the API's English."""
+    for code in ("sign_in_failed", "too_many_sign_ins"):
+        assert f"error.{code}" in MESSAGES["en"] and f"error.{code}" in MESSAGES["id"]
+
+
 # ---------------------------------------------------------------- in Chromium
 
 UNLABELLED_CONTROLS = """

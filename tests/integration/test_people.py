@@ -12,20 +12,22 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
-from services.common.database import session_scope
+from services.common.database import session_scope, utcnow
 from services.gateway import points
 from services.gateway.auth import Role
 from services.gateway.points_rules import PointKind, PointTable
-from services.gateway.tables import PointRow, ReviewSlotRow
+from services.gateway.tables import PointRow, ReviewSlotRow, SignInFailureRow
 from tests.helpers import encode, photo, wait_for
 from tests.integration.gateway_stack import Stack, running_stack
 
@@ -184,6 +186,55 @@ def test_sign_in_refuses_alike_a_wrong_password_and_an_unknown_email(stack: Stac
         json={"name": "C", "email": "c@example.org", "password": PASSWORD, "country": "FR"},
     )
     assert unknown_country.status_code == 422
+
+
+def sign_in(stack: Stack, email: str, password: str) -> httpx.Response:
+    return stack.gateway.post("/v1/sessions", json={"email": email, "password": password})
+
+
+def test_sign_ins_past_the_allowance_wait_whatever_the_password(stack: Stack) -> None:
+    """No guessing a password at Argon2's pace: past `sign_in_attempts` within the window, an
+    address's sign-ins are refused with 429 and Retry-After, the right password too; an unknown
+    address alike (no telling which exist); other addresses unaffected; a success starts over."""
+    person(stack, "dee")
+    person(stack, "eve")
+    allowed = stack.settings.people.sign_in_attempts
+    for address in ("dee@example.org", "nobody@example.org"):
+        for _ in range(allowed):
+            assert sign_in(stack, address, "guess").status_code == 401
+        refused = sign_in(stack, address, PASSWORD)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "too_many_sign_ins"
+        window = stack.settings.people.sign_in_window_minutes * 60
+        assert 0 < int(refused.headers["Retry-After"]) <= window
+    assert sign_in(stack, "DEE@example.org ", PASSWORD).status_code == 429  # the same address
+    # another address is unaffected, and a success starts its count over
+    for _ in range(allowed - 1):
+        assert sign_in(stack, "eve@example.org", "guess").status_code == 401
+    assert sign_in(stack, "eve@example.org", PASSWORD).status_code == 200
+    for _ in range(allowed - 1):
+        assert sign_in(stack, "eve@example.org", "guess").status_code == 401
+    assert sign_in(stack, "eve@example.org", PASSWORD).status_code == 200
+    # once the window has passed (moved back here, not waited for), the address signs in again
+    with session_scope(stack.engine) as session:
+        session.execute(
+            update(SignInFailureRow)
+            .where(col(SignInFailureRow.email) == "dee@example.org")
+            .values(first_at=utcnow() - timedelta(minutes=window / 60 + 1))
+        )
+    assert sign_in(stack, "dee@example.org", PASSWORD).status_code == 200
+
+
+def test_concurrent_guesses_get_no_more_than_the_allowance(stack: Stack) -> None:
+    """The attempt is counted before the password is checked, so guesses sent at once are not
+    each let through by a count that the others have not raised yet."""
+    person(stack, "fay")
+    allowed = stack.settings.people.sign_in_attempts
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(
+            pool.map(lambda _: sign_in(stack, "fay@example.org", "guess").status_code, range(16))
+        )
+    assert sorted(statuses) == [401] * allowed + [429] * (16 - allowed)
 
 
 def test_admins_list_accounts_change_roles_and_revoke_the_keys_of_accounts(stack: Stack) -> None:

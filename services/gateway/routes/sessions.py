@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response, status
 
 from services.common.errors import ServiceError
 from services.gateway import accounts
 from services.gateway.accounts import SESSION_COOKIE
-from services.gateway.dependencies import PUBLIC_ERRORS, Contributor, EngineDep, SettingsDep
+from services.gateway.dependencies import (
+    PUBLIC_ERRORS,
+    Contributor,
+    EngineDep,
+    SettingsDep,
+    documented_errors,
+)
 from services.gateway.people_schemas import AccountOut, SessionOut, SignIn
 
 router = APIRouter(prefix="/v1", tags=["people"], responses=PUBLIC_ERRORS)
 
 
-@router.post("/sessions", response_model=SessionOut, summary="Sign in (sets the session cookie)")
+@router.post(
+    "/sessions",
+    response_model=SessionOut,
+    summary="Sign in (sets the session cookie)",
+    responses=documented_errors(429),
+)
 async def sign_in(
     body: SignIn, response: Response, settings: SettingsDep, engine: EngineDep
 ) -> SessionOut:
-    account = await asyncio.to_thread(accounts.check_password, engine, body.email, body.password)
+    """429 `too_many_sign_ins`, with Retry-After, for an email address past
+    `people.sign_in_attempts` sign-ins within `people.sign_in_window_minutes`."""
+    people = settings.people
+    limit = accounts.SignInLimit(
+        people.sign_in_attempts, timedelta(minutes=people.sign_in_window_minutes)
+    )
+    account = await asyncio.to_thread(
+        accounts.check_password, engine, body.email, body.password, limit
+    )
     signed_in = await asyncio.to_thread(
         accounts.start_session, engine, account, settings.people.session_hours
     )
