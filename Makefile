@@ -5,8 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 MODEL := var/models/efficientnet-lite0/model.onnx
 # checkov, the scanner of deploy/ and the Dockerfiles, in a venv of its own (its dependencies
-# are many and pinned apart from the project's)
-CHECKOV_VERSION := 3.3.30
+# are many: pinned apart from the project's, with their hashes, in requirements/tools/checkov.txt)
 CHECKOV := var/checkov/bin/checkov
 # Where `make images` tags the images; `make release-manifests` writes the same into
 # deploy/k8s (scripts/set_release.py: the base's images and the GPU overlay's)
@@ -38,9 +37,11 @@ run: $(MODEL) $(FACES)
 	$(BIN)/seavl db upgrade
 	$(BIN)/seavl run
 
-$(CHECKOV):
+$(CHECKOV): requirements/tools/checkov.txt
+	rm -rf var/checkov
 	$(PYTHON) -m venv var/checkov
-	var/checkov/bin/python -m pip install --quiet 'checkov==$(CHECKOV_VERSION)'
+	var/checkov/bin/python -m pip install --quiet --require-hashes -r requirements/tools/checkov.txt
+	touch $@
 
 checkov: $(CHECKOV)
 

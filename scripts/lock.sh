@@ -29,5 +29,12 @@ compile embedder-gpu embedder 3.12 x86_64-manylinux_2_39
         --python-platform x86_64-manylinux_2_36 --no-config --index-url https://pypi.org/simple \
         --output-file "$OUT/build.txt"
 
+# checkov, the scanner `make test` runs on deploy/, in a venv of its own: for whatever machine
+# runs the tests (universal), so with markers instead of one platform.
+CHECKOV_VERSION=3.3.30
+echo "checkov==$CHECKOV_VERSION" \
+    | "$UV" pip compile - --quiet --universal --generate-hashes --python-version 3.11 \
+        --no-config --index-url https://pypi.org/simple --output-file "$OUT/tools/checkov.txt"
+
 # What every service image shares, for the Dockerfile's shared layer.
 "$PYTHON" scripts/common_lock.py

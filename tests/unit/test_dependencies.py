@@ -345,6 +345,17 @@ def test_there_is_a_lock_per_image_and_one_for_the_build_backend() -> None:
     assert {path.stem for path in LOCKS.glob("*.txt")} == {*IMAGE_LOCKS, "build", "common"}
 
 
+def test_checkov_is_installed_from_its_own_lock_with_hashes() -> None:
+    """The scanner `make test` runs is pinned with everything it pulls in (a new release of one
+    of its ~100 dependencies cannot break a test run), for any machine that runs the tests."""
+    lock = (LOCKS / "tools" / "checkov.txt").read_text()
+    pins = PIN.findall(lock)
+    assert ("checkov", "3.3.30") in pins and len(pins) > 50
+    assert lock.count("--hash=sha256:") >= len(pins)
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--require-hashes -r requirements/tools/checkov.txt" in makefile
+
+
 @pytest.mark.parametrize("lock_name", sorted(IMAGE_LOCKS))
 def test_each_lock_pins_what_pyproject_asks_for_its_image(lock_name: str) -> None:
     """Every requirement of the image (the core and its group) is pinned at a version its range
