@@ -25,7 +25,7 @@ from sqlmodel import col, select
 
 from services.common.database import insert_if_new, session_scope, utcnow
 from services.common.errors import ServiceError
-from services.gateway.tables import AccountRow, ApiKeyRow, SessionRow, SignInFailureRow
+from services.gateway.tables import AccountRow, ApiKeyRow, SessionRow, SignInAttemptRow
 
 SESSION_COOKIE = "seavl_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -112,16 +112,16 @@ def _count_attempt(engine: Engine, email: str, limit: SignInLimit) -> None:
     now = utcnow()
     with session_scope(engine) as session:
         session.execute(
-            delete(SignInFailureRow).where(col(SignInFailureRow.first_at) < now - limit.window)
+            delete(SignInAttemptRow).where(col(SignInAttemptRow.first_at) < now - limit.window)
         )
         session.execute(
-            insert_if_new(engine, SignInFailureRow).values(email=email, failures=0, first_at=now)
+            insert_if_new(engine, SignInAttemptRow).values(email=email, attempts=0, first_at=now)
         )
         counted = session.execute(
-            update(SignInFailureRow)
-            .where(col(SignInFailureRow.email) == email)
-            .values(failures=SignInFailureRow.failures + 1)
-            .returning(col(SignInFailureRow.failures), col(SignInFailureRow.first_at))
+            update(SignInAttemptRow)
+            .where(col(SignInAttemptRow.email) == email)
+            .values(attempts=SignInAttemptRow.attempts + 1)
+            .returning(col(SignInAttemptRow.attempts), col(SignInAttemptRow.first_at))
         ).one()
     attempts, first_at = counted
     if attempts <= limit.attempts:
@@ -151,7 +151,7 @@ def check_password(engine: Engine, email: str, password: str, limit: SignInLimit
             if PASSWORDS.check_needs_rehash(row.password_hash):
                 row.password_hash = PASSWORDS.hash(password)
                 session.add(row)
-            session.execute(delete(SignInFailureRow).where(col(SignInFailureRow.email) == address))
+            session.execute(delete(SignInAttemptRow).where(col(SignInAttemptRow.email) == address))
             return row
     raise ServiceError(401, "sign_in_failed", "the email or the password is wrong")
 

@@ -55,15 +55,16 @@ class SessionRow(SQLModel, table=True):
     expires_at: datetime = Field(index=True)
 
 
-class SignInFailureRow(SQLModel, table=True):
-    """Failed sign-ins for one email address, known or not, since `first_at`: past the
-    allowance, sign-ins for it wait until the window ends (no guessing a password at Argon2's
-    pace, and no telling a known address from an unknown one by its throttling)."""
+class SignInAttemptRow(SQLModel, table=True):
+    """Sign-ins tried for one email address, known or not, since `first_at` (a successful one
+    clears them): past the allowance, sign-ins for it wait until the window ends (no guessing a
+    password at Argon2's pace, and no telling a known address from an unknown one by its
+    throttling)."""
 
-    __tablename__ = "gateway_sign_in_failures"
+    __tablename__ = "gateway_sign_in_attempts"
 
     email: str = Field(primary_key=True, max_length=254, description="lower case")
-    failures: int = Field(default=0)
+    attempts: int = Field(default=0)
     first_at: datetime = Field(index=True)
 
 

@@ -27,7 +27,7 @@ from services.common.database import session_scope, utcnow
 from services.gateway import points
 from services.gateway.auth import Role
 from services.gateway.points_rules import PointKind, PointTable
-from services.gateway.tables import PointRow, ReviewSlotRow, SignInFailureRow
+from services.gateway.tables import PointRow, ReviewSlotRow, SignInAttemptRow
 from tests.helpers import encode, photo, wait_for
 from tests.integration.gateway_stack import Stack, running_stack
 
@@ -218,8 +218,8 @@ def test_sign_ins_past_the_allowance_wait_whatever_the_password(stack: Stack) ->
     # once the window has passed (moved back here, not waited for), the address signs in again
     with session_scope(stack.engine) as session:
         session.execute(
-            update(SignInFailureRow)
-            .where(col(SignInFailureRow.email) == "dee@example.org")
+            update(SignInAttemptRow)
+            .where(col(SignInAttemptRow.email) == "dee@example.org")
             .values(first_at=utcnow() - timedelta(minutes=window / 60 + 1))
         )
     assert sign_in(stack, "dee@example.org", PASSWORD).status_code == 200
