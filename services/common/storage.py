@@ -46,12 +46,19 @@ class ObjectStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def describe(self) -> str:
+        """Where the objects are, for a person reading a log line."""
+        ...
+
 
 class LocalFolderStore:
     """Objects as files `<root>/<key[:2]>/<key>`, written atomically (temp file + rename)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    def describe(self) -> str:
+        return f"the folder {self.root}"
 
     def _path(self, key: str) -> Path:
         validate_key(key)
@@ -110,6 +117,9 @@ class S3Store:
             region=settings.region,
             http_client=http,
         )
+
+    def describe(self) -> str:
+        return f"bucket {self.settings.bucket} at {self.settings.endpoint}"
 
     @contextmanager
     def _unavailable_on_failure(self) -> Iterator[None]:

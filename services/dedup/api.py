@@ -248,6 +248,11 @@ class CollectionStats(BaseModel):
         "inserted with `stored`)"
     )
     pixel_check: bool = Field(description="whether candidates are checked on their pixels")
+    stored_images_missing: int = Field(
+        description="images sent as stored that this service's store did not have, since it "
+        "started (any collection): more than 0 means its storage setting is not the one the "
+        "images are written to, and their pixels are not checked"
+    )
     phashes: int = Field(description="pHashes stored in the namespace (all models)")
 
 
@@ -270,6 +275,9 @@ def _stats(
         threshold=settings.threshold_for(model),
         candidate_threshold=settings.candidate_threshold_for(model),
         pixel_check=deduplicator.pixels is not None,
+        stored_images_missing=(
+            deduplicator.pixels.stored_missing if deduplicator.pixels is not None else 0
+        ),
         phashes=deduplicator.phash_count(namespace),
     )
 

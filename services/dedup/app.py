@@ -43,6 +43,7 @@ def create_app(
     replicas); normally each app opens its own."""
     settings = settings or DedupSettings()
     engine = make_engine(settings.database_url, pool=settings.database_pool)
+    registry = CollectorRegistry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,7 +64,9 @@ def create_app(
             if claim is not None:
                 claim.release()
             raise
-        app.state.deduplicator = Deduplicator(settings, engine, vectors, settings.storage.open())
+        app.state.deduplicator = Deduplicator(
+            settings, engine, vectors, settings.storage.open(), registry
+        )
         app.state.jobs = BatchJobs(settings, engine, vectors)
         try:
             yield
@@ -96,7 +99,7 @@ def create_app(
         "Near-duplicate lookup and insert-if-unique by embedding and by perceptual hash.",
         router,
         settings,
-        CollectorRegistry(),
+        registry,
         lifespan,
         readiness,
         max_body_bytes=settings.max_request_bytes,

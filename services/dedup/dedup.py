@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from prometheus_client import CollectorRegistry
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -97,12 +98,14 @@ class Deduplicator:
         engine: Engine,
         vectors: VectorStore,
         store: ObjectStore | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
+        """`registry`: where the pixel check's counters are served."""
         self.settings = settings
         self.engine = engine
         self.vectors = vectors
         self.pixels = (
-            PixelChecker(store, settings.verification)
+            PixelChecker(store, settings.verification, registry)
             if store is not None and settings.verification.enabled
             else None
         )
@@ -305,7 +308,9 @@ class Deduplicator:
             item.vector,
             item.threshold,
             item.candidate_threshold,
-            (lambda: pixels.features(item.sha256)) if pixels is not None else None,
+            (lambda: pixels.features(item.sha256, sent_as_stored=True))
+            if pixels is not None
+            else None,
             exclude=item.sha256,
             also=in_batch,
         )

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
+from prometheus_client import CollectorRegistry, Counter
 
 from services.common.errors import ServiceError
 from services.common.images import ImageLimits, upright_rgb
@@ -48,6 +49,7 @@ MIN_TILES = 3  # fewer comparable tiles than this: no verdict from the pixels
 # screenshot changes of the scale: 1.2⁴ ≈ 2×.
 PYRAMID_LEVELS = 5
 MIN_SIDE = 32  # ORB's patch (31 px) must fit: a thinner image gets no keypoints, so no verdict
+MISSING_LOGGED_EVERY = 1000  # a store that is not the images' is said once, then now and again
 
 
 class Verdict(StrEnum):
@@ -219,14 +221,29 @@ class PixelChecker:
     is the likeliest candidate of the next ones (a crawl's shard, an album), and a popular
     original is checked against each new copy of it."""
 
-    def __init__(self, store: ObjectStore, settings: VerificationSettings):
+    def __init__(
+        self,
+        store: ObjectStore,
+        settings: VerificationSettings,
+        registry: CollectorRegistry | None = None,
+    ):
         self.store = store
         self.settings = settings
         self._features: OrderedDict[str, LocalFeatures | None] = OrderedDict()
         self._lock = threading.Lock()
+        self.stored_missing = 0  # images sent as stored that this store does not have
+        self._missing_counter = Counter(
+            "seavl_dedup_stored_images_missing",
+            "Images sent as stored that this service's store does not have (no pixel check: is "
+            "its storage setting the one the images are written to?)",
+            registry=registry,
+        )
 
-    def features(self, image_id: str) -> LocalFeatures | None:
-        """None when the image is not in the store or is not an image the check can read."""
+    def features(self, image_id: str, sent_as_stored: bool = False) -> LocalFeatures | None:
+        """None when the image is not in the store or is not an image the check can read. An
+        image `sent_as_stored` that is not in the store means that this service reads another
+        store than the one images are written to, and checks no pixels at all: counted, and
+        logged (the first time, then every `MISSING_LOGGED_EVERY`)."""
         with self._lock:
             if image_id in self._features:
                 self._features.move_to_end(image_id)
@@ -234,12 +251,29 @@ class PixelChecker:
         try:
             made = self.features_of_bytes(self.store.get(image_id))
         except ObjectNotFoundError:
+            if sent_as_stored:
+                self._missing(image_id)
             return None  # not kept: it may be stored later
         with self._lock:
             self._features[image_id] = made
             while len(self._features) > self.settings.cached_images:
                 self._features.popitem(last=False)
         return made
+
+    def _missing(self, image_id: str) -> None:
+        with self._lock:
+            self.stored_missing += 1
+            missing = self.stored_missing
+        self._missing_counter.inc()
+        if missing == 1 or missing % MISSING_LOGGED_EVERY == 0:
+            logger.warning(
+                "image %s was sent as stored, but %s does not have it (%d such images so "
+                "far): no pixel check runs while the storage setting differs from the one the "
+                "images are written to (the embedding alone decides)",
+                image_id,
+                self.store.describe(),
+                missing,
+            )
 
     def check(self, query: LocalFeatures | None, candidate_id: str, cosine: float) -> Verdict:
         """`query` against the stored image `candidate_id`, at `cosine` by their embeddings

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,31 @@ def test_a_check_with_too_many_images_is_refused(dedup: httpx.Client, base: np.n
     response = dedup.post("/v1/dedup/check", json=body)
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "too_many_images"
+
+
+def test_images_sent_as_stored_but_not_in_this_store_are_counted_and_logged(
+    dedup: httpx.Client,
+    store: LocalFolderStore,
+    base: np.ndarray,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A dedup whose storage setting is not where the images are written checks no pixels:
+    rather than losing the copies the check finds without a word, it says so on each collection,
+    in its metrics and in its log (the decision falls back to the embedding, as before)."""
+    original = keep(store, jpeg(sample_photo("flower.jpg")))
+    insert(dedup, original, base.tolist(), stored=True)
+    elsewhere = LocalFolderStore(tmp_path / "another-store")  # the gateway's, say
+    copy = keep(elsewhere, jpeg(ImageOps.grayscale(sample_photo("flower.jpg"))))
+    with caplog.at_level(logging.WARNING, logger="services.dedup.verification"):
+        outcome = insert(dedup, copy, at_cosine(base, 0.7, seed=12), stored=True)
+    assert outcome["status"] == "inserted"  # the pixels, which would say copy, were not found
+    stats = dedup.get("/v1/dedup/collections/default/m").json()
+    assert stats["stored_images_missing"] == 1
+    assert any(copy in record.getMessage() for record in caplog.records)
+    metrics = dedup.get("/metrics").text
+    assert "seavl_dedup_stored_images_missing_total 1.0" in metrics
+    # an image in the store is not counted
+    third = keep(store, jpeg(sample_photo("china.jpg")))
+    insert(dedup, third, at_cosine(base, 0.6, seed=13), stored=True)
+    assert dedup.get("/v1/dedup/collections/default/m").json()["stored_images_missing"] == 1
