@@ -31,6 +31,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A timestamp read back from a record, aware: SQLite gives them back without their zone
+    (they were written in UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def database_url_setting(service: str) -> Any:
     """A service's `database_url` setting: `SEAVL_<SERVICE>_DATABASE_URL`, else the shared
     `DATABASE_URL`, else the embedded SQLite file."""

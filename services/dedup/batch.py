@@ -12,12 +12,12 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from services.common.database import session_scope, utcnow
+from services.common.database import as_utc, session_scope, utcnow
 from services.common.errors import ServiceError
 from services.dedup.config import DedupSettings
 from services.dedup.dedup import collection_name, unknown_collection
@@ -140,7 +140,6 @@ class BatchJobs:
             job = session.get(JobRow, job_id)
         if job is None:
             raise ServiceError(404, "unknown_job", f"no batch dedup job {job_id}")
-        updated = job.updated_at if job.updated_at.tzinfo else job.updated_at.replace(tzinfo=UTC)
-        if job.status in ("queued", "running") and utcnow() - updated > STALE_AFTER:
+        if job.status in ("queued", "running") and utcnow() - as_utc(job.updated_at) > STALE_AFTER:
             job.status = "interrupted"  # its replica stopped reporting: start it again
         return job

@@ -13,7 +13,7 @@ import hmac
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import timedelta
 from enum import StrEnum
 
 from argon2 import PasswordHasher
@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from services.common.database import insert_if_new, session_scope, utcnow
+from services.common.database import as_utc, insert_if_new, session_scope, utcnow
 from services.common.errors import ServiceError
 from services.gateway.tables import AccountRow, ApiKeyRow, SessionRow, SignInAttemptRow
 
@@ -126,8 +126,7 @@ def _count_attempt(engine: Engine, email: str, limit: SignInLimit) -> None:
     attempts, first_at = counted
     if attempts <= limit.attempts:
         return
-    started = first_at if first_at.tzinfo is not None else first_at.replace(tzinfo=UTC)
-    wait = max(1, math.ceil((started + limit.window - now).total_seconds()))
+    wait = max(1, math.ceil((as_utc(first_at) + limit.window - now).total_seconds()))
     raise ServiceError(
         429,
         "too_many_sign_ins",

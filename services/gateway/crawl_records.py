@@ -7,12 +7,11 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
-from services.common.database import session_scope
+from services.common.database import as_utc, session_scope
 from services.common.schemas import Tier
 from services.common.states import FINISHED, JobStatus
 from services.gateway.crawl_sources import ShardRef
@@ -140,7 +139,7 @@ def summarize(row: CrawlRow, shards: Sequence[CrawlShardRow]) -> CrawlOut:
     rate: float | None = None
     eta: float | None = None
     if started:
-        elapsed = (_aware(max(ended)) - _aware(min(started))).total_seconds()
+        elapsed = (as_utc(max(ended)) - as_utc(min(started))).total_seconds()
         if elapsed > 0:
             rate = seen_here / elapsed
             done_bytes = sum(
@@ -190,8 +189,3 @@ def summarize(row: CrawlRow, shards: Sequence[CrawlShardRow]) -> CrawlOut:
 
 def _tier_rank(tier: str) -> int:
     return TIER_ORDER.index(tier) if tier in TIER_ORDER else len(TIER_ORDER)
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite gives timestamps back without their zone (they were written in UTC)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
