@@ -239,9 +239,14 @@ class EmbedderClient(ServiceClient):
         parsed = await self.request(EmbedResponse, "POST", "/v1/embed", body)
         return sorted(parsed.results, key=lambda result: result.index)
 
-    async def detect(self, images: list[ImageInput]) -> DetectResponse:
-        """Faces, plates and an unsafe score per image (`POST /v1/detect`), in order."""
-        body = {"images": [image.model_dump(exclude_none=True) for image in images]}
+    async def detect(self, images: list[ImageInput], embed: bool = False) -> DetectResponse:
+        """Faces, plates and an unsafe score per image (`POST /v1/detect`), in order; with
+        `embed`, each image's embedding by the default model too (base64 vectors)."""
+        body: dict[str, object] = {
+            "images": [image.model_dump(exclude_none=True) for image in images]
+        }
+        if embed:
+            body["embed"] = True
         answer = await self.request(DetectResponse, "POST", "/v1/detect", body)
         answer.results.sort(key=lambda result: result.index)
         return answer

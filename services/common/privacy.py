@@ -8,7 +8,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from services.common.openapi import JsonBody
-from services.common.schemas import ImageFailure, ImageInput
+from services.common.schemas import EmbeddedImage, ImageFailure, ImageInput
 
 
 class PiiKind(StrEnum):
@@ -38,6 +38,12 @@ class Detectors(BaseModel):
 
 class DetectRequest(JsonBody):
     images: list[ImageInput] = Field(min_length=1)
+    embed: bool = Field(
+        default=False,
+        description="also answer each image's embedding by the default model (base64 vector, "
+        "as `POST /v1/embed` answers it): the pass encodes every image anyway, and a caller "
+        "that would embed the same bytes next need not ask another replica to encode them again",
+    )
 
 
 class DetectedImage(BaseModel):
@@ -56,6 +62,9 @@ class DetectedImage(BaseModel):
         description="the encoder's belief that a vehicle is shown (0 to 1): plates are looked "
         "for from the embedder's `plates_from_vehicles` share; null when its encoder has no "
         "ImageNet classes (plates are then looked for in every image)",
+    )
+    embedded: EmbeddedImage | None = Field(
+        default=None, description="the image's embedding, when the request asked for it (`embed`)"
     )
 
 

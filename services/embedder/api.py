@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any
 
 import numpy as np
@@ -21,7 +20,6 @@ from services.common.schemas import (
     EmbedResponse,
     ModelInfo,
     ModelsResponse,
-    VectorEncoding,
 )
 from services.common.service import from_app_state
 from services.common.storage import LocalFolderStore, ObjectStore, validate_key
@@ -95,12 +93,6 @@ def _top_labels(
     probabilities /= probabilities.sum()
     best = np.argsort(-probabilities)[:top_k]
     return [{"index": int(i), "label": labels[i], "score": float(probabilities[i])} for i in best]
-
-
-def _encode_vector(vector: np.ndarray[Any, Any], encoding: VectorEncoding) -> Any:
-    if encoding is VectorEncoding.BASE64:
-        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-    return vector
 
 
 def _failure(index: int, error: ServiceError) -> dict[str, Any]:
@@ -184,21 +176,9 @@ async def _embed_sources(
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     pool.metrics.images.labels(serving.name, "ok").inc(len(good))
     results: list[dict[str, Any]] = [_failure(i, e) for i, e in failures.items()]
-    manifest = serving.loaded.manifest
     for (index, _), encoded in zip(good, outputs, strict=True):
-        decoded, output = encoded.facts, encoded.output
-        result: dict[str, Any] = {
-            "index": index,
-            "model": serving.name,
-            "dim": manifest.embedding_dim,
-            "embedding": _encode_vector(output.embedding, options.encoding),
-            "sha256": decoded.sha256,
-            "phash": decoded.phash,
-            "width": decoded.width,
-            "height": decoded.height,
-            "format": decoded.format,
-        }
-        labels = _top_labels(output, serving, options.top_k)
+        result = serving.answer(index, encoded, options.encoding)
+        labels = _top_labels(encoded.output, serving, options.top_k)
         if labels is not None:
             result["labels"] = labels
         results.append(result)

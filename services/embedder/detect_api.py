@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from services.common.errors import ErrorResponse, ServiceError, UnavailableError
 from services.common.images import scaled_to, upright_rgb
 from services.common.privacy import DetectedImage, DetectRequest, DetectResponse
-from services.common.schemas import ImageFailure
+from services.common.schemas import EmbeddedImage, ImageFailure, VectorEncoding
 from services.common.service import from_app_state
 from services.common.storage import LocalFolderStore, ObjectStore, validate_key
 from services.embedder.config import EmbedderSettings
@@ -82,7 +82,9 @@ async def detect(
     """Each image by its bytes (base64) or the key of a stored one; a bad image fails alone.
 
     The default model encodes each image first (its output is kept, so embedding the same bytes
-    next costs nothing), and its classes decide whether the image may show a licence plate."""
+    next on this replica costs nothing; `embed` answers it here, for a caller whose next call
+    may reach another replica), and its classes decide whether the image may show a licence
+    plate."""
     if len(parsed.images) > settings.max_images_per_request:
         raise ServiceError(
             422,
@@ -136,5 +138,13 @@ async def detect(
             for (index, _), seen, share in zip(readable, encoded, vehicles, strict=True)
         )
     )
+    if parsed.embed:  # the outputs encoded above, as /v1/embed answers them
+        embedded = {
+            index: EmbeddedImage.model_validate(serving.answer(index, seen, VectorEncoding.BASE64))
+            for (index, _), seen in zip(readable, encoded, strict=True)
+        }
+        for result in results:
+            if isinstance(result, DetectedImage):
+                result.embedded = embedded[result.index]
     results.sort(key=lambda result: int(result.index))
     return DetectResponse(detectors=detectors.names(), results=results)

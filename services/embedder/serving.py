@@ -11,6 +11,7 @@ pipeline asks for next, of those same stored bytes, is then not computed twice.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import threading
@@ -18,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,7 @@ from services.common.images import (
     decode_image,
     scaled_to,
 )
+from services.common.schemas import VectorEncoding
 from services.common.storage import ObjectStore
 from services.embedder.config import EmbedderSettings
 from services.embedder.models import RegisteredModel, discover_models
@@ -89,6 +91,12 @@ class Encoded:
     facts: ImageFacts
     output: ModelOutput
     pixels: Image.Image | None = None  # as decoded for the model; not kept once remembered
+
+
+def encode_vector(vector: npt.NDArray[np.float32], encoding: VectorEncoding) -> Any:
+    if encoding is VectorEncoding.BASE64:
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector
 
 
 class RecentOutputs:
@@ -233,6 +241,22 @@ class ServingModel:
             else:
                 answered.append(image)
         return answered
+
+    def answer(self, index: int, encoded: Encoded, encoding: VectorEncoding) -> dict[str, Any]:
+        """An image's embedding as `POST /v1/embed` answers it (without labels); `POST
+        /v1/detect` answers the same when asked to."""
+        facts = encoded.facts
+        return {
+            "index": index,
+            "model": self.name,
+            "dim": self.loaded.manifest.embedding_dim,
+            "embedding": encode_vector(encoded.output.embedding, encoding),
+            "sha256": facts.sha256,
+            "phash": facts.phash,
+            "width": facts.width,
+            "height": facts.height,
+            "format": facts.format,
+        }
 
     async def prepare_all(
         self,

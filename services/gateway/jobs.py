@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common.schemas import EmbeddedImage
+
 
 def image_job_id(image_id: str) -> str:
     """The key of an image's processing job (one per image, whichever queue runs it)."""
@@ -33,6 +35,8 @@ class Job:
     attempt: int
     final: bool
     request_id: str | None = None  # of the request that queued the job
+    # the embedding the upload's privacy pass answered for the stored bytes, if it did
+    embedded: EmbeddedImage | None = None
 
 
 @dataclass(frozen=True)

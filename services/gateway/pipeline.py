@@ -104,7 +104,8 @@ class Pipeline:
         changes: dict[str, dict[str, object]] = {}
         if active:
             try:
-                changes = await self._run([row for _, row in active])
+                carried = {job.image_id: job.embedded for job, _ in active if job.embedded}
+                changes = await self._run([row for _, row in active], carried)
             except UnavailableError as exc:
                 window = self.settings.pipeline.retry_window_seconds
                 for job, _ in active:
@@ -139,8 +140,12 @@ class Pipeline:
             return outcome
         return UnavailableError(reason)
 
-    async def _run(self, rows: list[ImageRow]) -> dict[str, dict[str, object]]:
-        """Field changes per image; raises `UnavailableError` when a dependency is down."""
+    async def _run(
+        self, rows: list[ImageRow], carried: dict[str, EmbeddedImage]
+    ) -> dict[str, dict[str, object]]:
+        """Field changes per image; raises `UnavailableError` when a dependency is down.
+        `carried`: embeddings the jobs brought (the upload's privacy pass encoded those bytes),
+        by image; only the others are embedded."""
         pipeline = self.settings.pipeline
         changes: dict[str, dict[str, object]] = {}
 
@@ -152,48 +157,17 @@ class Pipeline:
 
         # in upload order: of two copies in one batch, dedup keeps the one uploaded first
         ordered = sorted(rows, key=lambda row: (row.created_at, row.id))
-        # by key: the embedder reads the stored bytes itself (the same storage setting), so
-        # they never travel through this process (a missing object is that image's failure)
-        results: Sequence[EmbeddedImage | ImageFailure]
-        try:
-            results = await self.embedder.embed([ImageInput(key=row.id) for row in ordered])
-        except ServiceError as exc:
-            if isinstance(exc, UnavailableError):
-                raise
-            results = ImageFailure.each_of(exc, len(ordered))  # no image could be embedded
+        results = await self._embed([row for row in ordered if row.id not in carried])
         embedded: list[tuple[ImageRow, EmbeddedImage]] = []
-        for row, result in zip(ordered, results, strict=True):
+        for row in ordered:
+            result = carried.get(row.id) or results[row.id]
             if isinstance(result, ImageFailure):
                 fail(row.id, result.as_error())
             else:
                 embedded.append((row, result))
         if not embedded:
             return changes
-        model = embedded[0][1].model
-        notes: str | None = None
-        relevance: list[dict[str, object]] = [{} for _ in embedded]
-        try:
-            scored = await self.filter.score(
-                pipeline.reference_set, [e.embedding for _, e in embedded], model
-            )
-            relevance = [
-                {
-                    "score": r.score,
-                    "tier": r.tier,
-                    "reference_set": scored.set,
-                    "tier_source": r.tier_source,
-                    "tiers_version": r.tiers_version,
-                    "accepted": r.accepted,
-                    "best_country": r.best_country,
-                    "country_scores": json.dumps(r.country_scores) if r.country_scores else None,
-                }
-                for r in scored.results
-            ]
-        except ServiceError as exc:
-            if isinstance(exc, UnavailableError):
-                raise
-            # No usable reference set yet: the images are kept, unscored, and say why.
-            notes = f"relevance not scored: {exc.code}: {exc.message}"
+        relevance = await self._score(embedded)
         batch = DedupInsertBatch(
             items=[
                 DedupInsertRequest(
@@ -215,16 +189,68 @@ class Pipeline:
             for row, _ in embedded:
                 fail(row.id, exc)
             return changes
-        for (row, e), scores, outcome in zip(embedded, relevance, inserted, strict=True):
+        for (row, e), outcome in zip(embedded, inserted, strict=True):
             duplicate_of = outcome.duplicate_of.id if outcome.duplicate_of else None
             changes[row.id] = {
                 "status": JobStatus.DONE,
                 "phash": e.phash,
                 "model": e.model,
                 "duplicate_of": duplicate_of,
-                "notes": notes,
+                "notes": None,
                 "error": None,
-                **scores,
+                **relevance[row.id],
             }
         logger.info("pipeline batch of %d images done", len(embedded))
         return changes
+
+    async def _embed(self, rows: list[ImageRow]) -> dict[str, EmbeddedImage | ImageFailure]:
+        """Each image's embedding, or why it has none, by image. By key: the embedder reads
+        the stored bytes itself (the same storage setting), so they never travel through this
+        process (a missing object is that image's failure)."""
+        if not rows:
+            return {}
+        results: Sequence[EmbeddedImage | ImageFailure]
+        try:
+            results = await self.embedder.embed([ImageInput(key=row.id) for row in rows])
+        except ServiceError as exc:
+            if isinstance(exc, UnavailableError):
+                raise
+            results = ImageFailure.each_of(exc, len(rows))  # no image could be embedded
+        return {row.id: result for row, result in zip(rows, results, strict=True)}
+
+    async def _score(
+        self, embedded: list[tuple[ImageRow, EmbeddedImage]]
+    ) -> dict[str, dict[str, object]]:
+        """The relevance fields of each image, by image, in one call per model: a single one,
+        but while the embedder's default model changes, an embedding a job carried may be of
+        the model before. Images the filter cannot score are kept, unscored, and say why (no
+        usable reference set yet, or one of another model)."""
+        by_model: dict[str, list[tuple[ImageRow, EmbeddedImage]]] = {}
+        for row, e in embedded:
+            by_model.setdefault(e.model, []).append((row, e))
+        relevance: dict[str, dict[str, object]] = {}
+        for model, group in by_model.items():
+            try:
+                scored = await self.filter.score(
+                    self.settings.pipeline.reference_set, [e.embedding for _, e in group], model
+                )
+            except ServiceError as exc:
+                if isinstance(exc, UnavailableError):
+                    raise
+                for row, _ in group:
+                    relevance[row.id] = {
+                        "notes": f"relevance not scored: {exc.code}: {exc.message}"
+                    }
+                continue
+            for (row, _), r in zip(group, scored.results, strict=True):
+                relevance[row.id] = {
+                    "score": r.score,
+                    "tier": r.tier,
+                    "reference_set": scored.set,
+                    "tier_source": r.tier_source,
+                    "tiers_version": r.tiers_version,
+                    "accepted": r.accepted,
+                    "best_country": r.best_country,
+                    "country_scores": json.dumps(r.country_scores) if r.country_scores else None,
+                }
+        return relevance

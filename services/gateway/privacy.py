@@ -23,7 +23,7 @@ from services.common.clients import EmbedderClient
 from services.common.errors import ServiceError
 from services.common.images import ImageInfo, exif_orientation, upright
 from services.common.privacy import DetectedImage, Detectors, PiiKind, Region
-from services.common.schemas import ImageFailure, ImageInput
+from services.common.schemas import EmbeddedImage, ImageFailure, ImageInput
 from services.gateway.config import PrivacySettings, SafetySettings
 from services.gateway.intake import AcceptedImage
 from services.gateway.tables import ImageRow
@@ -50,6 +50,9 @@ class Screening:
     unsafe: float | None
     detectors: Detectors | None  # None: detection is switched off
     held: bool
+    # the encoder's answer for the bytes as they are to be stored (asked for, and none once
+    # blurred): the pipeline scores and dedups by it instead of asking for it again
+    embedded: EmbeddedImage | None = None
 
     @classmethod
     def skipped(cls) -> Screening:
@@ -121,7 +124,12 @@ def _screened(
     if to_blur:
         image = blur_regions(image, to_blur, privacy.margin)
     held = found.unsafe is not None and found.unsafe >= safety.hold_above
-    return image, Screening(tuple(found.regions), bool(to_blur), found.unsafe, detectors, held)
+    embedded = found.embedded
+    if embedded is not None and embedded.sha256 != image.sha256:  # blurred: other bytes
+        embedded = None
+    return image, Screening(
+        tuple(found.regions), bool(to_blur), found.unsafe, detectors, held, embedded
+    )
 
 
 async def screen(
@@ -129,17 +137,19 @@ async def screen(
     embedder: EmbedderClient,
     privacy: PrivacySettings,
     safety: SafetySettings,
+    embed: bool = False,
 ) -> list[tuple[AcceptedImage, Screening] | ServiceError]:
-    """Each image as it is to be stored, with what was found; an image the embedder could not
-    read fails alone. Raises `UnavailableError` while the embedder is down (nothing is stored
-    unscreened: the caller retries)."""
+    """Each image as it is to be stored, with what was found (with `embed`, and the image kept
+    as sent, its embedding); an image the embedder could not read fails alone. Raises
+    `UnavailableError` while the embedder is down (nothing is stored unscreened: the caller
+    retries)."""
     if not privacy.detect:
         return [(image, Screening.skipped()) for image in images]
     outcomes: list[tuple[AcceptedImage, Screening] | ServiceError] = []
     for part in _requests(images):
         # the bytes as they are: the embedder decodes them at its analysis size anyway (a JPEG
         # at a reduced scale), where a preview made here would cost a decode and an encode more
-        answer = await embedder.detect([ImageInput.of_bytes(i.data) for i in part])
+        answer = await embedder.detect([ImageInput.of_bytes(i.data) for i in part], embed)
         for image, found in zip(part, answer.results, strict=True):
             if isinstance(found, ImageFailure):
                 outcomes.append(found.as_error(field="image"))

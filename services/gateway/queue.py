@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from services.common.batching import MicroBatcher
 from services.common.errors import UnavailableError
 from services.common.request_ids import current_request_id, new_request_id, request_context
+from services.common.schemas import EmbeddedImage
 from services.gateway.captions import CaptionJobs
 from services.gateway.config import CrawlSettings, PipelineSettings
 from services.gateway.crawls import CrawlIngest, shard_job_id
@@ -81,7 +82,10 @@ def window_over(settings: PipelineSettings, waited: float) -> bool:
 
 
 class JobQueue(Protocol):
-    async def enqueue(self, image_id: str) -> None: ...
+    async def enqueue(self, image_id: str, embedded: EmbeddedImage | None = None) -> None:
+        """The image's processing; `embedded`: its embedding, known already (the job carries
+        it, so that no embedder encodes the image again)."""
+        ...
 
     async def enqueue_caption(self, job: CaptionJob) -> None: ...
 
@@ -113,8 +117,9 @@ class ArqQueue:
         except (RedisError, OSError) as exc:
             raise UnavailableError(f"the job queue (Redis) is unreachable: {exc}") from exc
 
-    async def enqueue(self, image_id: str) -> None:
-        await self._enqueue(PROCESS_IMAGE, image_id, _job_id=image_job_id(image_id))
+    async def enqueue(self, image_id: str, embedded: EmbeddedImage | None = None) -> None:
+        carried = {} if embedded is None else {"embedded": embedded.model_dump_json()}
+        await self._enqueue(PROCESS_IMAGE, image_id, _job_id=image_job_id(image_id), **carried)
 
     async def enqueue_caption(self, job: CaptionJob) -> None:
         await self._enqueue(
@@ -207,9 +212,10 @@ class ImageAttempts:
     batcher: PipelineBatcher
     pipeline: Pipeline
     image_id: str
+    embedded: EmbeddedImage | None = None
 
     async def run(self, attempt: int, final: bool) -> str:
-        job = Job(self.image_id, attempt, final, current_request_id())
+        job = Job(self.image_id, attempt, final, current_request_id(), self.embedded)
         return await self._settle(await self.batcher.submit_many([job])[0])
 
     async def stop(self, attempt: int, final: bool, reason: str) -> str:
@@ -359,8 +365,8 @@ class InProcessQueue:
         self._tasks[key] = task
         task.add_done_callback(lambda _: self._tasks.pop(key, None))
 
-    async def enqueue(self, image_id: str) -> None:
-        attempts = ImageAttempts(self, self._batcher, self.pipeline, image_id)
+    async def enqueue(self, image_id: str, embedded: EmbeddedImage | None = None) -> None:
+        attempts = ImageAttempts(self, self._batcher, self.pipeline, image_id, embedded)
         self._start(image_job_id(image_id), attempts, self._image_turns)
 
     async def enqueue_caption(self, job: CaptionJob) -> None:

@@ -39,6 +39,7 @@ from arq.constants import default_queue_name, retry_key_prefix
 from arq.cron import CronJob
 from arq.typing import StartupShutdown, WorkerCoroutine
 from arq.worker import Function, Worker
+from pydantic import ValidationError
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -50,6 +51,7 @@ from services.common.errors import UnavailableError
 from services.common.logging import configure_logging
 from services.common.migrations import wait_for_schema
 from services.common.request_ids import request_context
+from services.common.schemas import EmbeddedImage
 from services.common.service import threads_finished
 from services.common.worker_alive import heartbeat_path, write_heartbeat
 from services.gateway.captions import CaptionJobs
@@ -257,14 +259,33 @@ def _reconcile_cron(settings: GatewaySettings) -> CronJob:
     )
 
 
-async def process_image(ctx: dict[str, Any], image_id: str, request_id: str | None = None) -> str:
+def carried_embedding(image_id: str, embedded: str | None) -> EmbeddedImage | None:
+    """The embedding a job carries; one this worker cannot read (queued by another version)
+    is left aside, and the image is embedded again."""
+    if embedded is None:
+        return None
+    try:
+        return EmbeddedImage.model_validate_json(embedded)
+    except ValidationError:
+        logger.warning("job of %s: its embedding is unreadable here; embedding it again", image_id)
+        return None
+
+
+async def process_image(
+    ctx: dict[str, Any],
+    image_id: str,
+    request_id: str | None = None,
+    embedded: str | None = None,
+) -> str:
     """The arq job: the pipeline for one image (batched with the worker's other running jobs),
-    on behalf of `request_id` (the upload's; none in jobs queued before ids were passed).
+    on behalf of `request_id` (the upload's; none in jobs queued before ids were passed), with
+    the image's `embedded` answer (JSON) when the upload's privacy pass gave it.
 
     The captions waiting for it are queued after its record is final: a worker killed in
     between leaves the job to run again, and it finds the image done and queues them then."""
     queue = ArqQueue(ctx["redis"])
-    attempts = ImageAttempts(queue, ctx["batcher"], ctx["pipeline"], image_id)
+    carried = carried_embedding(image_id, embedded)
+    attempts = ImageAttempts(queue, ctx["batcher"], ctx["pipeline"], image_id, carried)
     with request_context(request_id):
         return await _attempt(ctx, attempts)
 

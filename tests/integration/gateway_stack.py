@@ -25,6 +25,10 @@ from services.gateway.config import GatewaySettings
 from tests.helpers import live_server, photo_bytes, wait_for
 
 REFERENCE_PHOTOS = ("chelsea.png", "coffee.png")
+# For tests of a job's wait on the embedder: the privacy pass off, so that each job asks the
+# embedder for its image's embedding (with the pass on, an upload kept as sent carries the one
+# the pass answered, and its job asks nothing of the embedder).
+JOBS_ASK_THE_EMBEDDER: dict[str, Any] = {"privacy": {"detect": False}}
 
 
 @dataclass

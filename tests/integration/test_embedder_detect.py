@@ -160,6 +160,33 @@ def test_the_embedding_of_bytes_just_screened_is_not_computed_again(
     assert reused == computed  # embedding, labels, sha256, pHash, size: all alike
 
 
+def test_asked_with_the_detection_the_embedding_is_what_embed_answers(
+    embedder_settings: SettingsFactory,
+) -> None:
+    """`embed` in a detection: each image's embedding comes with its findings, the answer
+    `POST /v1/embed` gives for the same bytes (here computed anew: the embedder keeps nothing),
+    so a caller need not ask again, of a replica that never saw the image; unasked, none."""
+    images = [photo_bytes("coffee.png"), photo_bytes("astronaut.png"), b"not an image"]
+    with (
+        live_server(create_app(embedder_settings(recent_outputs=0))) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        asked = client.post(
+            "/v1/detect", json={"images": [as_data(i) for i in images], "embed": True}
+        )
+        unasked = client.post("/v1/detect", json={"images": [as_data(images[0])]})
+        embedded = client.post(
+            "/v1/embed", json={"images": [as_data(i) for i in images[:2]], "encoding": "base64"}
+        )
+    assert asked.status_code == unasked.status_code == embedded.status_code == 200, asked.text
+    coffee, astronaut, broken = asked.json()["results"]
+    assert "error" in broken and "embedded" not in broken  # a failure alone, as before
+    for found, expected in zip((coffee, astronaut), embedded.json()["results"], strict=True):
+        assert {k: v for k, v in found["embedded"].items() if k != "labels"} == expected
+    assert [r["kind"] for r in astronaut["regions"]].count("face") == 1  # findings as before
+    assert unasked.json()["results"][0]["embedded"] is None
+
+
 def test_the_same_bytes_again_are_answered_alike(embedder_settings: SettingsFactory) -> None:
     """A large JPEG twice: the second time its encoding is remembered (the detectors decode it
     again), and the answer is the same, at the analysis size, not the decode's."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.common.storage import S3Store, StorageSettings
@@ -18,6 +19,7 @@ from services.gateway.worker import WorkerKind, make_worker
 from tests.conftest import POSTGRES_URL, migrated_postgres
 from tests.helpers import free_port, live_server, photo_bytes, s3_settings
 from tests.integration.gateway_stack import Stack, running_stack
+from tests.integration.test_embedder_api import metric
 
 
 def run_worker_until_idle(stack: Stack, kind: WorkerKind = WorkerKind.IMAGES) -> None:
@@ -43,7 +45,9 @@ def postgres_url() -> str:
 def test_uploads_go_through_redis_workers_and_s3(
     postgres_url: str, redis_url: str, s3_endpoint: str, tmp_path: Path, models_dir: Path
 ) -> None:
-    """The gateway stores in S3 and sends keys: the embedder reads them from the same bucket."""
+    """The gateway stores in S3 and sends keys: the embedder reads them from the same bucket.
+    A job carries through Redis the embedding the upload's privacy pass answered: only the
+    image that was blurred is embedded again (another replica may answer the worker)."""
     storage = StorageSettings(s3=s3_settings(s3_endpoint))
     s3 = storage.s3
     assert s3 is not None
@@ -57,14 +61,21 @@ def test_uploads_go_through_redis_workers_and_s3(
         cat = photo_bytes("chelsea.png")
         first = stack.upload(cat, countries="TH").json()
         second = stack.upload(photo_bytes("coffee.png")).json()
+        face = stack.upload(photo_bytes("astronaut.png")).json()  # blurred before it is stored
         assert stack.image(first["id"])["status"] == "queued"  # no worker yet: it waits in Redis
         assert stack.upload(cat).status_code == 200  # same bytes: the same record and job
-        run_worker_until_idle(stack)
-        done = [stack.image(i) for i in (first["id"], second["id"])]
-        assert [d["status"] for d in done] == ["done", "done"]
+        with httpx.Client(base_url=embedder_url) as client:
+            embeds = metric(client, "seavl_embedder_images_total", outcome="ok")
+            run_worker_until_idle(stack)
+            embeds = metric(client, "seavl_embedder_images_total", outcome="ok") - embeds
+        done = [stack.image(i) for i in (first["id"], second["id"], face["id"])]
+        assert [d["status"] for d in done] == ["done", "done", "done"]
         assert done[0]["best_country"] == "TH" and done[0]["attempts"] == 1
+        assert [d["privacy"]["blurred"] for d in done] == [False, False, True]
+        assert {d["model"] for d in done} == {"efficientnet-lite0"}
+        assert embeds == 1  # the blurred image alone, by its key in S3
         store = S3Store(s3)
-        assert store.count() == 2 and store.get(first["id"]) == cat
+        assert store.count() == 3 and store.get(first["id"]) == cat
         run_worker_until_idle(stack)  # running again changes nothing
         assert stack.image(first["id"])["attempts"] == 1
 

@@ -50,6 +50,10 @@ def recording(target: str) -> Iterator[tuple[RecordingPeer, str]]:
 def test_the_pipeline_and_the_captions_send_keys_never_bytes(
     database_url: str, tmp_path: Path, live_embedder: str
 ) -> None:
+    """The privacy pass sends the upload's bytes (nothing is stored before it) and asks for
+    their embedding too: an image kept as sent is never embedded again, even by another
+    replica, so the pipeline embeds only an image that was blurred, by its key; the captioner
+    asks for the labels by key."""
     with recording(live_embedder) as (embedder, embedder_url):
         captioner_settings = CaptionerSettings(embedder=ServiceClientSettings(url=embedder_url))
         with (
@@ -64,11 +68,18 @@ def test_the_pipeline_and_the_captions_send_keys_never_bytes(
             ) as stack,
         ):
             image_id = stack.upload(photo_bytes("coffee.png"), caption="true").json()["id"]
+            face = stack.upload(photo_bytes("astronaut.png")).json()["id"]  # blurred, then stored
             assert stack.wait_done(image_id)["status"] == "done"
+            blurred = stack.wait_done(face)
+            assert blurred["status"] == "done" and blurred["privacy"]["blurred"] is True
             wait_for(lambda: stack.image(image_id)["captions"][0]["status"] == "done", 60)
-    # the pipeline's batch and the offline captioner's labels: keys of the stored image
+            kept_as_sent = stack.image(image_id)
+    assert [body.get("embed") for body in embedder.bodies["v1/detect"]] == [True, True]
+    # the blurred image's pipeline batch and the offline captioner's labels: keys of the
+    # stored images; the coffee's embedding came with its privacy answer
     embedded = [item for body in embedder.bodies["v1/embed"] for item in body["images"]]
-    assert embedded and all(item == {"key": image_id} for item in embedded), embedded
-    assert len(embedded) == 2
+    assert sorted(embedded, key=str) == sorted([{"key": face}, {"key": image_id}], key=str)
+    assert kept_as_sent["model"] == blurred["model"] == "efficientnet-lite0"
+    assert kept_as_sent["phash"] and kept_as_sent["duplicate_of"] is None
     [caption] = captioner.bodies["v1/captions"]
     assert caption["key"] == image_id and "data" not in caption

@@ -31,7 +31,7 @@ from tests.helpers import (
     sigkilled_after,
     wait_for,
 )
-from tests.integration.gateway_stack import Stack, running_stack
+from tests.integration.gateway_stack import JOBS_ASK_THE_EMBEDDER, Stack, running_stack
 from tests.integration.test_gateway_distributed import run_worker_until_idle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,8 +45,8 @@ class HeldPeer:
     def __init__(
         self, hold_seconds: float, target: str | None = None, only: str | None = None
     ) -> None:
-        """`only`: the one path held (the jobs' `v1/embed`, say, while the uploads' privacy
-        pass on `v1/detect` goes through); every path when None."""
+        """`only`: the one path held (the jobs' `v1/embed`, say, while other calls go
+        through); every path when None."""
         self.hold_seconds = hold_seconds
         self.target = target
         self.only = only
@@ -113,7 +113,12 @@ def test_an_arq_job_past_its_time_limit_is_retried_then_recorded_as_failed(
     with (
         held_peer(2, live_embedder, "v1/embed") as embedder,
         running_stack(
-            postgres_url, tmp_path, embedder.url, redis_url=redis_url, pipeline=pipeline
+            postgres_url,
+            tmp_path,
+            embedder.url,
+            redis_url=redis_url,
+            pipeline=pipeline,
+            **JOBS_ASK_THE_EMBEDDER,
         ) as stack,
     ):
         image_id = stack.upload(photo_bytes("rocket.jpg")).json()["id"]
@@ -134,7 +139,12 @@ def test_an_arq_job_whose_last_try_was_killed_is_recorded_as_failed(
     with (
         held_peer(60, live_embedder, "v1/embed") as embedder,
         running_stack(
-            postgres_url, tmp_path, embedder.url, redis_url=redis_url, pipeline=pipeline
+            postgres_url,
+            tmp_path,
+            embedder.url,
+            redis_url=redis_url,
+            pipeline=pipeline,
+            **JOBS_ASK_THE_EMBEDDER,
         ) as stack,
     ):
         embedder.hold()
@@ -190,7 +200,9 @@ def test_an_in_process_job_past_its_time_limit_is_retried_then_recorded_as_faile
     )
     with (
         held_peer(5, live_embedder, "v1/embed") as embedder,
-        running_stack(database_url, tmp_path, embedder.url, pipeline=pipeline) as stack,
+        running_stack(
+            database_url, tmp_path, embedder.url, pipeline=pipeline, **JOBS_ASK_THE_EMBEDDER
+        ) as stack,
     ):
         embedder.hold()
         image_id = stack.upload(photo_bytes("rocket.jpg")).json()["id"]
@@ -213,7 +225,11 @@ def test_in_process_jobs_waiting_their_turn_do_not_run_out_of_time(
     with (
         held_peer(60, live_embedder, "v1/embed") as embedder,
         running_stack(
-            f"sqlite:///{tmp_path / 'seavl.db'}", tmp_path, embedder.url, pipeline=pipeline
+            f"sqlite:///{tmp_path / 'seavl.db'}",
+            tmp_path,
+            embedder.url,
+            pipeline=pipeline,
+            **JOBS_ASK_THE_EMBEDDER,
         ) as stack,
     ):
         embedder.delay_seconds = 1  # one image at a time, a second or more each: 6 s in all

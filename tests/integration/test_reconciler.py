@@ -21,7 +21,7 @@ from services.gateway.config import PipelineSettings
 from services.gateway.tables import ImageRow
 from tests.conftest import POSTGRES_URL, migrated_postgres
 from tests.helpers import forward, free_port, live_server, photo_bytes, wait_for
-from tests.integration.gateway_stack import Stack, running_stack
+from tests.integration.gateway_stack import JOBS_ASK_THE_EMBEDDER, Stack, running_stack
 from tests.integration.test_gateway_distributed import run_worker_until_idle
 from tests.integration.test_job_limits import start_worker_process
 
@@ -90,7 +90,8 @@ class OutagePeer:
     """A peer in front of a real service that, while `down`, answers 503 at once (as a service
     restarting behind its load balancer does), and counts the requests it refused. With `only`,
     the outage is that path's (the jobs' `v1/embed`, say, while the uploads' privacy pass on
-    `v1/detect` is answered: an upload cannot be stored without it, see test_privacy.py)."""
+    `v1/detect` is answered: an upload cannot be stored without it, see test_privacy.py; and
+    `JOBS_ASK_THE_EMBEDDER`, so that the jobs do ask)."""
 
     def __init__(self, target: str, only: str | None = None) -> None:
         self.target = target
@@ -170,7 +171,14 @@ def test_a_dependency_outage_within_the_retry_window_fails_nothing(
     extra: dict[str, Any] = {"redis_url": redis_url} if queue == "arq" else {}
     with (
         outage_peer(live_embedder, only="v1/embed") as embedder,
-        running_stack(postgres_url, tmp_path, embedder.url, pipeline=pipeline, **extra) as stack,
+        running_stack(
+            postgres_url,
+            tmp_path,
+            embedder.url,
+            pipeline=pipeline,
+            **JOBS_ASK_THE_EMBEDDER,
+            **extra,
+        ) as stack,
     ):
         embedder.down = True
         image_id = stack.upload(photo_bytes("coffee.png")).json()["id"]
@@ -194,7 +202,12 @@ def test_a_dependency_outage_past_the_retry_window_fails_with_the_reason(
     with (
         outage_peer(live_embedder, only="v1/embed") as embedder,
         running_stack(
-            postgres_url, tmp_path, embedder.url, pipeline=pipeline, redis_url=redis_url
+            postgres_url,
+            tmp_path,
+            embedder.url,
+            pipeline=pipeline,
+            redis_url=redis_url,
+            **JOBS_ASK_THE_EMBEDDER,
         ) as stack,
     ):
         embedder.down = True

@@ -186,8 +186,9 @@ async def upload_image(
         await form.close()
     countries = ",".join(c.value for c in metadata.countries)
     accepted = await asyncio.to_thread(accept, raw, settings.images)
-    # faces and plates blurred before anything is stored (503 while the embedder is down)
-    (outcome,) = await screen([accepted], embedder, settings.privacy, settings.safety)
+    # faces and plates blurred before anything is stored (503 while the embedder is down); the
+    # embedding of an image kept as sent comes with the answer, and its job carries it
+    (outcome,) = await screen([accepted], embedder, settings.privacy, settings.safety, embed=True)
     if isinstance(outcome, ServiceError):
         raise outcome
     image, screening = outcome
@@ -217,7 +218,7 @@ async def upload_image(
 
     recorded = await asyncio.to_thread(keep)
     if recorded.created or recorded.row.status == JobStatus.QUEUED:
-        await queue.enqueue(image.sha256)
+        await queue.enqueue(image.sha256, screening.embedded)
     for job in recorded.captions_to_start:
         await queue.enqueue_caption(job)
     if not recorded.created:
