@@ -252,16 +252,29 @@ class CrawlIngest:
         scored = [s for s in scored if id(s) not in unscreened]
         # bytes before dedup: it reads them by key to check near candidates on their pixels
         await asyncio.to_thread(self._store, kept)
-        duplicates = await self._insert_unique(crawl, kept)
+        duplicates: dict[str, str | None] = {}
+        refused: str | None = None
+        try:
+            duplicates = await self._insert_unique(crawl, kept)
+        except ServiceError as exc:
+            if isinstance(exc, UnavailableError):
+                raise
+            # refused for good (not down): the kept images are recorded failed with the
+            # reason, as an upload's are, so that their stored bytes have a record, and the
+            # shard goes on
+            refused = f"dedup: {exc.code}: {exc.message}"
         captions = await asyncio.to_thread(
-            self._store_and_record, crawl, shard, scored, kept, duplicates
+            self._store_and_record, crawl, shard, scored, kept, duplicates, refused
         )
         for job in captions:
             await self.queue.enqueue_caption(job)
-        for item in scored:  # each image in one count: a duplicate, else accepted or not
+        kept_ids = {id(item) for item in kept}
+        for item in scored:  # each image in one count: failed, a duplicate, accepted or not
             if item.tier is not None:
                 counts.tiers[item.tier] += 1
-            if duplicates.get(item.image.sha256):
+            if refused is not None and id(item) in kept_ids:
+                counts.fail(refused)
+            elif duplicates.get(item.image.sha256):
                 counts.duplicates += 1
             elif item.accepted:
                 counts.accepted += 1
@@ -364,10 +377,12 @@ class CrawlIngest:
         scored: list[_Scored],
         kept: list[_Scored],
         duplicates: dict[str, str | None],
+        refused: str | None = None,
     ) -> list[CaptionJob]:
-        """The kept images' records (their bytes were stored before dedup), the others' small
-        rows. Rows a killed try wrote are written again, the same. The captions
-        to start: one per kept image that is not a duplicate, when the crawl asks for them."""
+        """The kept images' records (their bytes were stored before dedup; failed with the
+        reason dedup `refused` them for), the others' small rows. Rows a killed try wrote are
+        written again, the same. The captions to start: one per kept image that is not a
+        duplicate nor failed, when the crawl asks for them."""
         language = caption_language(crawl.caption_language) if crawl.caption_language else None
         captions: list[CaptionJob] = []
         kept_ids = {id(item) for item in kept}
@@ -412,7 +427,8 @@ class CrawlIngest:
                 info = item.image.info
                 row = ImageRow(
                     id=item.image.sha256,
-                    status=JobStatus.DONE,
+                    status=JobStatus.DONE if refused is None else JobStatus.FAILED,
+                    error=refused,
                     format=info.format,
                     size_bytes=len(item.image.data),
                     width=info.width,
@@ -445,7 +461,11 @@ class CrawlIngest:
                     stored[row.id] = row
                 else:  # written by an earlier try, or earlier in this batch (the same bytes)
                     stored[row.id] = session.merge(row)
-                if language is not None and duplicates.get(item.image.sha256) is None:
+                if (
+                    language is not None
+                    and refused is None
+                    and duplicates.get(item.image.sha256) is None
+                ):
                     session.flush()
                     asked = records.ask_caption(session, item.image.sha256, language, None, False)
                     if asked is not None:

@@ -16,7 +16,7 @@ from services.gateway.worker import WorkerKind
 from tests.conftest import POSTGRES_URL, migrated_postgres
 from tests.helpers import photo_bytes, sigkilled_after, wait_for
 from tests.integration.crawl_stack import finished, start, write_crawl
-from tests.integration.gateway_stack import running_stack
+from tests.integration.gateway_stack import JOBS_ASK_THE_EMBEDDER, running_stack
 from tests.integration.test_gateway_distributed import run_worker_until_idle
 from tests.integration.test_job_limits import held_peer, start_worker_process
 from tests.integration.test_reconciler import outage_peer, redis_server
@@ -42,11 +42,17 @@ def test_uploads_during_a_redis_cut_and_a_killed_worker_all_end_done(
     with (
         redis_server(tmp_path / "redis") as redis,
         # the jobs' embedder refusing while it restarts, then hanging (the uploads' privacy pass
-        # is answered: without it an upload is refused, test_privacy.py)
+        # is answered: without it an upload is refused, test_privacy.py; switched off, so that
+        # the jobs ask the embedder)
         outage_peer(live_embedder, only="v1/embed") as outage,
         held_peer(60, outage.url, "v1/embed") as embedder,
         running_stack(
-            POSTGRES_URL, tmp_path, embedder.url, redis_url=redis.url, pipeline=PIPELINE
+            POSTGRES_URL,
+            tmp_path,
+            embedder.url,
+            redis_url=redis.url,
+            pipeline=PIPELINE,
+            **JOBS_ASK_THE_EMBEDDER,
         ) as stack,
     ):
         outage.down = True

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from sqlmodel import Session, select
 
 from services.captioner.app import create_app as create_captioner
@@ -23,9 +25,11 @@ from services.gateway.crawls import CrawlIngest
 from services.gateway.intake import accept
 from services.gateway.pipeline import Pipeline
 from services.gateway.tables import CaptionRow, CrawlRejectRow, CrawlShardRow, ImageRow
-from tests.helpers import encode, has_gps, live_server, photo, wait_for
+from services.gateway.worker import WorkerKind
+from tests.helpers import encode, forward, has_gps, live_server, photo, wait_for
 from tests.integration.crawl_stack import crawl_stack, finished, start, write_crawl
 from tests.integration.gateway_stack import Stack, running_stack
+from tests.integration.test_gateway_distributed import run_worker_until_idle
 
 __all__ = ["crawl_stack"]  # the fixture, used by name
 
@@ -237,3 +241,55 @@ def test_a_crawled_face_is_blurred_before_it_is_stored(crawl_stack: Stack, tmp_p
     stored = crawl_stack.settings.storage.open()
     assert hashlib.sha256(stored.get(row.id)).hexdigest() == row.id
     assert not stored.exists(accept(original, crawl_stack.settings.images).sha256)
+
+
+def refusing_dedup(target: str, message: str) -> FastAPI:
+    """A dedup that refuses every insert with a 422 (as one that no longer takes vectors of
+    this size would) and passes the rest on to the real one at `target`."""
+    app = FastAPI()
+
+    @app.post("/v1/dedup/insert-batch")
+    async def refuse() -> JSONResponse:
+        return JSONResponse(
+            {"error": {"code": "invalid_request", "message": message}}, status_code=422
+        )
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "DELETE"])
+    async def other(path: str, request: Request) -> Response:
+        return await forward(target, path, request)
+
+    return app
+
+
+def test_a_batch_dedup_refuses_is_recorded_failed_and_the_shard_goes_on(
+    database_url: str, redis_url: str, tmp_path: Path, live_embedder: str
+) -> None:
+    """Dedup refusing a batch for good (a 4xx, not down): its images are counted and
+    recorded failed with the reason, so the bytes already stored have a record, and the crawl
+    ends instead of its shards staying in "processing"."""
+    held = write_crawl(tmp_path / "crawl")
+    crawl_settings = CrawlSettings(roots=[str(tmp_path)], batch_size=5)
+    with running_stack(
+        database_url, tmp_path / "stack", live_embedder, crawl=crawl_settings, redis_url=redis_url
+    ) as stack:
+        queued = start(stack, {"source": str(tmp_path / "crawl"), "policy": {"keep": "all"}})
+        message = "vectors of 1280 dimensions, the collection holds 512"
+        with live_server(refusing_dedup(stack.settings.dedup.url, message)) as refusing:
+            stack.settings.dedup.url = refusing  # the crawl worker's dedup
+            run_worker_until_idle(stack, WorkerKind.CRAWLS)
+        crawl = stack.gateway.get(
+            f"/v1/crawls/{queued['id']}", headers=stack.as_role(Role.VALIDATOR)
+        ).json()
+        with Session(stack.engine) as session:
+            rows = session.exec(select(ImageRow).where(ImageRow.crawl_id == queued["id"])).all()
+        store = stack.settings.storage.open()
+    assert crawl["status"] == "done", crawl
+    images = crawl["images"]
+    assert images["failed"] == held["failed"] + held["images"]
+    assert images["accepted"] == images["rejected"] == images["duplicates"] == 0
+    reason = f"dedup: invalid_request: {message}"
+    assert crawl["failures"][reason] == held["images"], crawl["failures"]
+    assert {(row.status, row.error) for row in rows} == {("failed", reason)}
+    # no bytes without a record: each kept image (one per image: keep all) has its record,
+    # under the key its bytes (blurred, where a face was found) are stored by
+    assert len(rows) == held["images"] and all(store.exists(row.id) for row in rows)
