@@ -4,8 +4,9 @@ Blocking work never runs on the event loop: decoding and preprocessing go to a b
 pool (which also bounds how many uploads are held in memory at once), ONNX runs go to one
 inference thread per model, fed by that model's micro-batcher. Each model remembers its output
 for the images it saw last, by the bytes' sha256: the privacy pass encodes an upload before it
-is stored (the plate detector asks the encoder whether it shows a vehicle), and the embedding the
-pipeline asks for next, of those same stored bytes, is then not computed twice.
+is stored (the plate detector asks the encoder whether it shows a vehicle), and an embedding
+asked for next, of those same bytes, is then not computed twice on this replica (the gateway's
+pipeline does not ask: the detection answers the embedding, and the job carries it).
 """
 
 from __future__ import annotations
