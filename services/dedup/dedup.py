@@ -181,14 +181,16 @@ class Deduplicator:
         if self.vectors.dim(name) is None:
             return [None] * len(images)
         pixels = self.pixels
+        floor, limit = self._reach(threshold, candidate_threshold, pixels is not None)
+        neighbours = self.vectors.search(name, vectors, floor, limit + 1)
         decisions = []
-        for vector, data in zip(vectors, images, strict=True):
+        for data, found in zip(images, neighbours, strict=True):
 
             def query(data: bytes = data) -> LocalFeatures | None:
                 return pixels.features_of_bytes(data) if pixels is not None else None
 
             decisions.append(
-                self.decide(name, vector, threshold, candidate_threshold, query if pixels else None)
+                self.decide(threshold, candidate_threshold, query if pixels else None, found)
             )
         return decisions
 
@@ -222,10 +224,14 @@ class Deduplicator:
         self._read_pixels_ahead(namespace, items)
         with session_scope(self.engine) as session:
             self._lock_namespace(session, namespace)
+            # the store is not written until every item is decided: one search answers them all
+            neighbours = self._stored_neighbours(namespace, items)
             kept: list[InsertItem] = []
             outcomes: list[DuplicateOf | None] = []
-            for item in items:
-                duplicate = self._find_duplicate(session, namespace, item, kept)
+            for index, item in enumerate(items):
+                duplicate = self._find_duplicate(
+                    session, namespace, item, kept, neighbours.get(index)
+                )
                 outcomes.append(duplicate)
                 if duplicate is None and all(k.sha256 != item.sha256 for k in kept):
                     kept.append(item)
@@ -250,25 +256,55 @@ class Deduplicator:
         near candidate, and its nearest one (inside the lock they are then in the cache)."""
         if self.pixels is None:
             return
-        for item in items:
-            if not item.stored or item.vector is None or item.model is None:
+        checked = [item for item in items if item.stored]
+        for index, found in self._stored_neighbours(namespace, checked).items():
+            nearest = [i for i, _ in found if i != checked[index].sha256]
+            if nearest:
+                self.pixels.features(checked[index].sha256)
+                self.pixels.features(nearest[0])
+
+    def _reach(
+        self, threshold: float, candidate_threshold: float | None, with_pixels: bool
+    ) -> tuple[float, int]:
+        """The lowest cosine and the number of candidates one decision weighs (a search asks
+        for one more: the image itself, when it is stored already)."""
+        if not with_pixels or self.pixels is None:
+            return threshold, 1
+        return candidate_floor(threshold, candidate_threshold), self.pixels.settings.max_candidates
+
+    def _stored_neighbours(
+        self, namespace: str, items: list[InsertItem]
+    ) -> dict[int, list[tuple[str, float]]]:
+        """Each vector item's stored neighbours as its decision reads them (by its index in
+        `items`), in one search per collection and reach instead of one per image: with a
+        Qdrant server, one round trip a batch. Items of a collection not made yet, or of
+        another dimension than its, are left out (their decision refuses or finds nothing)."""
+        groups: dict[tuple[str, float, int], dict[int, Matrix]] = {}
+        for index, item in enumerate(items):
+            if item.vector is None or item.model is None:
                 continue
             name = collection_name(namespace, item.model)
             if self.vectors.dim(name) != item.vector.size:
-                continue  # nothing stored yet, or a mismatch the insert will refuse
-            floor = candidate_floor(item.threshold, item.candidate_threshold)
-            found = self.vectors.search(name, item.vector[None], floor, limit=2)[0]
-            nearest = [i for i, _ in found if i != item.sha256]
-            if nearest:
-                self.pixels.features(item.sha256)
-                self.pixels.features(nearest[0])
+                continue
+            reach = self._reach(item.threshold, item.candidate_threshold, item.stored)
+            groups.setdefault((name, *reach), {})[index] = item.vector
+        found: dict[int, list[tuple[str, float]]] = {}
+        for (name, floor, limit), vectors in groups.items():
+            answers = self.vectors.search(name, np.stack(list(vectors.values())), floor, limit + 1)
+            found.update(zip(vectors, answers, strict=True))
+        return found
 
     def _find_duplicate(
-        self, session: Session, namespace: str, item: InsertItem, kept: list[InsertItem]
+        self,
+        session: Session,
+        namespace: str,
+        item: InsertItem,
+        kept: list[InsertItem],
+        neighbours: list[tuple[str, float]] | None,
     ) -> DuplicateOf | None:
         if item.vector is not None:
             assert item.model is not None
-            found = self._find_by_vector(namespace, item, kept)
+            found = self._find_by_vector(namespace, item, kept, neighbours)
             if found is not None:
                 return found
         if item.phash is not None and (item.match_phash or item.vector is None):
@@ -290,10 +326,15 @@ class Deduplicator:
         return None
 
     def _find_by_vector(
-        self, namespace: str, item: InsertItem, kept: list[InsertItem]
+        self,
+        namespace: str,
+        item: InsertItem,
+        kept: list[InsertItem],
+        neighbours: list[tuple[str, float]] | None,
     ) -> DuplicateOf | None:
         """The stored (or earlier kept) image this one duplicates by its embedding, and by its
-        pixels when it is in the store."""
+        pixels when it is in the store. `neighbours`: its stored ones, when the batch's search
+        found them; None when its collection is only made now (it holds nothing)."""
         assert item.vector is not None and item.model is not None
         name = collection_name(namespace, item.model)
         self.vectors.ensure(name, item.vector.size)
@@ -304,24 +345,22 @@ class Deduplicator:
         ]
         pixels = self.pixels if item.stored else None
         return self.decide(
-            name,
-            item.vector,
             item.threshold,
             item.candidate_threshold,
             (lambda: pixels.features(item.sha256, sent_as_stored=True))
             if pixels is not None
             else None,
+            neighbours or [],
             exclude=item.sha256,
             also=in_batch,
         )
 
     def decide(
         self,
-        name: str,
-        vector: npt.NDArray[np.float32],
         threshold: float,
         candidate_threshold: float | None,
         query_pixels: Callable[[], LocalFeatures | None] | None,
+        found: Sequence[tuple[str, float]],
         exclude: str | None = None,
         also: Sequence[tuple[str, float]] = (),
     ) -> DuplicateOf | None:
@@ -330,9 +369,7 @@ class Deduplicator:
         checked on theirs (`first_copy`); without, the nearest at cosine >= ε. `also`: more
         (id, cosine) candidates (a batch's images kept before this one)."""
         pixels = self.pixels if query_pixels is not None else None
-        floor = threshold if pixels is None else candidate_floor(threshold, candidate_threshold)
-        limit = pixels.settings.max_candidates if pixels is not None else 1
-        found = self.vectors.search(name, vector[None], floor, limit=limit + 1)[0]
+        floor, limit = self._reach(threshold, candidate_threshold, pixels is not None)
         candidates = sorted(
             [(i, s) for i, s in found if i != exclude] + [(i, s) for i, s in also if s >= floor],
             key=lambda match: -match[1],
