@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +25,7 @@ from services.common.errors import ServiceError, UnavailableError
 from services.common.settings import DEFAULT_DATA_DIR
 
 SHA256_KEY = re.compile(r"^[0-9a-f]{64}$")
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
 class ObjectNotFoundError(ServiceError):
@@ -74,11 +75,21 @@ class LocalFolderStore:
         path = self._path(key)
         if path.is_file():
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
-            handle.write(data)
-            temporary = Path(handle.name)
-        os.replace(temporary, path)
+        # a name of its own for each writer, renamed into place once whole: a third of what
+        # tempfile.NamedTemporaryFile costs, on every upload and every crawled image
+        temporary = path.with_name(f".{key}.{secrets.token_hex(8)}")
+        try:
+            descriptor = os.open(temporary, _NEW_FILE, 0o600)
+        except FileNotFoundError:  # the first object under this prefix
+            path.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(temporary, _NEW_FILE, 0o600)
+        try:
+            with open(descriptor, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

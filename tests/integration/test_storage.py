@@ -4,8 +4,13 @@ a server that is down or hidden behind a failing proxy, and the embedder reading
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +22,7 @@ from moto.server import ThreadedMotoServer
 
 from services.common.errors import UnavailableError
 from services.common.storage import (
+    LocalFolderStore,
     ObjectNotFoundError,
     ObjectStore,
     S3Settings,
@@ -33,6 +39,7 @@ SettingsFactory = Callable[..., EmbedderSettings]
 PHOTO = photo_bytes("rocket.jpg")
 PHOTO_KEY = hashlib.sha256(PHOTO).hexdigest()
 MISSING_KEY = "0" * 64
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def s3_settings(endpoint: str) -> S3Settings:
@@ -76,6 +83,41 @@ def test_a_missing_object_is_object_not_found(where: tuple[S3Settings | None, Pa
     store.put(PHOTO_KEY, PHOTO)
     store.put(PHOTO_KEY, PHOTO)  # the same bytes again: nothing changes
     assert store.exists(PHOTO_KEY) and store.get(PHOTO_KEY) == PHOTO
+
+
+def test_a_folder_write_that_fails_leaves_no_file_behind(tmp_path: Path) -> None:
+    """A disk that fills up half-way through a write (here: a file-size limit, in a process of
+    its own) leaves neither the object nor a piece of it; the next put writes it whole."""
+    script = textwrap.dedent(
+        f"""
+        import resource, signal
+        from pathlib import Path
+        from services.common.storage import LocalFolderStore
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails: EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+        try:
+            LocalFolderStore(Path({str(tmp_path / "objects")!r})).put({PHOTO_KEY!r}, {PHOTO!r})
+        except OSError as exc:
+            print(exc.errno)
+        """
+    )
+    failed = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert failed.stdout.strip() == str(errno.EFBIG), failed.stderr
+    assert [p for p in (tmp_path / "objects").rglob("*") if p.is_file()] == []
+    store = LocalFolderStore(tmp_path / "objects")
+    assert not store.exists(PHOTO_KEY)
+    store.put(PHOTO_KEY, PHOTO)
+    assert store.get(PHOTO_KEY) == PHOTO
+
+
+def test_writers_of_the_same_object_at_once_all_succeed(tmp_path: Path) -> None:
+    store = LocalFolderStore(tmp_path / "objects")
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: store.put(PHOTO_KEY, PHOTO), range(32)))
+    assert store.get(PHOTO_KEY) == PHOTO
+    assert [p.name for p in (tmp_path / "objects").rglob("*") if p.is_file()] == [PHOTO_KEY]
 
 
 def test_the_bucket_is_made_when_the_first_object_is_put(s3_endpoint: str) -> None:
