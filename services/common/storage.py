@@ -75,8 +75,8 @@ class LocalFolderStore:
         path = self._path(key)
         if path.is_file():
             return
-        # a name of its own for each writer, renamed into place once whole: a third of what
-        # tempfile.NamedTemporaryFile costs, on every upload and every crawled image
+        # a name of its own for each writer, renamed into place once whole: half of what
+        # tempfile.NamedTemporaryFile costs, on every upload and every crawled image kept
         temporary = path.with_name(f".{key}.{secrets.token_hex(8)}")
         try:
             descriptor = os.open(temporary, _NEW_FILE, 0o600)

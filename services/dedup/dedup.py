@@ -333,8 +333,9 @@ class Deduplicator:
         neighbours: list[tuple[str, float]] | None,
     ) -> DuplicateOf | None:
         """The stored (or earlier kept) image this one duplicates by its embedding, and by its
-        pixels when it is in the store. `neighbours`: its stored ones, when the batch's search
-        found them; None when its collection is only made now (it holds nothing)."""
+        pixels when it is in the store. `neighbours`: its stored ones, as the batch's search
+        found them; None when the batch found its collection missing (made now, it holds
+        nothing) or of another dimension (refused here)."""
         assert item.vector is not None and item.model is not None
         name = collection_name(namespace, item.model)
         self.vectors.ensure(name, item.vector.size)
@@ -366,7 +367,8 @@ class Deduplicator:
     ) -> DuplicateOf | None:
         """One image's decision, the same for an insert and a check: with its pixels, the
         nearest candidates (cosine from the candidate threshold, `max_candidates` of them) are
-        checked on theirs (`first_copy`); without, the nearest at cosine >= ε. `also`: more
+        checked on theirs (`first_copy`); without, the nearest at cosine >= ε. `found`: the
+        stored neighbours a search answered (`_reach` says how far it looks); `also`: more
         (id, cosine) candidates (a batch's images kept before this one)."""
         pixels = self.pixels if query_pixels is not None else None
         floor, limit = self._reach(threshold, candidate_threshold, pixels is not None)
