@@ -256,12 +256,11 @@ class CrawlIngest:
         refused: str | None = None
         try:
             duplicates = await self._insert_unique(crawl, kept)
+        except UnavailableError:
+            raise  # down: the shard is tried again later, as when another service is
         except ServiceError as exc:
-            if isinstance(exc, UnavailableError):
-                raise
-            # refused for good (not down): the kept images are recorded failed with the
-            # reason, as an upload's are, so that their stored bytes have a record, and the
-            # shard goes on
+            # refused for good: the kept images are recorded failed with the reason, as an
+            # upload's are, so that their stored bytes have a record, and the shard goes on
             refused = f"dedup: {exc.code}: {exc.message}"
         captions = await asyncio.to_thread(
             self._store_and_record, crawl, shard, scored, kept, duplicates, refused
