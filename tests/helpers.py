@@ -12,13 +12,16 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import skimage
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -175,6 +178,33 @@ async def forward(target: str, path: str, request: Request) -> Response:
         status_code=forwarded.status_code,
         media_type=forwarded.headers.get("content-type"),
     )
+
+
+@dataclass
+class RecordingPeer:
+    """In front of a real service: passes every call on, keeping each JSON body it saw."""
+
+    target: str
+    bodies: dict[str, list[Any]] = field(default_factory=dict)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.api_route("/{path:path}", methods=["GET", "POST"])
+        async def answer(path: str, request: Request) -> Response:
+            if request.headers.get("content-type", "").startswith("application/json"):
+                self.bodies.setdefault(path, []).append(orjson.loads(await request.body()))
+            return await forward(self.target, path, request)
+
+        return app
+
+
+@contextmanager
+def recording(target: str) -> Iterator[tuple[RecordingPeer, str]]:
+    """A `RecordingPeer` of `target` served, with its URL."""
+    peer = RecordingPeer(target)
+    with live_server(peer.app()) as url:
+        yield peer, url
 
 
 def s3_settings(endpoint: str, **overrides: object) -> S3Settings:

@@ -56,7 +56,12 @@ class PipelineSettings(BaseModel):
         ge=0,
         description="a record unchanged this long, with no job queued or running, lost its job",
     )
-    batch_size: int = Field(default=16, ge=1, description="jobs processed together, at most")
+    batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="jobs processed together, at most: each batch costs every service a call, "
+        "whatever its size",
+    )
     concurrent_batches: int = Field(
         default=2,
         ge=1,

@@ -5,46 +5,13 @@ base64'd them again to the embedder)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import orjson
-from fastapi import FastAPI, Request, Response
 
 from services.captioner.app import create_app as create_captioner
 from services.captioner.config import CaptionerSettings
 from services.common.clients import ServiceClientSettings
-from tests.helpers import forward, live_server, photo_bytes, wait_for
+from tests.helpers import live_server, photo_bytes, recording, wait_for
 from tests.integration.gateway_stack import running_stack
-
-
-@dataclass
-class RecordingPeer:
-    """In front of a real service: passes every call on, keeping each JSON body it saw."""
-
-    target: str
-    bodies: dict[str, list[Any]] = field(default_factory=dict)
-
-    def app(self) -> FastAPI:
-        app = FastAPI()
-
-        @app.api_route("/{path:path}", methods=["GET", "POST"])
-        async def answer(path: str, request: Request) -> Response:
-            if request.headers.get("content-type", "").startswith("application/json"):
-                self.bodies.setdefault(path, []).append(orjson.loads(await request.body()))
-            return await forward(self.target, path, request)
-
-        return app
-
-
-@contextmanager
-def recording(target: str) -> Iterator[tuple[RecordingPeer, str]]:
-    peer = RecordingPeer(target)
-    with live_server(peer.app()) as url:
-        yield peer, url
 
 
 def test_the_pipeline_and_the_captions_send_keys_never_bytes(
