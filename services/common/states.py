@@ -1,4 +1,5 @@
-"""The states of queued work (an image's processing, a caption, a batch job), as one enum."""
+"""The states of the gateway's queued work (an image's processing, a caption, a crawl, an export),
+as one enum; dedup's batch jobs, run in a thread of one replica, have their own (BatchJobStatus)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ from services.dedup.dedup import (
     unknown_collection,
 )
 from services.dedup.phash_index import phash_to_int
-from services.dedup.tables import JobRow
+from services.dedup.tables import BatchJobStatus, JobRow
 from services.dedup.vectors import Matrix
 
 T = TypeVar("T")
@@ -324,7 +324,7 @@ class BatchJob(BaseModel):
     namespace: str
     model: str
     threshold: float
-    status: str = Field(description="queued, running, done, failed or interrupted")
+    status: BatchJobStatus = Field(description="interrupted: its replica stopped; run it again")
     processed: int
     total: int
     groups: int
@@ -340,7 +340,7 @@ def _job_out(job: JobRow) -> BatchJob:
         namespace=job.namespace,
         model=job.model,
         threshold=job.threshold,
-        status=job.status,
+        status=BatchJobStatus(job.status),
         processed=job.processed,
         total=job.total,
         groups=job.groups,

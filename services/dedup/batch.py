@@ -21,7 +21,7 @@ from services.common.database import as_utc, session_scope, utcnow
 from services.common.errors import ServiceError
 from services.dedup.config import DedupSettings
 from services.dedup.dedup import collection_name, unknown_collection
-from services.dedup.tables import JobRow
+from services.dedup.tables import BatchJobStatus, JobRow
 from services.dedup.vectors import VectorStore
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ class BatchJobs:
 
     def _run(self, job_id: str, name: str, threshold: float) -> None:
         try:
-            self._update(job_id, status="running")
+            self._update(job_id, status=BatchJobStatus.RUNNING.value)
             kept, groups = find_duplicate_groups(
                 self.vectors,
                 name,
@@ -130,16 +130,21 @@ class BatchJobs:
                 on_progress=lambda done: self._update(job_id, processed=done),
             )
             result = json.dumps({"kept": kept, "groups": groups})
-            self._update(job_id, status="done", result_json=result, groups=len(groups))
+            self._update(
+                job_id, status=BatchJobStatus.DONE.value, result_json=result, groups=len(groups)
+            )
         except Exception as exc:  # the job records its failure instead of dying silently
             logger.exception("batch dedup job %s failed", job_id)
-            self._update(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            self._update(
+                job_id, status=BatchJobStatus.FAILED.value, error=f"{type(exc).__name__}: {exc}"
+            )
 
     def get(self, job_id: str) -> JobRow:
         with session_scope(self.engine) as session:
             job = session.get(JobRow, job_id)
         if job is None:
             raise ServiceError(404, "unknown_job", f"no batch dedup job {job_id}")
-        if job.status in ("queued", "running") and utcnow() - as_utc(job.updated_at) > STALE_AFTER:
-            job.status = "interrupted"  # its replica stopped reporting: start it again
+        unfinished = (BatchJobStatus.QUEUED, BatchJobStatus.RUNNING)
+        if job.status in unfinished and utcnow() - as_utc(job.updated_at) > STALE_AFTER:
+            job.status = BatchJobStatus.INTERRUPTED.value  # its replica stopped reporting
         return job

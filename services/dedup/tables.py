@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 
 from sqlalchemy import BigInteger, Column, Text
@@ -37,6 +38,17 @@ class PHashRow(SQLModel, table=True):
     deleted: bool = False
 
 
+class BatchJobStatus(StrEnum):
+    """A batch dedup job's states: it runs in a thread of one replica, so it has no queue to
+    retry from; a job whose replica stopped reporting is read as interrupted (run it again)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
 class JobRow(SQLModel, table=True):
     __tablename__ = "dedup_jobs"
 
@@ -44,7 +56,7 @@ class JobRow(SQLModel, table=True):
     namespace: str
     model: str
     threshold: float
-    status: str = "queued"
+    status: str = BatchJobStatus.QUEUED.value
     processed: int = 0
     total: int = 0
     groups: int = 0

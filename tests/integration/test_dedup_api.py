@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,11 @@ import httpx
 import numpy as np
 import pytest
 
+from services.common.database import make_engine, session_scope, utcnow
 from services.dedup.app import create_app, open_vector_store
+from services.dedup.batch import STALE_AFTER
 from services.dedup.config import DedupSettings
+from services.dedup.tables import BatchJobStatus, JobRow
 from tests.helpers import free_port, live_server, wait_for
 
 DIM = 64
@@ -257,6 +262,34 @@ def test_batch_dedup_finds_the_known_groups(dedup: httpx.Client) -> None:
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown_collection")
     missing = dedup.get("/v1/dedup/batch/no-such-job")
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "unknown_job")
+
+
+def test_a_batch_job_whose_replica_stopped_reporting_reads_interrupted(
+    database_url: str, dedup: httpx.Client
+) -> None:
+    """A job left running by a replica that went away (its row not updated for longer than
+    STALE_AFTER) reads `interrupted`, so its caller knows to start it again; a job as fresh
+    still reads `running`."""
+    engine = make_engine(database_url)
+    stale = utcnow() - STALE_AFTER - timedelta(seconds=5)
+    rows = {
+        name: JobRow(
+            id=str(uuid.uuid4()),
+            namespace="default",
+            model="m",
+            threshold=0.95,
+            status=BatchJobStatus.RUNNING.value,
+            updated_at=stale if name == "stale" else utcnow(),
+        )
+        for name in ("stale", "fresh")
+    }
+    with session_scope(engine) as session:
+        session.add_all(rows.values())
+    engine.dispose()
+    states = {
+        name: dedup.get(f"/v1/dedup/batch/{row.id}").json()["status"] for name, row in rows.items()
+    }
+    assert states == {"stale": "interrupted", "fresh": "running"}
 
 
 def _store_raw(client: httpx.Client, name: str, vector: list[float]) -> None:
